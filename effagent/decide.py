@@ -1,0 +1,175 @@
+"""The one place that decides: policy + difficulty + spending so far -> Decision.
+
+Nothing else in effagent chooses a tier, a thinking budget, a sample count or whether to stop.
+``decide`` is pure: same inputs, same Decision; it calls no model and touches no ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from effagent.difficulty.base import Difficulty
+from effagent.errors import BudgetExceeded
+from effagent.ledger.base import LedgerState
+from effagent.policy import Limit, Policy, Tier
+
+
+class BudgetLeft(BaseModel):
+    """Remaining budget before this step (None = no limit set)."""
+
+    run_tokens: int | None = None
+    run_usd: float | None = None
+    thread_tokens: int | None = None
+    thread_usd: float | None = None
+
+    def tokens(self) -> int | None:
+        vals = [v for v in (self.run_tokens, self.thread_tokens) if v is not None]
+        return min(vals) if vals else None
+
+    def usd(self) -> float | None:
+        vals = [v for v in (self.run_usd, self.thread_usd) if v is not None]
+        return min(vals) if vals else None
+
+
+class Decision(BaseModel):
+    """What one model step gets. Serialisable; logged, traced and testable without a model."""
+
+    step: int = 0
+    action: Literal["call", "finalize"] = "call"
+    tier: str
+    model: str
+    thinking: bool = False
+    thinking_budget: int | None = None  # None with thinking on = unbounded
+    max_tokens: int
+    samples: int = 1
+    prompt_budget: Literal["none", "tale", "draft"] = "none"
+    band: str | None = None
+    difficulty: float = 0.0
+    signals: dict[str, float] = Field(default_factory=dict)
+    reason: str = ""
+    budget_left: BudgetLeft = Field(default_factory=BudgetLeft)
+    loop: str | None = None  # why a loop was capped, when it was
+    fallback: list[str] = Field(default_factory=list)  # tiers to try, in order, if this one fails
+
+
+def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | None]:
+    t = None if limit.tokens is None else max(0, limit.tokens - tokens)
+    d = None if limit.usd is None else max(0.0, limit.usd - usd)
+    return t, d
+
+
+def budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
+    rt, rd = _left(policy.budgets.run, state.run.total_tokens, state.run.cost_usd)
+    tt, td = _left(policy.budgets.thread, state.thread.total_tokens, state.thread.cost_usd)
+    return BudgetLeft(run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
+
+
+def _exhausted(policy: Policy, state: LedgerState, left: BudgetLeft) -> tuple[str, str, str] | None:
+    scopes = (("run", policy.budgets.run, state.run), ("thread", policy.budgets.thread, state.thread))
+    for scope, limit, usage in scopes:
+        if limit.tokens is not None and usage.total_tokens >= limit.tokens:
+            return scope, f"{usage.total_tokens} tokens", f"{limit.tokens} tokens"
+        if limit.usd is not None and usage.cost_usd >= limit.usd:
+            return scope, f"${usage.cost_usd:.6f}", f"${limit.usd:.6f}"
+    return None
+
+
+def _worst_cost(tier: Tier, out_tokens: int, in_tokens: int) -> float:
+    return tier.price.cost(in_tokens, out_tokens)
+
+
+def _fallback(policy: Policy, tier: str) -> list[str]:
+    if not policy.fallback.enabled:
+        return []
+    order = policy.fallback_order
+    if tier in order:
+        i = order.index(tier)
+        return order[i + 1:] + order[:i]
+    return order
+
+
+def decide(
+    policy: Policy,
+    difficulty: Difficulty,
+    state: LedgerState,
+    *,
+    step: int | None = None,
+    loop: str | None = None,
+    input_tokens: int = 0,
+) -> Decision:
+    """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
+
+    ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` an estimate of the
+    prompt size, used to keep the step inside the remaining budget.
+    """
+    step = state.steps if step is None else step
+    left = budget_left(policy, state)
+    spent = _exhausted(policy, state, left)
+    if spent is not None and policy.budgets.on_exhausted == "error":
+        raise BudgetExceeded(*spent)
+    if spent is not None or loop is not None:
+        fin = policy.budgets.finalize
+        name = fin.tier or policy.cheapest_tier
+        tier = policy.tier(name)
+        why = (f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]})" if spent else f"loop capped: {loop}")
+        return Decision(
+            step=step, action="finalize", tier=name, model=tier.model, thinking=False, thinking_budget=None,
+            max_tokens=min(fin.max_tokens, tier.max_tokens), samples=1, band=None,
+            difficulty=difficulty.score, signals=difficulty.signals,
+            reason=f"{why}; one last call without thinking for the final answer",
+            budget_left=left, loop=loop, fallback=_fallback(policy, name),
+        )
+
+    band = policy.band_for(difficulty.score)
+    name = band.tier
+    tier = policy.tier(name)
+    reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"]
+
+    max_tokens = min(x for x in (band.max_tokens, tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
+    thinking = band.thinking and tier.thinking.supported
+    budget: int | None = None
+    if thinking:
+        caps = [c for c in (band.thinking_budget, tier.thinking.max_budget,
+                            policy.budgets.step.max_thinking_tokens) if c]
+        budget = min(caps) if caps else None
+
+    # stay inside what is left: fewer output tokens, then a cheaper tier if even that does not fit in $.
+    tokens_left = left.tokens()
+    if tokens_left is not None:
+        room = max(1, tokens_left - input_tokens)
+        if room < max_tokens:
+            max_tokens = room
+            reasons.append(f"max_tokens cut to {room} by the remaining token budget")
+        if budget is not None and budget >= max_tokens:
+            budget = max(0, max_tokens // 2)
+            reasons.append(f"thinking budget cut to {budget}")
+    usd_left = left.usd()
+    if usd_left is not None:
+        samples_cost = _worst_cost(tier, max_tokens, input_tokens) * band.samples
+        if samples_cost > usd_left:
+            cheaper = sorted(
+                (n for n in policy.tiers if _worst_cost(policy.tiers[n], max_tokens, input_tokens) < samples_cost),
+                key=lambda n: _worst_cost(policy.tiers[n], max_tokens, input_tokens),
+            )
+            if cheaper and cheaper[-1] != name:
+                # the most capable tier that still fits, or the cheapest one
+                fitting = [n for n in cheaper if _worst_cost(policy.tiers[n], max_tokens, input_tokens) <= usd_left]
+                new = fitting[-1] if fitting else cheaper[0]
+                reasons.append(f"tier {name} -> {new}: ${usd_left:.6f} left")
+                name, tier = new, policy.tiers[new]
+                thinking = thinking and tier.thinking.supported
+                if not thinking:
+                    budget = None
+    samples = band.samples
+    if thinking:
+        reasons.append(f"thinking on, budget {budget if budget is not None else 'unbounded'}")
+    else:
+        reasons.append("thinking off")
+    return Decision(
+        step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
+        max_tokens=max_tokens, samples=samples, prompt_budget=band.prompt_budget, band=band.name,
+        difficulty=difficulty.score, signals=difficulty.signals, reason="; ".join(reasons),
+        budget_left=left, fallback=_fallback(policy, name),
+    )

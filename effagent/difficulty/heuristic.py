@@ -1,0 +1,55 @@
+"""Heuristic estimator: prompt features plus the agent's own history. No model, microseconds per step."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from effagent.difficulty.base import Difficulty, Step, clamp01
+
+_HARD_WORDS = re.compile(
+    r"\b(prove|proof|derive|optimi[sz]e|algorithm|complexity|step[- ]by[- ]step|explain why|compare|"
+    r"trade-?offs?|design|analy[sz]e|multi-?step|integral|probability|theorem|debug|refactor|plan)\b",
+    re.I,
+)
+_EASY_WORDS = re.compile(r"\b(what is|who is|capital of|define|translate|spell|list|name|hello|thanks?)\b", re.I)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_MATH = re.compile(r"[=+\-*/^%]|\b(sum|product|percent|ratio|average|total|how many|how much)\b", re.I)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+class HeuristicEstimator:
+    """Scores from prompt length, numbers, operators, task words, and from the run so far:
+    tool errors, repeated tool calls and how deep into the run the step is."""
+
+    name = "heuristic"
+
+    def prompt_signals(self, prompt: str) -> dict[str, float]:
+        words = len(prompt.split())
+        return {
+            "length": min(1.0, math.log1p(words) / math.log1p(400)),
+            "numbers": min(1.0, len(_NUMBER.findall(prompt)) / 8),
+            "math": min(1.0, len(_MATH.findall(prompt)) / 6),
+            "hard_words": min(1.0, len(_HARD_WORDS.findall(prompt)) / 2),
+            "easy_words": min(1.0, len(_EASY_WORDS.findall(prompt)) / 1),
+            "questions": min(1.0, max(0, prompt.count("?") - 1) / 3),
+        }
+
+    def _prompt_logit(self, s: dict[str, float]) -> float:
+        return (-2.0 + 2.2 * s["length"] + 1.2 * s["numbers"] + 1.0 * s["math"] + 1.6 * s["hard_words"]
+                - 1.4 * s["easy_words"] + 0.8 * s["questions"])
+
+    def estimate(self, step: Step) -> Difficulty:
+        s = self.prompt_signals(step.prompt)
+        calls = [(c.name, repr(sorted(c.args.items()))) for c in step.tool_calls]
+        s["tool_errors"] = min(1.0, step.tool_errors / 3)
+        s["repeats"] = min(1.0, (len(calls) - len(set(calls))) / 2) if calls else 0.0
+        s["depth"] = min(1.0, step.index / 10)
+        logit = self._prompt_logit(s) + 1.2 * s["tool_errors"] + 0.8 * s["repeats"] + 0.4 * s["depth"]
+        return Difficulty(score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
+
+    def score_prompts(self, prompts: list[str]) -> list[float]:
+        return [clamp01(_sigmoid(self._prompt_logit(self.prompt_signals(p)))) for p in prompts]

@@ -1,0 +1,107 @@
+"""The framework-free run loop both integrations share: plan a step, shape its call, account for it.
+
+Integrations convert their messages to a :class:`Step`, call ``plan`` (which asks ``decide``), send the
+call with ``settings``, and report usage with ``account``. The governor holds no per-run state itself:
+spending lives in the ledger (and, for threads, in the graph state the integration passes back in).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from effagent.decide import Decision, decide
+from effagent.difficulty import build_estimator
+from effagent.difficulty.base import Estimator, Step
+from effagent.ledger.base import CallKind, Ledger, StepRecord, Usage
+from effagent.ledger.memory import InMemoryLedger
+from effagent.levers import length, loopguard, thinking
+from effagent.observe import NullObserver, Observer
+from effagent.policy import Policy
+
+
+def merge_settings(*parts: dict[str, Any]) -> dict[str, Any]:
+    """Merge request-setting dicts; ``extra_body`` dicts are merged key by key."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if k == "extra_body" and isinstance(v, dict):
+                out.setdefault("extra_body", {}).update(v)
+            else:
+                out[k] = v
+    return out
+
+
+def approx_tokens(text: str) -> int:
+    """A rough prompt size (4 characters a token) used only to keep a step inside the remaining budget;
+    accounting always uses the usage the server reports."""
+    return max(1, len(text) // 4)
+
+
+class Governor:
+    def __init__(self, policy: Policy, ledger: Ledger | None = None, estimator: Estimator | None = None,
+                 observer: Observer | None = None) -> None:
+        self.policy = policy
+        self.ledger = ledger if ledger is not None else InMemoryLedger()
+        self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty)
+        self.observer: Observer = observer if observer is not None else NullObserver()
+
+    # -- runs -----------------------------------------------------------------------------------
+    def start_run(self, thread_id: str | None = None) -> str:
+        run_id = uuid.uuid4().hex
+        self.observer.on_run_start(run_id, thread_id)
+        return run_id
+
+    def end_run(self, run_id: str) -> Usage:
+        usage = self.ledger.run_usage(run_id)
+        self.observer.on_run_end(run_id, usage)
+        return usage
+
+    # -- steps ----------------------------------------------------------------------------------
+    def plan(self, step: Step, run_id: str, thread_id: str | None = None,
+             thread_base: Usage | None = None) -> Decision:
+        state = self.ledger.state(run_id, thread_id, thread_base)
+        step = step.model_copy(update={"index": state.steps})
+        loop = loopguard.check(step, self.policy.loop_guard)
+        difficulty = self.estimator.estimate(step)
+        text = " ".join(m.content for m in step.messages)
+        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop,
+                          input_tokens=approx_tokens(text))
+        self.observer.on_step_start(run_id, decision)
+        return decision
+
+    def settings(self, decision: Decision, tier_name: str | None = None) -> dict[str, Any]:
+        """Request keys (litellm / ChatLiteLLM kwargs) that carry the decision to ``tier_name``
+        (the decided tier by default; a fallback tier gets the same decision within its own limits)."""
+        name = tier_name or decision.tier
+        tier = self.policy.tier(name)
+        on = decision.thinking and tier.thinking.supported
+        budget = decision.thinking_budget if on else None
+        if on and budget is not None and tier.thinking.max_budget:
+            budget = min(budget, tier.thinking.max_budget)
+        return merge_settings(
+            {"extra_body": dict(tier.extra_body)} if tier.extra_body else {},
+            thinking.thinking_settings(tier, on) if tier.thinking.supported else {},
+            length.length_settings(tier, min(decision.max_tokens, tier.max_tokens), on, budget),
+        )
+
+    def account(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
+                input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
+                ok: bool = True, error: str | None = None, duration_s: float = 0.0,
+                response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
+        """Record one call's usage (cost at the tier's prices) in the ledger and tell the observer."""
+        t = self.policy.tier(tier)
+        reasoning_tokens = min(max(0, reasoning_tokens), max(0, output_tokens))
+        usage = Usage(input_tokens=max(0, input_tokens), output_tokens=max(0, output_tokens),
+                      reasoning_tokens=reasoning_tokens, cost_usd=t.price.cost(max(0, input_tokens),
+                                                                                max(0, output_tokens)),
+                      calls=1)
+        rec = StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
+                         kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
+                         tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error)
+        self.ledger.record(rec)
+        self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
+        return rec
+
+    def end_step(self, run_id: str, decision: Decision, usage: Usage) -> None:
+        self.observer.on_step_end(run_id, decision, usage)

@@ -1,0 +1,416 @@
+"""The budget policy: pydantic schema of the YAML file, and its loader.
+
+``load_policy(path)`` returns a validated :class:`Policy` or raises :class:`PolicyError` whose lines read
+``PATH:LINE:COL: field.path: what is wrong — what to change``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from effagent.errors import PolicyError
+
+NonNeg = Annotated[float, Field(ge=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input_per_mtok: NonNeg = 0.0
+    output_per_mtok: NonNeg = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+class ThinkingControl(_Strict):
+    """How a tier turns thinking on/off and bounds it.
+
+    - ``chat_template_kwargs``: vLLM ``chat_template_kwargs: {enable_thinking: bool}`` (Qwen3, DeepSeek-R1 style);
+    - ``reasoning_effort``: OpenAI-style ``reasoning_effort`` (``effort_on`` when on, ``effort_off`` when off);
+    - ``none``: the tier cannot think; a decision to think on it is an error in the policy.
+    """
+
+    control: Literal["chat_template_kwargs", "reasoning_effort", "none"] = "none"
+    max_budget: NonNegInt = 0
+    budget_param: Literal["thinking_token_budget", "budget_forcing", "none"] = "thinking_token_budget"
+    effort_on: str = "medium"
+    effort_off: str = "none"
+
+    @property
+    def supported(self) -> bool:
+        return self.control != "none"
+
+
+class Tier(_Strict):
+    """One model endpoint the policy may route a step to."""
+
+    model: str = Field(description="litellm model string, e.g. hosted_vllm/Qwen/Qwen3-8B")
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    price: Price = Field(default_factory=Price)
+    thinking: ThinkingControl = Field(default_factory=ThinkingControl)
+    max_tokens: Annotated[int, Field(gt=0)] = 1024
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    retries: NonNegInt = 1
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class EstimatorRef(_Strict):
+    name: str
+    weight: NonNeg = 1.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DifficultyConfig(_Strict):
+    estimators: list[EstimatorRef] = Field(default_factory=lambda: [EstimatorRef(name="heuristic")])
+
+    @field_validator("estimators")
+    @classmethod
+    def _some_weight(cls, v: list[EstimatorRef]) -> list[EstimatorRef]:
+        if not v:
+            raise ValueError("list at least one estimator, e.g. [{name: heuristic}]")
+        if sum(e.weight for e in v) <= 0:
+            raise ValueError("the estimator weights sum to 0; give at least one a positive weight")
+        return v
+
+
+class Band(_Strict):
+    """A difficulty band [min, max) and what a step in it gets."""
+
+    name: str
+    min: Annotated[float, Field(ge=0, le=1)] = 0.0
+    max: Annotated[float, Field(ge=0, le=1)] = 1.0
+    tier: str
+    thinking: bool = False
+    thinking_budget: NonNegInt = 0
+    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    samples: Annotated[int, Field(ge=1, le=64)] = 1
+    prompt_budget: Literal["none", "tale", "draft"] = "none"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.thinking_budget and not self.thinking:
+            raise ValueError("thinking_budget is set but thinking is false; set thinking: true or drop the budget")
+        return self
+
+
+class Limit(_Strict):
+    tokens: NonNegInt | None = None
+    usd: NonNeg | None = None
+
+
+class StepLimit(_Strict):
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None
+    max_thinking_tokens: NonNegInt | None = None
+
+
+class Finalize(_Strict):
+    tier: str | None = None  # default: the cheapest tier
+    instruction: str = (
+        "The budget for this task is spent. Do not call tools. Using what you already know, "
+        "give your best final answer now, briefly."
+    )
+    max_tokens: Annotated[int, Field(gt=0)] = 256
+
+
+class Budgets(_Strict):
+    run: Limit = Field(default_factory=Limit)
+    thread: Limit = Field(default_factory=Limit)
+    step: StepLimit = Field(default_factory=StepLimit)
+    on_exhausted: Literal["finalize", "error"] = "finalize"
+    finalize: Finalize = Field(default_factory=Finalize)
+
+
+class Fallback(_Strict):
+    """On endpoint failure after retries, try the next tier in ``order`` (default: the tiers as listed)."""
+
+    enabled: bool = True
+    order: list[str] | None = None
+
+
+class LoopGuard(_Strict):
+    enabled: bool = True
+    max_repeated_tool_calls: Annotated[int, Field(ge=1)] = 2
+    max_reflection_rounds: Annotated[int, Field(ge=1)] = 3
+    min_change_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+
+
+class Telemetry(_Strict):
+    enabled: bool = True
+    exporter: Literal["file", "console", "otlp", "none"] = "file"
+    path: str = "effagent-out/traces.jsonl"
+    service_name: str = "effagent"
+    project: str | None = None
+    record_content: bool = False
+
+
+class RedisLedger(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "effagent"
+    on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
+    team: str | None = None
+    window: Literal["none", "daily"] = "none"
+
+
+class LedgerConfig(_Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RedisLedger = Field(default_factory=RedisLedger)
+
+
+class Policy(_Strict):
+    """A validated budget policy."""
+
+    version: Literal[1] = 1
+    name: str = "policy"
+    tiers: dict[str, Tier]
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
+    bands: list[Band]
+    budgets: Budgets = Field(default_factory=Budgets)
+    fallback: Fallback = Field(default_factory=Fallback)
+    loop_guard: LoopGuard = Field(default_factory=LoopGuard)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    baseline_tier: str | None = Field(
+        default=None, description="tier every step would use without effagent (for 'tokens saved')"
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _has_tiers(cls, v: dict[str, Tier]) -> dict[str, Tier]:
+        if not v:
+            raise ValueError("define at least one tier")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Policy:
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        names = list(self.tiers)
+
+        def need_tier(loc: tuple[Any, ...], name: str | None) -> None:
+            if name is not None and name not in self.tiers:
+                problems.append((loc, f"unknown tier {name!r}; defined tiers: {', '.join(names)}"))
+
+        bands = sorted(enumerate(self.bands), key=lambda ib: ib[1].min)
+        if not bands:
+            problems.append((("bands",), "define at least one band covering difficulty 0 to 1"))
+        else:
+            if bands[0][1].min > 0:
+                problems.append(((("bands", bands[0][0], "min")), "bands must start at 0 (missing [0, "
+                                 f"{bands[0][1].min}))"))
+            if bands[-1][1].max < 1:
+                problems.append(((("bands", bands[-1][0], "max")), f"bands must end at 1 (missing "
+                                 f"[{bands[-1][1].max}, 1])"))
+            for (_, a), (j, b) in zip(bands, bands[1:], strict=False):
+                if b.min < a.max:
+                    problems.append((("bands", j, "min"), f"band {b.name!r} overlaps band {a.name!r} "
+                                     f"([{b.min}, {b.max}) vs [{a.min}, {a.max})); make min >= {a.max}"))
+                elif b.min > a.max:
+                    problems.append((("bands", j, "min"), f"gap between band {a.name!r} and {b.name!r}: "
+                                     f"[{a.max}, {b.min}) is not covered; set min: {a.max}"))
+        for i, band in enumerate(self.bands):
+            need_tier(("bands", i, "tier"), band.tier)
+            tier = self.tiers.get(band.tier)
+            if tier is not None and band.thinking:
+                if not tier.thinking.supported:
+                    problems.append((("bands", i, "thinking"), f"tier {band.tier!r} cannot think "
+                                     "(thinking.control: none); set thinking: false or pick a thinking tier"))
+                elif tier.thinking.max_budget and band.thinking_budget > tier.thinking.max_budget:
+                    problems.append((("bands", i, "thinking_budget"), f"{band.thinking_budget} exceeds tier "
+                                     f"{band.tier!r}'s max_budget {tier.thinking.max_budget}"))
+        need_tier(("budgets", "finalize", "tier"), self.budgets.finalize.tier)
+        need_tier(("baseline_tier",), self.baseline_tier)
+        for i, name in enumerate(self.fallback.order or []):
+            need_tier(("fallback", "order", i), name)
+        if problems:
+            raise _CrossCheckError(problems)
+        return self
+
+    # -- helpers the rest of the code uses -------------------------------------------------------
+    def band_for(self, score: float) -> Band:
+        for band in self.bands:
+            if band.min <= score < band.max:
+                return band
+        return max(self.bands, key=lambda b: b.max)  # score == 1.0 falls in the top band
+
+    def tier(self, name: str) -> Tier:
+        from effagent.errors import UnknownTierError
+
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTierError(f"unknown tier {name!r}; defined tiers: {', '.join(self.tiers)}") from None
+
+    @property
+    def cheapest_tier(self) -> str:
+        return min(self.tiers, key=lambda n: (self.tiers[n].price.output_per_mtok, self.tiers[n].price.input_per_mtok))
+
+    @property
+    def fallback_order(self) -> list[str]:
+        return list(self.fallback.order or self.tiers)
+
+    def summary(self) -> str:
+        lines = [f"policy {self.name!r}: {len(self.tiers)} tier(s), {len(self.bands)} band(s)"]
+        for n, t in self.tiers.items():
+            think = t.thinking.control if t.thinking.supported else "no thinking"
+            lines.append(f"  tier {n}: {t.model} @ {t.api_base or 'default endpoint'} "
+                         f"(${t.price.input_per_mtok}/${t.price.output_per_mtok} per Mtok, {think})")
+        for b in sorted(self.bands, key=lambda b: b.min):
+            think = f"thinking {b.thinking_budget or 'unbounded'}" if b.thinking else "no thinking"
+            lines.append(f"  band {b.name} [{b.min}, {b.max}) -> {b.tier}, {think}, samples {b.samples}")
+        r, t = self.budgets.run, self.budgets.thread
+        lines.append(f"  budgets: run {r.tokens or '-'} tok / ${r.usd if r.usd is not None else '-'}, "
+                     f"thread {t.tokens or '-'} tok / ${t.usd if t.usd is not None else '-'}, "
+                     f"on_exhausted={self.budgets.on_exhausted}")
+        return "\n".join(lines)
+
+
+class _CrossCheckError(ValueError):
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(m for _, m in problems))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading with line numbers and ${ENV} interpolation
+# ---------------------------------------------------------------------------------------------------
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _ENV.sub(sub, value)
+
+
+def _locate(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], yaml.Node]:
+    """Map each field path to its YAML node (for LINE:COL in errors)."""
+    out: dict[tuple[Any, ...], yaml.Node] = {path: node}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = v
+            out[(path + (key,), "key")] = k  # type: ignore[index]
+            out.update(_locate(v, path + (key,)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_locate(v, path + (i,)))
+    return out
+
+
+def _walk_env(data: Any, env: dict[str, str], path: tuple[Any, ...], errs: list[tuple[tuple[Any, ...], str]]) -> Any:
+    if isinstance(data, dict):
+        return {k: _walk_env(v, env, path + (k,), errs) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_walk_env(v, env, path + (i,), errs) for i, v in enumerate(data)]
+    if isinstance(data, str) and "${" in data:
+        try:
+            return _interpolate(data, env)
+        except KeyError as e:
+            errs.append((path, f"environment variable {e.args[0]} is not set; export it or write "
+                               f"${{{e.args[0]}:-default}}"))
+    return data
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _position(nodes: dict[tuple[Any, ...], yaml.Node], loc: tuple[Any, ...], key: bool = False) -> str:
+    for n in range(len(loc), -1, -1):
+        node = nodes.get((loc[:n], "key")) if key and n == len(loc) else None  # type: ignore[call-overload]
+        node = node or nodes.get(loc[:n])
+        if node is not None:
+            return f"{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    return "1:1"
+
+
+def _hint(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or check its spelling (see `effagent policy schema`)"
+    if kind == "missing":
+        return "required; add it"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        msg += f" (got {err.get('input')!r})"
+    return msg
+
+
+def parse_policy(text: str, source: str = "<policy>", env: dict[str, str] | None = None) -> Policy:
+    """Validate policy YAML text. Raises PolicyError with ``source:LINE:COL`` lines."""
+    env = dict(os.environ) if env is None else env
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        pos = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+        problem = getattr(e, "problem", None) or str(e)
+        raise PolicyError(source, [f"{source}:{pos}: not valid YAML: {problem}"]) from None
+    if not isinstance(data, dict) or root is None:
+        raise PolicyError(source, [f"{source}:1:1: the policy must be a YAML mapping with tiers and bands"])
+    nodes = _locate(root)
+    env_errs: list[tuple[tuple[Any, ...], str]] = []
+    data = _walk_env(data, env, (), env_errs)
+    if env_errs:
+        raise PolicyError(source, [f"{source}:{_position(nodes, loc)}: {_fmt_loc(loc)}: {m}" for loc, m in env_errs])
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as e:
+        problems: list[str] = []
+        for err in e.errors(include_url=False):
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _CrossCheckError):
+                for loc, m in ctx_err.problems:
+                    problems.append(f"{source}:{_position(nodes, loc)}: {_fmt_loc(loc)}: {m}")
+                continue
+            loc = tuple(err["loc"])
+            key = err["type"] == "extra_forbidden"
+            problems.append(f"{source}:{_position(nodes, loc, key)}: {_fmt_loc(loc)}: {_hint(err)}")
+        raise PolicyError(source, problems) from None
+
+
+def load_policy(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Policy:
+    """Read and validate a policy file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PolicyError(str(p), [f"{p}: cannot read the policy file: {e.strerror or e}"]) from None
+    return parse_policy(text, source=str(p), env=env)
+
+
+def policy_json_schema() -> str:
+    return json.dumps(Policy.model_json_schema(), indent=2)

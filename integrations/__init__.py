@@ -1,0 +1,1 @@
+"""Thin adapters between effagent's core and agent frameworks (importable as ``effagent.integrations``)."""

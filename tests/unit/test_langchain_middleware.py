@@ -1,0 +1,204 @@
+"""create_agent + EfficiencyMiddleware with fake tier models (no server)."""
+
+from __future__ import annotations
+
+import pytest
+from effagent.integrations.langchain import EfficiencyMiddleware
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+from effagent import BudgetExceeded, EndpointError, InMemoryLedger, parse_policy
+from tests.fakes import FakeTierModel, ai, call
+
+POLICY = """\
+tiers:
+  small:
+    model: hosted_vllm/smol
+    price: {input_per_mtok: 1.0, output_per_mtok: 2.0}
+    max_tokens: 300
+  large:
+    model: hosted_vllm/smol-think
+    price: {input_per_mtok: 10.0, output_per_mtok: 30.0}
+    thinking: {control: chat_template_kwargs, max_budget: 2048}
+    max_tokens: 900
+bands:
+  - {name: easy, min: 0.0, max: 0.5, tier: small}
+  - {name: hard, min: 0.5, max: 1.0, tier: large, thinking: true, thinking_budget: 512}
+budgets:
+  run: {tokens: RUN_TOKENS}
+  thread: {tokens: THREAD_TOKENS}
+  on_exhausted: ON_EXHAUSTED
+fallback: {order: [large, small]}
+"""
+
+EASY = "What is the capital of France?"
+HARD = ("A tank holds 1200 litres. Pipe A fills it in 6 hours, pipe B in 9 hours and pipe C drains it in 12 hours. "
+        "If all three open at 3pm with the tank 1/4 full, derive step by step when it is full, and prove the "
+        "formula for the general case; analyze how the answer changes if pipe B fails after 2 hours.")
+
+
+def policy(run_tokens: int = 100000, thread_tokens: int = 1000000, on_exhausted: str = "finalize"):
+    text = (POLICY.replace("RUN_TOKENS", str(run_tokens)).replace("THREAD_TOKENS", str(thread_tokens))
+            .replace("ON_EXHAUSTED", on_exhausted))
+    return parse_policy(text, env={})
+
+
+def tool_then_answer(answer: str, usage=(20, 8, 0)):
+    """A fake that calls the calculator once, then answers after the tool result."""
+    def respond(messages, kwargs):
+        if isinstance(messages[-1], ToolMessage):
+            return ai(answer, input_tokens=usage[0], output_tokens=usage[1], reasoning=usage[2])
+        return ai("", tool_calls=[call("calculator", {"expression": "6*7"})], input_tokens=usage[0],
+                  output_tokens=usage[1], reasoning=usage[2])
+    return respond
+
+
+@tool
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression."""
+    return str(eval(expression, {"__builtins__": {}}))
+
+
+def build(pol, small=None, large=None, ledger=None, checkpointer=None):
+    small = small or FakeTierModel(tier="small", responder=tool_then_answer("Paris", (12, 3, 0)))
+    large = large or FakeTierModel(tier="large", responder=tool_then_answer("42", (40, 30, 20)))
+    mw = EfficiencyMiddleware(pol, models={"small": small, "large": large}, ledger=ledger or InMemoryLedger())
+    agent = create_agent(mw.default_model, tools=[calculator], middleware=[mw], checkpointer=checkpointer)
+    return agent, mw, small, large
+
+
+def test_easy_and_hard_steps_go_to_different_tiers_with_policy_settings():
+    agent, mw, small, large = build(policy())
+    out = agent.invoke({"messages": [HumanMessage(EASY)]})
+    assert out["messages"][-1].content == "Paris"
+    assert len(small.calls) == 2 and not large.calls
+    kw = small.calls[0]["kwargs"]
+    assert kw["max_tokens"] == 300 and "extra_body" not in kw  # small tier: no thinking controls at all
+
+    out = agent.invoke({"messages": [HumanMessage(HARD)]})
+    assert out["messages"][-1].content == "42"
+    assert len(large.calls) == 2 and len(small.calls) == 2
+    kw = large.calls[0]["kwargs"]
+    assert kw["extra_body"] == {"chat_template_kwargs": {"enable_thinking": True}, "thinking_token_budget": 512}
+    assert kw["max_tokens"] == 900
+    meta = out["messages"][-1].response_metadata["effagent"]
+    assert meta["tier"] == "large" and meta["decision"]["thinking"] is True
+
+
+def test_ledger_equals_sum_of_reported_usage():
+    ledger = InMemoryLedger()
+    agent, mw, small, large = build(policy(), ledger=ledger)
+    agent.invoke({"messages": [HumanMessage(EASY)]})
+    agent.invoke({"messages": [HumanMessage(HARD)]})
+    msgs_usage = [(12, 3, 0)] * 2 + [(40, 30, 20)] * 2
+    total = ledger.total()
+    assert total.input_tokens == sum(u[0] for u in msgs_usage)
+    assert total.output_tokens == sum(u[1] for u in msgs_usage)
+    assert total.reasoning_tokens == sum(u[2] for u in msgs_usage)
+    assert total.cost_usd == pytest.approx(2 * (12 * 1 + 3 * 2) / 1e6 + 2 * (40 * 10 + 30 * 30) / 1e6)
+    assert total.calls == 4
+
+
+def test_spent_run_budget_finalizes_with_an_answer():
+    # the large fake would loop on tool calls forever; the 100-token run budget stops it
+    looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
+                                                    input_tokens=60, output_tokens=50)])
+    final = FakeTierModel(tier="small", script=[ai("Best answer: 2", input_tokens=5, output_tokens=4)])
+    agent, mw, small, large = build(policy(run_tokens=100), small=final, large=looper)
+    out = agent.invoke({"messages": [HumanMessage(HARD)]}, {"recursion_limit": 50})
+    last = out["messages"][-1]
+    assert isinstance(last, AIMessage) and last.content == "Best answer: 2" and not last.tool_calls
+    assert len(looper.calls) == 1  # 110 tokens spent after one step: the next step is the finalize call
+    fin = final.calls[0]
+    assert "budget for this task is spent" in fin["messages"][-1].content
+    assert "tool_names" not in fin["kwargs"]  # tools removed for the final call
+    records = mw.ledger.records()
+    assert [r.kind for r in records] == ["model", "finalize"]
+    assert "run budget exhausted" in records[-1].reason
+
+
+def test_spent_run_budget_raises_typed_error_when_policy_says_error():
+    looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
+                                                    input_tokens=60, output_tokens=50)])
+    agent, *_ = build(policy(run_tokens=100, on_exhausted="error"), large=looper)
+    with pytest.raises(BudgetExceeded) as e:
+        agent.invoke({"messages": [HumanMessage(HARD)]})
+    assert e.value.scope == "run" and "110 tokens" in str(e.value) and "on_exhausted" in str(e.value)
+
+
+def test_resumed_thread_keeps_its_budget_across_processes():
+    saver = InMemorySaver()
+    cfg = {"configurable": {"thread_id": "t-1"}}
+    pol = policy(thread_tokens=50)
+    agent, mw, small, _ = build(pol, checkpointer=saver)
+    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 calls x 15 tokens = 30
+    assert mw.ledger.thread_usage("t-1").total_tokens == 30
+    state = agent.get_state(cfg).values
+    assert state["effagent_thread_usage"]["input_tokens"] == 24
+
+    # a new process: fresh middleware and ledger, same checkpointer -> the thread's 30 tokens still count
+    agent2, mw2, small2, _ = build(pol, checkpointer=saver)
+    agent2.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 30 + 15 = 45 < 50: one more normal step
+    agent2.invoke({"messages": [HumanMessage(EASY)]}, cfg)
+    kinds = [r.kind for r in mw2.ledger.records()]
+    assert "finalize" in kinds
+    assert agent2.get_state(cfg).values["effagent_thread_usage"]["calls"] == len(kinds) + 2
+
+
+def test_a_different_thread_has_its_own_budget():
+    saver = InMemorySaver()
+    pol = policy(thread_tokens=50)
+    agent, mw, *_ = build(pol, checkpointer=saver)
+    for _ in range(2):
+        agent.invoke({"messages": [HumanMessage(EASY)]}, {"configurable": {"thread_id": "a"}})
+    agent.invoke({"messages": [HumanMessage(EASY)]}, {"configurable": {"thread_id": "b"}})
+    b = [r for r in mw.ledger.records() if r.thread_id == "b"]
+    assert [r.kind for r in b] == ["model", "model"]
+
+
+def test_dead_endpoint_falls_back_to_next_tier_and_records_failure():
+    dead = FakeTierModel(tier="large", fail_with=ConnectionError)
+    agent, mw, small, large = build(policy(), large=dead)
+    out = agent.invoke({"messages": [HumanMessage(HARD)]})
+    assert out["messages"][-1].content == "Paris"  # answered by the small tier
+    failed = [r for r in mw.ledger.records() if not r.ok]
+    assert failed and failed[0].tier == "large" and "ConnectionError" in (failed[0].error or "")
+    assert failed[0].usage.total_tokens == 0
+
+
+def test_no_tier_left_raises_endpoint_error():
+    dead_l = FakeTierModel(tier="large", fail_with=ConnectionError)
+    dead_s = FakeTierModel(tier="small", fail_with=TimeoutError)
+    agent, *_ = build(policy(), small=dead_s, large=dead_l)
+    with pytest.raises(EndpointError) as e:
+        agent.invoke({"messages": [HumanMessage(EASY)]})
+    assert "small: TimeoutError" in str(e.value) and "large: ConnectionError" in str(e.value)
+
+
+def test_repeated_tool_call_loop_is_capped_with_a_final_answer():
+    looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "2+2"})])])
+    final = FakeTierModel(tier="small", script=[ai("4")])
+    agent, mw, *_ = build(policy(), small=final, large=looper)
+    out = agent.invoke({"messages": [HumanMessage(HARD)]}, {"recursion_limit": 100})
+    assert out["messages"][-1].content == "4"
+    # limit 2 repeats: the third identical call is detected before the 4th model step
+    assert len(looper.calls) == 3
+    assert "repeated 3 times" in mw.ledger.records()[-1].reason
+
+
+async def test_async_agent_routes_and_accounts():
+    agent, mw, small, large = build(policy())
+    out = await agent.ainvoke({"messages": [HumanMessage(HARD)]})
+    assert out["messages"][-1].content == "42"
+    assert len(large.calls) == 2
+    assert mw.ledger.total().output_tokens == 60
+
+
+async def test_async_budget_error():
+    looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
+                                                    input_tokens=60, output_tokens=50)])
+    agent, *_ = build(policy(run_tokens=100, on_exhausted="error"), large=looper)
+    with pytest.raises(BudgetExceeded):
+        await agent.ainvoke({"messages": [HumanMessage(HARD)]})

@@ -1,0 +1,120 @@
+"""Policy loading: valid files load, every mistake a user makes is reported at its line with a fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effagent import PolicyError, load_policy, parse_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MINIMAL = """\
+tiers:
+  small: {model: hosted_vllm/smol, price: {input_per_mtok: 1, output_per_mtok: 2}}
+bands:
+  - {name: all, min: 0, max: 1, tier: small}
+"""
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(PolicyError) as e:
+        parse_policy(text, source="p.yaml", env=env or {})
+    return e.value.problems
+
+
+def test_example_policy_loads():
+    p = load_policy(ROOT / "examples" / "policy.yaml", env={})
+    assert set(p.tiers) == {"small", "large"}
+    assert p.band_for(0.1).tier == "small" and p.band_for(0.95).tier == "large"
+    assert p.band_for(1.0).name == "hard"
+
+
+def test_type_error_reports_line_and_column():
+    text = MINIMAL.replace("model: hosted_vllm/smol,", "model: hosted_vllm/smol, max_tokens: lots,")
+    (msg,) = problems(text)
+    assert msg.startswith("p.yaml:2:")
+    assert "tiers.small.max_tokens" in msg and "'lots'" in msg
+
+
+def test_unknown_key_is_named_at_its_line():
+    text = MINIMAL + "budgets:\n  run: {tokens: 10}\n  on_exausted: error\n"
+    (msg,) = problems(text)
+    assert msg.startswith("p.yaml:7:3:") and "budgets.on_exausted" in msg and "unknown key" in msg
+
+
+def test_unknown_tier_and_overlapping_bands():
+    text = """\
+tiers:
+  small: {model: a}
+bands:
+  - {name: easy, min: 0, max: 0.6, tier: small}
+  - {name: hard, min: 0.5, max: 1, tier: huge}
+"""
+    msgs = problems(text)
+    assert any(m.startswith("p.yaml:5:") and "unknown tier 'huge'" in m for m in msgs)
+    assert any("overlaps" in m and "make min >= 0.6" in m for m in msgs)
+
+
+def test_gap_and_missing_coverage():
+    text = """\
+tiers: {small: {model: a}}
+bands:
+  - {name: a, min: 0.1, max: 0.3, tier: small}
+  - {name: b, min: 0.4, max: 0.9, tier: small}
+"""
+    msgs = "\n".join(problems(text))
+    assert "must start at 0" in msgs and "gap between band 'a' and 'b'" in msgs and "must end at 1" in msgs
+
+
+def test_negative_budget_and_thinking_on_a_tier_that_cannot_think():
+    msgs = problems(MINIMAL + "budgets: {run: {usd: -1}}\n")
+    assert any("budgets.run.usd" in m and "greater than or equal to 0" in m for m in msgs)
+    msgs = problems(MINIMAL.replace("tier: small}", "tier: small, thinking: true}"))
+    assert any("cannot think" in m for m in msgs)
+
+
+def test_env_interpolation_and_secret_not_printed():
+    text = MINIMAL.replace(
+        "model: hosted_vllm/smol,", 'model: hosted_vllm/smol, api_base: "${URL}", api_key: "${KEY}",'
+    )
+    p = parse_policy(text, env={"URL": "http://127.0.0.1:9/v1", "KEY": "sk-secret-123"})
+    assert p.tiers["small"].api_base == "http://127.0.0.1:9/v1"
+    assert p.tiers["small"].api_key.get_secret_value() == "sk-secret-123"
+    assert "sk-secret-123" not in repr(p) and "sk-secret-123" not in p.summary()
+    assert "sk-secret-123" not in p.model_dump_json()
+    (msg,) = problems(text, env={"URL": "x"})
+    assert "KEY is not set" in msg and msg.startswith("p.yaml:2:")
+    p = parse_policy(text.replace("${KEY}", "${KEY:-none}"), env={"URL": "u"})
+    assert p.tiers["small"].api_key.get_secret_value() == "none"
+
+
+def test_broken_yaml_is_reported_not_raised():
+    (msg,) = problems("tiers: [\n")
+    assert msg.startswith("p.yaml:") and "not valid YAML" in msg
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "effagent.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    ok = _cli("validate", "examples/policy.yaml")
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout and "band easy" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("max: 1,", "max: one,"))
+    r = _cli("validate", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:4:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_schema_is_json():
+    import json
+
+    r = _cli("policy", "schema")
+    schema = json.loads(r.stdout)
+    assert "tiers" in schema["properties"] and "bands" in schema["required"]

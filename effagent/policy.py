@@ -30,14 +30,16 @@ NonNegInt = Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
 
 class Price(_Strict):
     """US dollars per million tokens."""
 
     input_per_mtok: NonNeg = 0.0
+    """USD per million input (prompt) tokens."""
     output_per_mtok: NonNeg = 0.0
+    """USD per million output tokens (thinking included)."""
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
@@ -52,10 +54,16 @@ class ThinkingControl(_Strict):
     """
 
     control: Literal["chat_template_kwargs", "reasoning_effort", "none"] = "none"
+    """How thinking is switched on/off for this tier."""
     max_budget: NonNegInt = 0
+    """Largest thinking budget (tokens) this tier allows; 0 = no cap of its own."""
     budget_param: Literal["thinking_token_budget", "budget_forcing", "none"] = "thinking_token_budget"
+    """How a thinking budget is enforced: vLLM's `thinking_token_budget` request field, client-side budget
+    forcing (think up to N, close the block, answer), or not at all."""
     effort_on: str = "medium"
+    """`reasoning_effort` sent when thinking is on (control: reasoning_effort)."""
     effort_off: str = "none"
+    """`reasoning_effort` sent when thinking is off (control: reasoning_effort)."""
 
     @property
     def supported(self) -> bool:
@@ -67,13 +75,19 @@ class Tier(_Strict):
 
     model: str = Field(description="litellm model string, e.g. hosted_vllm/Qwen/Qwen3-8B")
     api_base: str | None = None
+    """Endpoint base URL, e.g. http://gpu-host:8000/v1 for vLLM."""
     api_key: SecretStr | None = None
+    """API key (use ${ENV_VAR}); never printed or traced."""
     price: Price = Field(default_factory=Price)
     thinking: ThinkingControl = Field(default_factory=ThinkingControl)
     max_tokens: Annotated[int, Field(gt=0)] = 1024
+    """Largest output (thinking included) one call on this tier may produce."""
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """Per-request timeout in seconds."""
     retries: NonNegInt = 1
+    """Retries on connection errors, timeouts and 5xx before falling back to the next tier."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra request-body fields sent on every call to this tier."""
 
 
 class EstimatorRef(_Strict):
@@ -106,7 +120,9 @@ class Band(_Strict):
     thinking_budget: NonNegInt = 0
     max_tokens: Annotated[int, Field(gt=0)] | None = None
     samples: Annotated[int, Field(ge=1, le=64)] = 1
+    """Most samples for adaptive self-consistency (1 = a single call)."""
     prompt_budget: Literal["none", "tale", "draft"] = "none"
+    """Prompt-level length budget: TALE-style token estimate, or Chain-of-Draft terse steps."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
@@ -119,7 +135,9 @@ class Band(_Strict):
 
 class Limit(_Strict):
     tokens: NonNegInt | None = None
+    """Token limit (input + output); unset = none."""
     usd: NonNeg | None = None
+    """Dollar limit at the tiers' prices; unset = none."""
 
 
 class StepLimit(_Strict):
@@ -141,6 +159,8 @@ class Budgets(_Strict):
     thread: Limit = Field(default_factory=Limit)
     step: StepLimit = Field(default_factory=StepLimit)
     on_exhausted: Literal["finalize", "error"] = "finalize"
+    """When a budget is spent: `finalize` makes one last cheap call without tools or thinking for the final
+    answer; `error` raises effagent.BudgetExceeded."""
     finalize: Finalize = Field(default_factory=Finalize)
 
 
@@ -154,24 +174,32 @@ class Fallback(_Strict):
 class LoopGuard(_Strict):
     enabled: bool = True
     max_repeated_tool_calls: Annotated[int, Field(ge=1)] = 2
+    """The same tool call with the same arguments allowed this many times; the next one forces a final answer."""
     max_reflection_rounds: Annotated[int, Field(ge=1)] = 3
+    """Critique→revise rounds whose drafts barely change before a final answer is forced."""
     min_change_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """A revision that changes less than this share of the draft counts as no progress."""
     max_steps: Annotated[int, Field(ge=1)] | None = None
+    """Hard cap on model steps per run (unset = none)."""
 
 
 class Telemetry(_Strict):
     enabled: bool = True
     exporter: Literal["file", "console", "otlp", "none"] = "file"
+    """Where spans go: a local JSONL file (read by `effagent report`), the console, or OTLP (configured by the
+    standard OTEL_* variables)."""
     path: str = "effagent-out/traces.jsonl"
     service_name: str = "effagent"
     project: str | None = None
     record_content: bool = False
+    """Record prompt and completion text in spans (off by default)."""
 
 
 class RedisLedger(_Strict):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "effagent"
     on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
+    """Redis unreachable: fail_open keeps going on a local ledger (with a warning); fail_closed raises."""
     team: str | None = None
     window: Literal["none", "daily"] = "none"
 

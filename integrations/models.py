@@ -12,7 +12,10 @@ from effagent.policy import Policy, Tier
 
 def chat_model_for(tier: Tier) -> BaseChatModel:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at run time
+    import litellm
     from langchain_litellm import ChatLiteLLM
+
+    litellm.suppress_debug_info = True  # no "Give Feedback" banners on every handled error
 
     kwargs: dict[str, object] = {"model": tier.model, "request_timeout": tier.timeout_s,
                                  "max_retries": tier.retries}

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from abc import ABC, abstractmethod
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from effagent.policy import Limit
 
 CallKind = Literal["model", "finalize", "probe", "sample", "verify"]
 
@@ -58,8 +63,64 @@ class LedgerState(BaseModel):
     steps: int = 0  # model steps taken in this run
 
 
+NANO = 10**9  # ledgers that store dollars as integers store nano-dollars (see ``to_nano``)
+DEFAULT_RESERVATION_TTL_S = 300.0
+
+
+def to_nano(usd: float) -> int:
+    """Dollars as integer nano-dollars. Integers add exactly across workers; nano (not micro) because one
+    call can cost less than a micro-dollar (12 tokens at $0.05/Mtok is $0.0000006)."""
+    return round(usd * NANO)
+
+
+class Reservation(BaseModel):
+    """Budget held for one step in flight: its maximum tokens and dollars, counted against every scope in
+    ``scopes`` (``{"run": id, "thread": id, "user": id, "team": name}``) until settled, released or expired."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    scopes: dict[str, str]
+    tokens: int = Field(default=0, ge=0)
+    usd: float = Field(default=0.0, ge=0)
+    expires_at: float = 0.0  # epoch seconds (the store's clock)
+    backend: str = "memory"  # which store holds it ("memory", "redis", "local" for a degraded redis ledger)
+    keys: dict[str, str] = Field(default_factory=dict)  # store keys resolved at reserve time (time windows)
+
+
+def record_scopes(rec: StepRecord, scopes: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The scopes a record counts against: its run and thread, plus ``scopes`` (user, team, ...)."""
+    out = dict(scopes or {})
+    out["run"] = rec.run_id
+    if rec.thread_id is not None:
+        out["thread"] = rec.thread_id
+    else:
+        out.pop("thread", None)
+    return out
+
+
+def over_limit(limit: Limit, spent_tokens: int, spent_nano: int, reserved_tokens: int, reserved_nano: int,
+               tokens: int, nano: int) -> str | None:
+    """Why ``spent + reserved + amount`` does not fit ``limit`` (None when it fits)."""
+    if limit.tokens is not None and spent_tokens + reserved_tokens + tokens > limit.tokens:
+        return f"tokens: {spent_tokens} spent + {reserved_tokens} reserved + {tokens} > {limit.tokens}"
+    if limit.usd is not None and spent_nano + reserved_nano + nano > to_nano(limit.usd):
+        return (f"usd: ${spent_nano / NANO:.6f} spent + ${reserved_nano / NANO:.6f} reserved + "
+                f"${nano / NANO:.6f} > ${limit.usd:.6f}")
+    return None
+
+
 class Ledger(ABC):
-    """Token/$ accounting per step, run and thread. Implementations must be thread- and task-safe."""
+    """Token/$ accounting per step, run and thread. Implementations must be thread- and task-safe.
+
+    Ledgers that share a budget between workers also *reserve*: before a call, ``reserve`` atomically
+    checks ``spent + reserved + step maximum <= limit`` for every scope and holds the maximum; after the
+    call, ``settle`` records the real usage and frees the hold (``release`` frees it when no call was
+    made). Holds expire after their TTL, so a crashed worker does not keep budget forever.
+    """
+
+    #: True when ``reserve``/``settle``/``release`` are implemented
+    supports_reservations: bool = False
+    #: True while a shared ledger runs on its local fallback (the shared store is unreachable)
+    degraded: bool = False
 
     @abstractmethod
     def record(self, rec: StepRecord) -> None: ...
@@ -89,3 +150,41 @@ class Ledger(ABC):
 
     async def arecord(self, rec: StepRecord) -> None:
         self.record(rec)
+
+    # -- scopes and reservations (optional; see supports_reservations) ------------------------------
+    def scope_usage(self, scope: str, key: str) -> Usage:
+        """Usage recorded against one scope (``run``, ``thread``, ``user``, ``team``...)."""
+        if scope == "run":
+            return self.run_usage(key)
+        if scope == "thread":
+            return self.thread_usage(key)
+        raise NotImplementedError(f"{type(self).__name__} keeps no {scope!r} totals")
+
+    def reserved(self, scope: str, key: str) -> tuple[int, float]:
+        """(tokens, usd) held by live reservations against one scope."""
+        return 0, 0.0
+
+    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
+                ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation | None:
+        """Hold ``tokens``/``usd`` against every scope in ``scopes``, all or nothing: granted only when for each
+        scope with a limit in ``limits`` (keyed by scope name) ``spent + reserved + amount <= limit``.
+        Returns the reservation, or None when some scope has no room."""
+        raise NotImplementedError(f"{type(self).__name__} does not support reservations")
+
+    def settle(self, reservation: Reservation, rec: StepRecord) -> None:
+        """Record ``rec`` (its real usage) against the reservation's scopes and free the hold, atomically."""
+        raise NotImplementedError(f"{type(self).__name__} does not support reservations")
+
+    def release(self, reservation: Reservation) -> None:
+        """Free a hold without recording usage (the call was not made). Idempotent."""
+        raise NotImplementedError(f"{type(self).__name__} does not support reservations")
+
+    async def areserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
+                       ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation | None:
+        return self.reserve(scopes, tokens, usd, limits, ttl_s)
+
+    async def asettle(self, reservation: Reservation, rec: StepRecord) -> None:
+        self.settle(reservation, rec)
+
+    async def arelease(self, reservation: Reservation) -> None:
+        self.release(reservation)

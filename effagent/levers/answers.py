@@ -16,7 +16,7 @@ from effagent.errors import EffagentError
 
 Extractor = Callable[[str], str | None]
 
-_NUM = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_NUM = re.compile(r"(?:(?<![\w)])-)?\$?\d[\d,]*(?:\.\d+)?")
 _HASHES = re.compile(r"####\s*([^\n]*)")
 
 

@@ -1,0 +1,109 @@
+"""Estimator registry and weighted combination.
+
+``get_estimator(name)`` knows "trained" (shipped artifact, the default), "length" (prompt-length
+baseline) and "heuristic" (``effagent.difficulty.heuristic``, imported lazily). The cascade verifier
+needs the cheap answer, so it is not in the registry: use ``get_verifier()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+from effagent.difficulty.base import Difficulty, Estimator, Step, clamp01
+
+DEFAULT_ESTIMATOR = "trained"
+
+
+class LengthEstimator:
+    """Baseline: longer prompt = harder. Score = log(chars) squashed to [0, 1] (saturates ~ 20k chars)."""
+
+    name = "length"
+
+    def _score(self, prompt: str) -> float:
+        return clamp01(math.log1p(len(prompt)) / math.log1p(20000))
+
+    def estimate(self, step: Step) -> Difficulty:
+        p = step.prompt
+        return Difficulty(score=self._score(p), signals={"chars": float(len(p))}, estimator=self.name)
+
+    def score_prompts(self, prompts: list[str]) -> list[float]:
+        return [self._score(p) for p in prompts]
+
+
+class WeightedEstimator:
+    """Weighted mean of estimators' scores (weights normalised to sum 1; non-positive weights dropped)."""
+
+    def __init__(self, weights: Mapping[str, float], name: str | None = None) -> None:
+        kept = {k: float(v) for k, v in weights.items() if v > 0}
+        if not kept:
+            raise ValueError("weights must name at least one estimator with a positive weight")
+        total = sum(kept.values())
+        self.weights = {k: v / total for k, v in kept.items()}
+        self.members: dict[str, Estimator] = {k: get_estimator(k) for k in self.weights}
+        self.name = name or "+".join(f"{k}:{v:.2g}" for k, v in self.weights.items())
+
+    def estimate(self, step: Step) -> Difficulty:
+        parts = {k: e.estimate(step) for k, e in self.members.items()}
+        score = sum(self.weights[k] * d.score for k, d in parts.items())
+        signals = {f"{k}.score": d.score for k, d in parts.items()}
+        return Difficulty(score=clamp01(score), signals=signals, estimator=self.name)
+
+    def score_prompts(self, prompts: list[str]) -> list[float]:
+        total = [0.0] * len(prompts)
+        for k, e in self.members.items():
+            for i, s in enumerate(e.score_prompts(prompts)):
+                total[i] += self.weights[k] * s
+        return [clamp01(t) for t in total]
+
+
+def _trained() -> Estimator:
+    from effagent.difficulty.trained import TrainedEstimator
+
+    return TrainedEstimator()
+
+
+def _heuristic() -> Estimator:
+    from effagent.difficulty.heuristic import HeuristicEstimator  # written by the lead; optional here
+
+    return HeuristicEstimator()
+
+
+_FACTORIES: dict[str, Callable[[], Estimator]] = {
+    "trained": _trained,
+    "length": LengthEstimator,
+    "heuristic": _heuristic,
+}
+
+
+def available_estimators() -> list[str]:
+    """Registry names whose implementation can be imported here."""
+    out = []
+    for name in _FACTORIES:
+        if name == "heuristic":
+            try:
+                import effagent.difficulty.heuristic  # noqa: F401
+            except ImportError:
+                continue
+        out.append(name)
+    return out
+
+
+def get_estimator(name: str) -> Estimator:
+    """An estimator by registry name; ``"a:0.7,b:0.3"`` builds a WeightedEstimator."""
+    if ":" in name or "," in name:
+        weights: dict[str, float] = {}
+        for part in name.split(","):
+            key, _, w = part.partition(":")
+            weights[key.strip()] = float(w) if w else 1.0
+        return WeightedEstimator(weights)
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown estimator {name!r}; known: {', '.join(_FACTORIES)}")
+    return _FACTORIES[name]()
+
+
+def get_verifier() -> object:
+    """The post-answer cascade verifier (``CascadeVerifier``); not a pre-call estimator."""
+    from effagent.difficulty.verifier import CascadeVerifier
+
+    return CascadeVerifier()

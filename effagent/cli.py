@@ -12,6 +12,8 @@ from effagent.errors import EffagentError, PolicyError
 # modules that add their own sub-commands: (module, function, parent group or None)
 _REGISTRARS: list[tuple[str, str, str | None]] = [
     ("effagent.integrations.demo", "register", None),
+    ("effagent.difficulty.commands", "register", None),
+    ("effagent.bench.replay", "register", "bench"),
 ]
 
 

@@ -92,8 +92,20 @@ class Tier(_Strict):
 
 class EstimatorRef(_Strict):
     name: str
+    """Estimator name: heuristic (prompt + agent context), trained (shipped model), length."""
     weight: NonNeg = 1.0
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from effagent.difficulty.combine import available_estimators
+
+        known = available_estimators()
+        if v not in known:
+            raise ValueError(f"unknown estimator {v!r}; use one of: {', '.join(known)}")
+        return v
 
 
 class DifficultyConfig(_Strict):

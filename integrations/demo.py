@@ -269,12 +269,16 @@ def _observer(policy: Policy) -> Any:
 def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if args.skip_replay:
         return
-    try:
-        from effagent.bench.replay import run_replay_for_demo
-    except ImportError:
-        print("(replay benchmark not available in this build)", file=sys.stderr)
-        return
-    result["replay"] = run_replay_for_demo(Path(args.out) / "bench")
+    from effagent.bench import replay
+
+    parser = argparse.ArgumentParser(prog="effagent bench")
+    replay.register(parser.add_subparsers())
+    out = Path(args.out) / "bench"
+    rargs = parser.parse_args(["replay", "--out", str(out), *(["--no-progress"] if args.no_progress else [])])
+    print("\nrouting quality on recorded outcomes (effagent bench replay):")
+    rc = rargs.func(rargs)
+    if rc == 0:
+        result["replay"] = json.loads((out / "replay.json").read_text())
 
 
 def _report(trace_path: Path, out_dir: Path) -> None:

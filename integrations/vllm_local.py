@@ -26,6 +26,7 @@ Environment:
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import fcntl
 import json
@@ -275,6 +276,11 @@ THINKING_CHAT_TEMPLATE = (
 
 # Runs inside the vLLM venv (it needs torch/transformers, which the project venv does not have).
 CONVERT_SCRIPT = r"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never reach for the hub
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 import json, shutil, sys, time
 from pathlib import Path
 
@@ -652,6 +658,7 @@ class LocalVLLM:
         self.log_path: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.source: str = ""  # "env", "state" or "started"
+        self.ready_seconds: float | None = None  # start-to-ready time of a server started here
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -771,6 +778,7 @@ class LocalVLLM:
                 start_new_session=True,  # own process group: stop() signals the whole tree
             )
         self.port, self.log_path, self.source = port, log_path, "started"
+        atexit.register(self.stop)  # never leave a server behind, even without __exit__
         base_url = f"http://{LOOPBACK}:{port}/v1"
         try:
             served = wait_until_ready(self.process, base_url, log_path, self.ready_timeout)

@@ -98,7 +98,7 @@ def _encoder() -> Any:
                     enc = tiktoken.get_encoding(name)
                     enc.encode("probe")
                     return enc
-                except Exception:  # noqa: BLE001 - a download attempt offline fails in many ways
+                except Exception:  # a download attempt offline fails in many ways
                     continue
     except ImportError:
         pass
@@ -239,7 +239,7 @@ class _Costs:
 
 
 def _mask_at(scores: np.ndarray, f: float) -> np.ndarray:
-    k = int(round(f * len(scores)))
+    k = round(f * len(scores))
     mask = np.zeros(len(scores), dtype=bool)
     mask[np.argsort(-scores, kind="stable")[:k]] = True
     return mask
@@ -257,7 +257,7 @@ def evaluate_scores(
         kind=kind,
         apgr=apgr(s, c, g),
         strong_share_at_95=f95,
-        accuracy_at_95=float(acc[int(round(f95 * 100))]),
+        accuracy_at_95=float(acc[round(f95 * 100)]),
         seconds=seconds,
         curve=[float(a) for a in acc],
     )
@@ -306,9 +306,7 @@ def run_replay(
     if verifier is not None and rs.cheap_responses:
         t0 = time.perf_counter()
         scores = verifier(rs.prompts, rs.cheap_responses)
-        rows.append(
-            evaluate_scores("verifier (cascade)", "cascade", scores, rs, costs, time.perf_counter() - t0)
-        )
+        rows.append(evaluate_scores("verifier (cascade)", "cascade", scores, rs, costs, time.perf_counter() - t0))
     return rows
 
 
@@ -320,8 +318,10 @@ def format_table(rs: ReplaySet, rows: Sequence[RowResult]) -> str:
         f"{rs.name}: cheap={rs.cheap_model} ({np.mean(rs.cheap_correct):.3f}) "
         f"strong={rs.strong_model} ({np.mean(rs.strong_correct):.3f}), n={len(rs.prompts)}"
     )
-    cols = f"{'estimator':34s} {'kind':9s} {'APGR':>6s} {'strong@95%':>10s} {'acc@95%':>8s} " \
+    cols = (
+        f"{'estimator':34s} {'kind':9s} {'APGR':>6s} {'strong@95%':>10s} {'acc@95%':>8s} "
         f"{'strong tok saved':>16s} {'$ saved':>10s} {'$ saved %':>9s}"
+    )
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
         tok = "" if r.strong_tokens_saved is None else f"{r.strong_tokens_saved:,}"
@@ -341,7 +341,7 @@ def plot(results: dict[str, tuple[ReplaySet, list[RowResult]]], path: Path) -> P
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
-    for ax, (_, (rs, rows)) in zip(axes[0], results.items()):
+    for ax, (_, (rs, rows)) in zip(axes[0], results.items(), strict=True):
         for r in rows:
             style = "--" if r.kind == "reference" else ":" if r.kind == "cascade" else "-"
             ax.plot(GRID, r.curve, style, label=f"{r.name} ({r.apgr:.2f})")
@@ -395,7 +395,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if not path.exists():
                 print(f"error: {path} not found (set EFFAGENT_DATA_DIR)", file=sys.stderr)
                 return 2
-            rs = load_llmrouter_pair(path, base / "routing" / "llmrouter_models.json", args.cheap, args.strong)
+            models_json = base / "routing" / "llmrouter_models.json"
+            rs = load_llmrouter_pair(path, models_json, args.cheap, args.strong)
             rows = run_replay(rs, fns, None, progress=not args.no_progress)
         else:
             print(f"error: unknown set {which!r} (gsm8k, llmrouter)", file=sys.stderr)
@@ -437,7 +438,9 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument("--sets", default="gsm8k,llmrouter", help="comma-separated: gsm8k, llmrouter")
     p.add_argument("--cheap", default=None, help="llmrouter_test cheap model (default: lowest accuracy)")
     p.add_argument("--strong", default=None, help="llmrouter_test strong model (default: highest accuracy)")
-    p.add_argument("--data-dir", default=None, help="shared data folder (default: $EFFAGENT_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--data-dir", default=None, help="shared data folder (default: $EFFAGENT_DATA_DIR or ../shared/data)"
+    )
     p.add_argument("--out", default="effagent-out/bench/", help="folder for replay.json and replay.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_replay)

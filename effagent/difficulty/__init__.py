@@ -6,14 +6,15 @@ __all__ = ["Difficulty", "Estimator", "Message", "Step", "ToolCall"]
 
 
 def build_estimator(config: object | None = None) -> Estimator:
-    """The estimator a policy's ``difficulty`` section names (weighted mean of the listed estimators)."""
-    from effagent.difficulty.heuristic import HeuristicEstimator
+    """The estimator a policy's ``difficulty`` section names: one estimator, or the weighted mean of several."""
+    from effagent.difficulty.combine import WeightedEstimator, get_estimator
 
-    refs = getattr(config, "estimators", None) or []
-    names = {r.name for r in refs} or {"heuristic"}
-    if names != {"heuristic"}:  # pragma: no cover - replaced when the trained estimators land
-        raise ValueError(f"unknown estimator(s) {sorted(names - {'heuristic'})}; available: heuristic")
-    return HeuristicEstimator()
+    refs = list(getattr(config, "estimators", None) or [])
+    if not refs:
+        return get_estimator("heuristic")
+    if len(refs) == 1:
+        return get_estimator(refs[0].name)
+    return WeightedEstimator({r.name: r.weight for r in refs})
 
 
 __all__ += ["build_estimator"]

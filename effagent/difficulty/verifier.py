@@ -43,9 +43,7 @@ _HEDGES = re.compile(
 )
 _NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?%?"
 _CALC = re.compile(r"<<([^<>=]{1,200})=([^<>]{1,40})>>")
-_CLAIM = re.compile(
-    rf"((?:\(?\s*{_NUMBER}\s*\)?\s*[-+*/x×÷]\s*)+\(?\s*{_NUMBER}\s*\)?)\s*=\s*({_NUMBER})(?![\d/])"
-)
+_CLAIM = re.compile(rf"((?:\(?\s*{_NUMBER}\s*\)?\s*[-+*/x×÷]\s*)+\(?\s*{_NUMBER}\s*\)?)\s*=\s*({_NUMBER})(?![\d/])")
 _NUM_ONLY = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _OPS: dict[type, object] = {
     ast.Add: operator.add,
@@ -259,4 +257,4 @@ class CascadeVerifier:
         if len(prompts) != len(answers):
             raise ValueError("prompts and answers differ in length")
         priors = self._priors(prompts)
-        return [self.combine(self.signals(a, (), p)) for a, p in zip(answers, priors)]
+        return [self.combine(self.signals(a, (), p)) for a, p in zip(answers, priors, strict=True)]

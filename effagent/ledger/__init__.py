@@ -1,6 +1,38 @@
 """Token and dollar accounting."""
 
-from effagent.ledger.base import Ledger, LedgerState, StepRecord, Usage
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from effagent.ledger.base import Ledger, LedgerState, Reservation, StepRecord, Usage
 from effagent.ledger.memory import InMemoryLedger
 
-__all__ = ["InMemoryLedger", "Ledger", "LedgerState", "StepRecord", "Usage"]
+if TYPE_CHECKING:
+    from effagent.policy import Policy
+
+__all__ = ["InMemoryLedger", "Ledger", "LedgerState", "Reservation", "StepRecord", "Usage", "ledger_from_policy"]
+
+
+def ledger_from_policy(policy: Policy, **options: Any) -> Ledger:
+    """The ledger the policy's ``ledger:`` section asks for.
+
+    ``backend: memory`` (the default) -> :class:`InMemoryLedger`; ``backend: redis`` -> a
+    :class:`~effagent.ledger.redis.RedisLedger` on ``ledger.redis.url`` (needs ``pip install 'effagent[redis]'``).
+    ``options`` go to the RedisLedger constructor (e.g. ``retry_s``, ``on_event``, ``client``). With
+    ``on_unavailable: fail_closed`` an unreachable Redis raises :class:`~effagent.errors.LedgerUnavailable` here;
+    with ``fail_open`` the ledger starts degraded (warned once, ``ledger.degraded`` is True).
+    """
+    cfg = policy.ledger
+    if cfg.backend == "memory":
+        return InMemoryLedger()
+    try:
+        from effagent.ledger.redis import RedisLedger
+    except ImportError as err:
+        from effagent.errors import LedgerUnavailable
+
+        raise LedgerUnavailable(
+            f"the policy asks for ledger.backend: redis but the redis client is not installed ({err}); "
+            "install it with: pip install 'effagent[redis]', or set ledger.backend: memory") from err
+    r = cfg.redis
+    return RedisLedger(r.url, key_prefix=r.key_prefix, on_unavailable=r.on_unavailable, team=r.team,
+                       window=r.window, **options)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from effagent.difficulty.base import Step
@@ -39,3 +42,80 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
             return (f"{stalled} revision rounds changed the draft by less than "
                     f"{max(cfg.min_change_ratio, 0.5) if reflective else cfg.min_change_ratio:.0%}")
     return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Self-verification loops inside one reasoning text ("wait, ... let me double-check ... wait, ...").
+# ---------------------------------------------------------------------------------------------------
+_VERIFY = re.compile(
+    r"\b(?:wait\b|hold on\b|hmm+\b|let me (?:double[- ]check|re-?check|check (?:again|that|this|my)|verify|"
+    r"re-?verify|reconsider|re-?examine|recalculate|re-?compute|re-?evaluate|make sure|confirm)|"
+    r"let'?s (?:double[- ]check|verify|re-?check|check again|make sure|confirm)|double[- ]check(?:ing)?\b|"
+    r"on second thought|to verify|verifying|checking again|i should (?:double[- ])?check|"
+    r"but let me|actually,)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?\n])\s+")
+
+
+@dataclass(frozen=True)
+class VerificationScan:
+    """Self-verification sentences found in a reasoning text: how many, and where each one starts."""
+
+    count: int
+    starts: tuple[int, ...]  # character offsets of the sentences that verify
+    samples: tuple[str, ...]  # their first words, for the reason string
+
+
+def scan_verifications(text: str) -> VerificationScan:
+    """Count sentences that re-verify ("Wait, ...", "Let me double-check ...", "Hmm, ...") in ``text``."""
+    starts: list[int] = []
+    samples: list[str] = []
+    pos = 0
+    for piece in _SENTENCE_END.split(text or ""):
+        at = (text or "").find(piece, pos)
+        at = pos if at < 0 else at
+        pos = at + len(piece)
+        m = _VERIFY.search(piece[:80])  # the cue opens the sentence (or nearly)
+        if m and m.start() <= 20:
+            starts.append(at)
+            samples.append(" ".join(piece.split()[:6]))
+    return VerificationScan(len(starts), tuple(starts), tuple(samples))
+
+
+def check_reasoning(text: str, limit: int) -> str | None:
+    """Why the reasoning is looping on self-verification (more than ``limit`` such sentences), or None."""
+    scan = scan_verifications(text)
+    if scan.count <= limit:
+        return None
+    return (f"reasoning re-verified itself {scan.count} times (limit {limit}), e.g. {scan.samples[limit]!r}; "
+            f"capped at the {limit + 1}th verification")
+
+
+@dataclass(frozen=True)
+class CappedReasoning:
+    text: str  # the reasoning cut right before the first verification beyond the limit
+    verifications: int  # verification sentences in the original text
+    cut: bool
+    reason: str | None  # why it was cut (None when it was not)
+
+
+def cap_reasoning(text: str, limit: int) -> CappedReasoning:
+    """Cut ``text`` before its ``limit + 1``-th self-verification sentence; the caller then forces the answer
+    (e.g. closes the thinking and asks for the final answer) and records ``reason`` on the decision."""
+    scan = scan_verifications(text)
+    if scan.count <= limit:
+        return CappedReasoning(text, scan.count, False, None)
+    why = check_reasoning(text, limit)
+    return CappedReasoning(text[:scan.starts[limit]].rstrip(), scan.count, True, why)
+
+
+def reasoning_stop_check(cfg: LoopGuard, limit: int | None = None) -> Callable[[str], str | None]:
+    """A ``stop_check`` for chunked thinking (see ``levers.early_exit``): the reasoning cap, or never when the
+    guard is off. ``limit`` defaults to ``cfg.max_reflection_rounds``."""
+    lim = cfg.max_reflection_rounds if limit is None else limit
+
+    def stop(text: str) -> str | None:
+        return check_reasoning(text, lim) if cfg.enabled else None
+
+    return stop

@@ -47,7 +47,8 @@ def baseline_tier(policy: Policy | None) -> str | None:
         return None
     if policy.baseline_tier:
         return policy.baseline_tier
-    return max(policy.tiers, key=lambda n: (policy.tiers[n].price.output_per_mtok, policy.tiers[n].price.input_per_mtok))
+    prices = {n: (t.price.output_per_mtok, t.price.input_per_mtok) for n, t in policy.tiers.items()}
+    return max(prices, key=lambda n: prices[n])
 
 
 def savings(policy: Policy | None, record: StepRecord) -> tuple[float, float, float]:

@@ -1,0 +1,470 @@
+"""``effagent bench levers``: each lever against a real local vLLM server, with and without it.
+
+- thinking budget: the same prompts with thinking unbounded vs ``thinking_token_budget``;
+- early exit (Dynasor-CoT): chunked thinking with answer probes vs unbounded thinking;
+- adaptive self-consistency: Beta rule / ESC window vs a fixed N at temperature > 0, same seeds (the adaptive run
+  draws a prefix of the fixed run's samples: vLLM seeds the i-th of ``n`` samples with ``seed + i``);
+- loop guard: a real LangGraph ``create_agent`` graph with ``EfficiencyMiddleware`` whose model calls the same
+  tool forever, with the guard on vs off (off runs to ``recursion_limit``).
+
+The server is ``$EFFAGENT_VLLM_URL``, the one recorded by ``vllm_local serve``, or one started for the run.
+Prints a table, writes JSON to ``--out``. Defaults keep the run to a few minutes on a 2-core CPU.
+
+Like ``effagent.cli``, this module is a composition root: it loads the framework adapters (vLLM launcher,
+LangChain middleware) by module name at run time, so the core never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from effagent.levers import answers, consistency, early_exit
+
+THINK_PREFIX = "<think>\nLet me think step by step.\n"  # what the think-capable template opens the turn with
+SC_PROMPTS: tuple[str, ...] = (  # short questions the tiny local model answers fairly consistently
+    "What is 2 + 2? Answer with just the number.",
+    "How many legs does a dog have? Answer with just the number.",
+    "What is 10 + 10? Answer with just the number.",
+    "How many days are in a week? Answer with just the number.",
+    "What is 5 + 5? Answer with just the number.",
+    "How many hours are in a day? Answer with just the number.",
+    "What is 3 times 3? Answer with just the number.",
+    "How many months are in a year? Answer with just the number.",
+    "What is 100 minus 1? Answer with just the number.",
+    "How many sides does a triangle have? Answer with just the number.",
+)
+FALLBACK_MATH: tuple[str, ...] = (
+    "Janet has 3 apples and buys 5 more. How many apples does she have?",
+    "A box holds 12 eggs. How many eggs are in 3 boxes?",
+    "Tom had 20 dollars and spent 7. How many dollars does he have left?",
+)
+
+
+# ------------------------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Out:
+    content: str
+    reasoning: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+
+
+class Chat:
+    """The few calls the bench needs, through litellm (``hosted_vllm/<name>``) to an OpenAI-compatible vLLM."""
+
+    def __init__(self, base_url: str, plain: str, think: str, timeout: float = 300.0) -> None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import httpx
+        import litellm
+
+        litellm.suppress_debug_info = True
+        self._litellm = litellm
+        self._http = httpx.Client(timeout=timeout, trust_env=False)
+        self.base_url, self.plain, self.think, self.timeout = base_url, plain, think, timeout
+        self.calls = 0
+
+    def tokenize(self, text: str) -> int:
+        if not text:
+            return 0
+        r = self._http.post(f"{self.base_url.removesuffix('/v1')}/tokenize",
+                            json={"model": self.plain, "prompt": text, "add_special_tokens": False})
+        r.raise_for_status()
+        return int(r.json()["count"])
+
+    def call(self, messages: list[dict[str, str]], *, model: str | None = None, max_tokens: int,
+             temperature: float = 0.0, seed: int = 0, n: int = 1, extra: dict[str, Any] | None = None) -> list[Out]:
+        """One request; with ``n > 1`` the prompt is counted on the first sample and each sample's output is
+        counted with the server's tokenizer (the server reports only the total)."""
+        self.calls += 1
+        resp = self._litellm.completion(
+            model=f"hosted_vllm/{model or self.plain}", api_base=self.base_url, api_key="EMPTY",
+            messages=messages, max_tokens=max_tokens, temperature=temperature, seed=seed, n=n,
+            extra_body=extra or {}, timeout=self.timeout)
+        prompt = int(resp.usage.prompt_tokens or 0)
+        total = int(resp.usage.completion_tokens or 0)
+        outs = []
+        for i, ch in enumerate(resp.choices):
+            msg = ch.message
+            content = msg.content or ""
+            reasoning = getattr(msg, "reasoning_content", None) or ""
+            if n == 1:
+                out = total
+            else:
+                out = self.tokenize(reasoning) + self.tokenize(content) + (1 if ch.finish_reason == "stop" else 0)
+            outs.append(Out(content, reasoning, prompt if i == 0 else 0, out, str(ch.finish_reason)))
+        return outs
+
+
+def thinking_body(budget: int | None = None, **more: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}, **more}
+    if budget is not None:
+        body["thinking_token_budget"] = budget
+    return body
+
+
+def continuation(question: str, assistant_prefix: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": assistant_prefix}]
+
+
+CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
+
+
+# -------------------------------------------------------------------------------------------- prompts
+
+
+def data_dir() -> Path:
+    env = os.environ.get("EFFAGENT_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def math_prompts(n: int) -> tuple[list[str], str]:
+    path = data_dir() / "tasks" / "gsm8k_test.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        qs = [str(r["question"]) for r in rows if len(str(r.get("question", ""))) < 260][:n]
+        if qs:
+            return qs, str(path)
+    except (OSError, ValueError, KeyError):
+        pass
+    return list(FALLBACK_MATH[:n]), "embedded"
+
+
+# --------------------------------------------------------------------------------------------- levers
+
+
+@dataclass
+class Row:
+    lever: str
+    prompts: int
+    without: dict[str, float]
+    with_: dict[str, float]
+    verdict: str
+    ok: bool
+    detail: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return round(sum(xs) / len(xs), 2) if xs else 0.0
+
+
+def unbounded(chat: Chat, qs: Sequence[str], max_tokens: int, seed: int, bar: tqdm) -> list[Out]:
+    outs = []
+    for q in qs:
+        outs.append(chat.call([{"role": "user", "content": q}], model=chat.think, max_tokens=max_tokens,
+                              seed=seed, extra=thinking_body())[0])
+        bar.update(1)
+    return outs
+
+
+def bench_budget(chat: Chat, qs: Sequence[str], base: Sequence[Out], budget: int, max_tokens: int, seed: int,
+                 bar: tqdm) -> Row:
+    detail = []
+    for q, b in zip(qs, base, strict=True):
+        o = chat.call([{"role": "user", "content": q}], model=chat.think, max_tokens=max_tokens, seed=seed,
+                      extra=thinking_body(budget))[0]
+        bar.update(1)
+        detail.append({"prompt": q[:60], "unbounded_out": b.output_tokens, "budget_out": o.output_tokens,
+                       "budget_thinking": chat.tokenize(o.reasoning), "unbounded_thinking": chat.tokenize(b.reasoning),
+                       "answer": answers.number(o.content or o.reasoning)})
+    w = [d["unbounded_out"] for d in detail]
+    x = [d["budget_out"] for d in detail]
+    ok = sum(x) < sum(w) and all(d["budget_thinking"] <= budget + 2 for d in detail)
+    return Row("thinking budget", len(qs), {"out_tokens": _mean(w), "calls": 1.0},
+               {"out_tokens": _mean(x), "calls": 1.0},
+               f"thinking_token_budget={budget}: output {sum(x)} vs {sum(w)} tokens unbounded "
+               f"({1 - sum(x) / max(1, sum(w)):.0%} less); thinking <= budget on every prompt", ok, detail)
+
+
+def early_exit_callables(chat: Chat, q: str, seed: int, probe_tokens: int
+                         ) -> tuple[early_exit.Think, early_exit.Probe]:
+    def think(reasoning: str, k: int) -> early_exit.Chunk:
+        o = chat.call(continuation(q, THINK_PREFIX + reasoning), model=chat.think, max_tokens=k, seed=seed,
+                      extra=thinking_body(**CONTINUE))[0]
+        text = o.reasoning if o.reasoning or not o.content else ""
+        ended = o.finish_reason == "stop" or bool(o.content and o.reasoning)
+        return early_exit.Chunk(text, o.input_tokens, o.output_tokens, finished=ended,
+                                answer=o.content if o.reasoning else "")
+
+    def probe(reasoning: str) -> early_exit.Completion:
+        cue = THINK_PREFIX + reasoning.rstrip() + "\n" + early_exit.PROBE_CUE
+        o = chat.call(continuation(q, cue), model=chat.think, max_tokens=probe_tokens, seed=seed,
+                      extra=thinking_body(**CONTINUE))[0]
+        return early_exit.Completion((o.reasoning + o.content).strip(), o.input_tokens, o.output_tokens)
+
+    return think, probe
+
+
+def bench_early_exit(chat: Chat, qs: Sequence[str], base: Sequence[Out], cfg: early_exit.EarlyExitConfig, seed: int,
+                     bar: tqdm) -> Row:
+    detail = []
+    for q, b in zip(qs, base, strict=True):
+        think, probe = early_exit_callables(chat, q, seed, cfg.probe_tokens)
+        r = early_exit.early_exit(think, probe, cfg)
+        bar.update(1)
+        pin, pout = r.probe_tokens
+        detail.append({"prompt": q[:60], "unbounded_out": b.output_tokens, "unbounded_in": b.input_tokens,
+                       "ee_out": r.output_tokens, "ee_in": r.tokens()[0], "ee_thinking": r.thinking_tokens,
+                       "probe_out": pout, "probe_in": pin, "calls": len(r.calls), "exited": r.exited,
+                       "answer": r.extracted, "unbounded_answer": answers.number(b.content or b.reasoning),
+                       "reason": r.reason})
+    w = [d["unbounded_out"] for d in detail]
+    x = [d["ee_out"] for d in detail]
+    early = sum(d["exited"] == "probes_agree" for d in detail)
+    return Row("early exit", len(qs), {"out_tokens": _mean(w), "in_tokens": _mean([d["unbounded_in"] for d in detail]),
+                                       "calls": 1.0},
+               {"out_tokens": _mean(x), "in_tokens": _mean([d["ee_in"] for d in detail]),
+                "calls": _mean([d["calls"] for d in detail]), "probe_out": _mean([d["probe_out"] for d in detail])},
+               f"chunk {cfg.chunk}, {cfg.agree} agreeing probes: output {sum(x)} vs {sum(w)} tokens unbounded "
+               f"(probes included; {early}/{len(qs)} exited on agreeing probes)", sum(x) < sum(w), detail)
+
+
+def bench_consistency(chat: Chat, qs: Sequence[str], cfg: consistency.SCConfig, fixed_n: int, temperature: float,
+                      max_tokens: int, seed: int, bar: tqdm) -> Row:
+    detail = []
+    for q in qs:
+        msgs = [{"role": "user", "content": q}]
+
+        def draw(k: int, start: int, msgs: list[dict[str, str]] = msgs) -> list[consistency.Sample]:
+            outs = chat.call(msgs, max_tokens=max_tokens, temperature=temperature, seed=seed + start, n=k)
+            return [consistency.Sample(o.content, o.input_tokens, o.output_tokens) for o in outs]
+
+        fixed = consistency.fixed_consistency(draw(fixed_n, 0), cfg.extractor)
+        adaptive = consistency.adaptive_consistency(draw, cfg)
+        bar.update(1)
+        detail.append({"prompt": q[:60], "fixed_answer": fixed.answer, "fixed_counts": fixed.counts,
+                       "fixed_out": fixed.output_tokens, "fixed_in": fixed.input_tokens,
+                       "adaptive_answer": adaptive.answer, "adaptive_used": adaptive.used,
+                       "adaptive_out": adaptive.output_tokens, "adaptive_in": adaptive.input_tokens,
+                       "adaptive_calls": -(-adaptive.used // cfg.batch), "stopped": adaptive.stopped,
+                       "reason": adaptive.reason,
+                       "prefix_of_fixed": [s.text for s in adaptive.samples] ==
+                                          [s.text for s in fixed.samples[:adaptive.used]]})
+    same = sum(d["fixed_answer"] == d["adaptive_answer"] for d in detail)
+    fewer_same = sum(d["fixed_answer"] == d["adaptive_answer"] and d["adaptive_used"] < fixed_n for d in detail)
+    pct_same = 100.0 * same / max(1, len(detail))
+    pct_fewer_same = 100.0 * fewer_same / max(1, len(detail))
+    used = [d["adaptive_used"] for d in detail]
+    rules = f"beta>={cfg.threshold}" if cfg.threshold is not None else ""
+    rules += f"{', ' if rules else ''}window={cfg.window}" if cfg.window else ""
+    return Row("adaptive SC", len(qs),
+               {"samples": float(fixed_n), "out_tokens": _mean([d["fixed_out"] for d in detail]),
+                "in_tokens": _mean([d["fixed_in"] for d in detail]), "calls": 1.0},
+               {"samples": _mean(used), "out_tokens": _mean([d["adaptive_out"] for d in detail]),
+                "in_tokens": _mean([d["adaptive_in"] for d in detail]),
+                "calls": _mean([d["adaptive_calls"] for d in detail]),
+                "same_answer_pct": round(pct_same, 1), "fewer_and_same_pct": round(pct_fewer_same, 1)},
+               f"{rules}, batch {cfg.batch}, T={temperature}: {_mean(used)} vs {fixed_n} samples; same majority on "
+               f"{pct_same:.0f}% of prompts, fewer samples AND same majority on {pct_fewer_same:.0f}%",
+               pct_same >= 95.0 and pct_fewer_same >= 95.0, detail)
+
+
+# ---------------------------------------------------------------------------------------- loop guard
+
+_LOOP_POLICY = """\
+tiers:
+  small: {{model: hosted_vllm/smol, price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}, max_tokens: 256}}
+bands:
+  - {{name: all, min: 0.0, max: 1.0, tier: small}}
+loop_guard: {{enabled: {enabled}, max_repeated_tool_calls: {repeats}}}
+"""
+
+
+def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
+    """A create_agent graph whose model calls ``lookup(q='same')`` forever; guard on vs off."""
+    lc_models = importlib.import_module("langchain_core.language_models")
+    lc_messages = importlib.import_module("langchain_core.messages")
+    lc_outputs = importlib.import_module("langchain_core.outputs")
+    lc_tools = importlib.import_module("langchain_core.tools")
+    agents = importlib.import_module("langchain.agents")
+    lg_errors = importlib.import_module("langgraph.errors")
+    mw_mod = importlib.import_module("effagent.integrations.langchain")
+    from effagent import InMemoryLedger, parse_policy
+
+    class Looper(lc_models.BaseChatModel):  # type: ignore[misc,name-defined]
+        """Always asks for the same tool call; usage grows with the conversation like a real model's."""
+
+        @property
+        def _llm_type(self) -> str:
+            return "looper"
+
+        def bind_tools(self, tools: Any, **kw: Any) -> Any:
+            return self
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+            inp = 40 + 25 * len(messages)
+            if final_cue in str(messages[-1].content):  # effagent's finalize call: answer, no tools
+                msg = lc_messages.AIMessage(content="best answer: unknown (stopped)", usage_metadata={
+                    "input_tokens": inp, "output_tokens": 12, "total_tokens": inp + 12})
+            else:
+                msg = lc_messages.AIMessage(content="", tool_calls=[
+                    {"name": "lookup", "args": {"q": "same"}, "id": f"c{len(messages)}", "type": "tool_call"}],
+                    usage_metadata={"input_tokens": inp, "output_tokens": 20, "total_tokens": inp + 20})
+            return lc_outputs.ChatResult(generations=[lc_outputs.ChatGeneration(message=msg)])
+
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return "no new information"
+
+    tool = lc_tools.tool(lookup)
+    final_cue = parse_policy(_LOOP_POLICY.format(enabled="true", repeats=repeats), env={}).budgets.finalize.instruction
+    results = {}
+    for enabled in (True, False):
+        pol = parse_policy(_LOOP_POLICY.format(enabled=str(enabled).lower(), repeats=repeats), env={})
+        model = Looper()
+        ledger = InMemoryLedger()
+        mw = mw_mod.EfficiencyMiddleware(pol, models={"small": model}, ledger=ledger)
+        agent = agents.create_agent(mw.default_model, tools=[tool], middleware=[mw])
+        stopped_by = "guard"
+        try:
+            agent.invoke({"messages": [lc_messages.HumanMessage("Find the answer with the lookup tool.")]},
+                         {"recursion_limit": recursion_limit})
+        except lg_errors.GraphRecursionError:
+            stopped_by = f"recursion_limit={recursion_limit}"
+        recs = ledger.records()
+        tot = ledger.total()
+        results[enabled] = {"model_calls": len(recs), "tool_calls": sum(1 for r in recs if r.kind == "model"),
+                            "tokens": tot.total_tokens, "out_tokens": tot.output_tokens, "stopped_by": stopped_by,
+                            "reason": next((r.reason for r in recs if r.kind == "finalize"), "")}
+        bar.update(1)
+    on, off = results[True], results[False]
+    saved = off["tokens"] - on["tokens"]
+    ok = on["stopped_by"] == "guard" and on["tool_calls"] <= repeats + 1 and saved > 0
+    return Row("loop guard", 1, {"tokens": float(off["tokens"]), "calls": float(off["model_calls"])},
+               {"tokens": float(on["tokens"]), "calls": float(on["model_calls"]), "saved_tokens": float(saved)},
+               f"stopped after {on['tool_calls']} repeated calls (limit {repeats}) + 1 final answer; without the "
+               f"guard it ran to {off['stopped_by']} ({off['model_calls']} calls); {saved} tokens saved", ok,
+               [{"guard_on": on, "guard_off": off}])
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def _server(url: str | None) -> tuple[str, list[str], Any]:
+    if url:
+        os.environ["EFFAGENT_VLLM_URL"] = url
+    vllm_local = importlib.import_module("effagent.integrations.vllm_local")
+    srv = vllm_local.LocalVLLM()
+    srv.start()
+    return srv.base_url, list(srv.names), srv
+
+
+def render(rows: Sequence[Row]) -> str:
+    lines = [f"{'lever':<16} {'n':>3}  {'without':<40} {'with':<62} ok", "-" * 130]
+    for r in rows:
+        wo = ", ".join(f"{k} {v:g}" for k, v in r.without.items())
+        wi = ", ".join(f"{k} {v:g}" for k, v in r.with_.items())
+        lines.append(f"{r.lever:<16} {r.prompts:>3}  {wo:<40} {wi:<62} {'yes' if r.ok else 'NO'}")
+        lines.append(f"{'':<21}{r.verdict}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    only = set(args.only.split(",")) if args.only else {"budget", "early_exit", "sc", "loop"}
+    rows: list[Row] = []
+    srv = None
+    meta: dict[str, Any] = {"seed": args.seed}
+    try:
+        need_server = bool(only - {"loop"})
+        if need_server:
+            base_url, names, srv = _server(args.url)
+            plain = names[0]
+            think = next((n for n in names if "think" in n), plain)
+            chat = Chat(base_url, plain, think)
+            meta.update(base_url=base_url, models=names)
+            qs, source = math_prompts(args.prompts)
+            meta["math_prompts"] = source
+            sc_qs = list(SC_PROMPTS[:args.sc_prompts])
+            total = (len(qs) * (("budget" in only) + ("early_exit" in only))
+                     + (len(qs) if only & {"budget", "early_exit"} else 0)
+                     + (len(sc_qs) if "sc" in only else 0) + (2 if "loop" in only else 0))
+        else:
+            total = 2
+        with tqdm(total=total, desc="bench levers", file=sys.stderr) as bar:
+            if need_server and only & {"budget", "early_exit"}:
+                base = unbounded(chat, qs, args.max_tokens, args.seed, bar)
+                if "budget" in only:
+                    rows.append(bench_budget(chat, qs, base, args.budget, args.max_tokens, args.seed, bar))
+                if "early_exit" in only:
+                    cfg = early_exit.EarlyExitConfig(chunk=args.chunk, agree=args.agree, probe_tokens=args.probe_tokens,
+                                                     max_thinking=args.max_tokens)
+                    rows.append(bench_early_exit(chat, qs, base, cfg, args.seed, bar))
+            if need_server and "sc" in only:
+                sc_cfg = consistency.SCConfig(max_samples=args.samples, batch=args.batch, threshold=args.threshold,
+                                              window=args.window or None, extractor="number", seed=args.seed)
+                rows.append(bench_consistency(chat, sc_qs, sc_cfg, args.samples, args.temperature,
+                                              args.sc_max_tokens, args.seed, bar))
+            if "loop" in only:
+                rows.append(bench_loopguard(args.recursion_limit, args.repeats, bar))
+        if need_server:
+            meta["server_calls"] = chat.calls
+    finally:
+        if srv is not None:
+            srv.stop()  # stops only a server this run started
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    print(render(rows))
+    print(f"({meta['seconds']} s; seed {args.seed}; server {meta.get('base_url', '-')})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return 0 if all(r.ok for r in rows) else 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="a running vLLM server (http://HOST:PORT/v1); default: "
+                   "$EFFAGENT_VLLM_URL, the recorded `vllm_local serve`, or start one")
+    p.add_argument("--only", default="", help="comma list of budget,early_exit,sc,loop (default: all)")
+    p.add_argument("--prompts", type=int, default=3, help="GSM8K prompts for thinking budget / early exit")
+    p.add_argument("--max-tokens", type=int, default=256, help="max_tokens of the unbounded-thinking baseline")
+    p.add_argument("--budget", type=int, default=32, help="thinking_token_budget")
+    p.add_argument("--chunk", type=int, default=16, help="early exit: thinking tokens between probes")
+    p.add_argument("--agree", type=int, default=2, help="early exit: consecutive agreeing probes")
+    p.add_argument("--probe-tokens", type=int, default=8, help="early exit: tokens a probe may generate")
+    p.add_argument("--sc-prompts", type=int, default=6, help="prompts for adaptive self-consistency")
+    p.add_argument("--samples", type=int, default=8, help="fixed N (and adaptive max_samples)")
+    p.add_argument("--batch", type=int, default=2, help="adaptive SC batch size")
+    p.add_argument("--threshold", type=float, default=0.95, help="Beta rule threshold")
+    p.add_argument("--window", type=int, default=0, help="ESC window (0: off)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--sc-max-tokens", type=int, default=12)
+    p.add_argument("--recursion-limit", type=int, default=25)
+    p.add_argument("--repeats", type=int, default=2, help="loop_guard.max_repeated_tool_calls")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="effagent-out/bench/levers.json")
+    p.set_defaults(func=run)
+
+
+def register(bench_subparsers: Any) -> None:
+    """Add ``levers`` to ``effagent bench``."""
+    p = bench_subparsers.add_parser("levers", help="each lever against the local vLLM: tokens and calls with "
+                                    "and without it")
+    add_arguments(p)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m effagent.bench.levers", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,384 @@
+"""Framework-free model calls through litellm, shaped by a tier and the governor's settings.
+
+```python
+from effagent.llm import complete
+
+settings = governor.settings(decision, "large")   # {"max_tokens": ..., "extra_body": {...}} or reasoning_effort
+[c] = complete(policy.tier("large"), [{"role": "user", "content": "..."}], settings=settings, seed=7)
+c.content, c.reasoning, c.input_tokens, c.output_tokens, c.reasoning_tokens, c.finish_reason
+```
+
+``complete`` is the one entry point levers build on (self-consistency: ``n``; early-exit probes and the
+logprob difficulty probe: ``logprobs``). Its contract:
+
+- ``settings`` are litellm keyword arguments and go to the request as they are (``max_tokens``, ``extra_body``
+  whose keys litellm sends at the top level of the body, ``reasoning_effort``, ``temperature``, ``tools``, ...);
+  the tier supplies ``model``, ``api_base``, ``api_key`` and ``timeout``.
+- One :class:`Completion` per choice. Reasoning comes from ``reasoning_content``/``reasoning`` (a server-side
+  reasoning parser) or, without a parser, from a ``<think>...</think>`` block at the start of the content.
+- Token counts are the server's ``usage``: the sum over the returned list equals it (with ``n > 1`` the
+  prompt is counted on the first completion and the output is split per choice, exactly when logprobs were
+  asked for, else in proportion to each choice's text). ``reasoning_tokens`` is None when the server did not
+  report it, and also when it reported 0 for a non-empty reasoning text (vLLM does): count the text with
+  :class:`effagent.llm.tokens.ServerTokenCounter` instead.
+- Connect errors, timeouts, 5xx and malformed bodies are retried ``tier.retries`` times with exponential
+  backoff, then raise :class:`EndpointUnavailable`; 4xx are not retried and raise :class:`EndpointRejected`.
+  Both are :class:`effagent.errors.EndpointError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from effagent.errors import EndpointError
+from effagent.policy import Tier
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 8.0
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+class Completion(BaseModel):
+    """One choice of a chat completion, with the usage attributed to it."""
+
+    content: str = ""
+    reasoning: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int | None = None
+    finish_reason: str | None = None
+    logprobs: list[float] | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    model: str | None = None
+
+    @property
+    def reasoning_closed(self) -> bool:
+        """True when the thinking block ended (the answer started) or there was no thinking at all."""
+        return bool(self.content) or self.finish_reason != "length" or not self.reasoning
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class EndpointCallError(EndpointError):
+    """A call to one tier's endpoint failed; ``retriable`` says whether it was a transient kind."""
+
+    retriable = False
+
+    def __init__(self, model: str, api_base: str | None, detail: str, *, status: int | None = None,
+                 attempts: int = 1) -> None:
+        self.model = model
+        self.api_base = api_base
+        self.detail = detail
+        self.status = status
+        self.tries = attempts
+        self.attempts = [f"{model} @ {api_base or 'default endpoint'}: {detail}"]
+        Exception.__init__(self, self._message())
+
+    def _message(self) -> str:
+        where = f"{self.model} at {self.api_base or 'its default endpoint'}"
+        return f"{where} failed after {self.tries} attempt(s): {self.detail}"
+
+
+class EndpointUnavailable(EndpointCallError):
+    """Unreachable, timed out, 5xx or a malformed body, after every retry: check the server is up."""
+
+    retriable = True
+
+    def _message(self) -> str:
+        return super()._message() + ". Check that the server is running and reachable (tier api_base)."
+
+
+class EndpointRejected(EndpointCallError):
+    """The server refused the request (4xx): not retried; the request or the tier's settings must change."""
+
+    def _message(self) -> str:
+        return super()._message() + ". The server rejected the request: check the tier's model name and settings."
+
+
+class MalformedResponse(ValueError):
+    """The body is not a chat completion (no choices, wrong types); retried like a 5xx."""
+
+
+def classify(err: BaseException) -> tuple[bool, int | None]:
+    """(retriable, HTTP status) of an exception raised by litellm, httpx or the response parser."""
+    if isinstance(err, MalformedResponse):
+        return True, None
+    import httpx
+
+    if isinstance(err, httpx.TransportError):  # connect errors and timeouts of direct HTTP calls
+        return True, None
+    if isinstance(err, httpx.HTTPStatusError):
+        code = err.response.status_code
+        return code >= 500, code
+    litellm = _litellm()
+    exc = litellm.exceptions
+    status = getattr(err, "status_code", None)
+    status = status if isinstance(status, int) else None
+    if isinstance(err, exc.Timeout | exc.APIConnectionError):
+        return True, status
+    if isinstance(err, exc.InternalServerError | exc.ServiceUnavailableError | exc.BadGatewayError):
+        return True, status
+    if isinstance(err, exc.APIResponseValidationError):
+        return True, status
+    if status is not None:
+        return status >= 500, status
+    if isinstance(err, exc.APIError):  # litellm's catch-all for provider errors without a status
+        return True, None
+    return False, None
+
+
+def endpoint_error(tier: Tier, err: BaseException, tries: int) -> EndpointCallError:
+    retriable, status = classify(err)
+    detail = f"{type(err).__name__}: {str(err)[:300]}"
+    cls = EndpointUnavailable if retriable else EndpointRejected
+    return cls(tier.model, tier.api_base, detail, status=status, attempts=tries)
+
+
+def backoff_s(attempt: int) -> float:
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+_THINK_BLOCK = re.compile(r"^\s*(?:<think>)?(.*?)</think>(.*)$", re.DOTALL)
+
+
+def split_think(content: str) -> tuple[str | None, str]:
+    """(reasoning, answer) from raw text that may hold a ``<think>...</think>`` block (no server parser).
+
+    ``<think>a</think>b`` -> ("a", "b"); ``a</think>b`` (the template opened the block) -> ("a", "b");
+    ``<think>a`` (never closed) -> ("a", ""); text without markers -> (None, text).
+    """
+    if THINK_CLOSE in content:
+        m = _THINK_BLOCK.match(content)
+        if m:
+            return m.group(1).strip("\n") or None, m.group(2).lstrip("\n")
+    stripped = content.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        return stripped[len(THINK_OPEN):].strip("\n") or None, ""
+    return None, content
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    for attr in ("model_dump", "dict", "to_dict"):
+        fn = getattr(obj, attr, None)
+        if callable(fn):
+            try:
+                out = fn()
+            except Exception:  # try the next serialisation
+                continue
+            if isinstance(out, Mapping):
+                return dict(out)
+    raise MalformedResponse(f"not a chat completion object: {type(obj).__name__}")
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list):  # content parts
+        return "".join(p.get("text", "") if isinstance(p, Mapping) else str(p) for p in v)
+    return str(v)
+
+
+def _reasoning_of(message: Mapping[str, Any]) -> str:
+    for key in ("reasoning_content", "reasoning"):
+        val = message.get(key)
+        if isinstance(val, str) and val:
+            return val
+    psf = message.get("provider_specific_fields")
+    if isinstance(psf, Mapping):
+        for key in ("reasoning_content", "reasoning"):
+            val = psf.get(key)
+            if isinstance(val, str) and val:
+                return val
+    return ""
+
+
+def _token_logprobs(choice: Mapping[str, Any]) -> list[float] | None:
+    lp = choice.get("logprobs")
+    if not isinstance(lp, Mapping):
+        return None
+    content = lp.get("content")
+    if isinstance(content, list):
+        return [float(t["logprob"]) for t in content if isinstance(t, Mapping) and "logprob" in t]
+    tl = lp.get("token_logprobs")  # /v1/completions shape
+    if isinstance(tl, list):
+        return [float(x) for x in tl if isinstance(x, int | float)]
+    return None
+
+
+def _tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for tc in message.get("tool_calls") or []:
+        d = _as_dict(tc)
+        fn = d.get("function")
+        d["function"] = _as_dict(fn) if fn is not None else {}
+        out.append(d)
+    return out
+
+
+def parse_response(response: Any) -> list[Completion]:
+    """Completions (one per choice) from a chat-completion body: a dict or litellm's ``ModelResponse``.
+
+    Raises :class:`MalformedResponse` when there are no choices, a choice has no message, or a field has the
+    wrong type.
+    """
+    try:
+        return _parse(response)
+    except MalformedResponse:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise MalformedResponse(f"unexpected response shape: {type(err).__name__}: {err}") from err
+
+
+def _parse(response: Any) -> list[Completion]:
+    data = _as_dict(response)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponse(f"the response has no choices (keys: {sorted(data)})")
+    usage = data.get("usage")
+    usage = _as_dict(usage) if usage is not None else {}
+    prompt = _int(usage.get("prompt_tokens")) or 0
+    completion_total = _int(usage.get("completion_tokens"))
+    details = usage.get("completion_tokens_details")
+    details = _as_dict(details) if details is not None else {}
+    reported_reasoning = _int(details.get("reasoning_tokens"))
+
+    parsed: list[dict[str, Any]] = []
+    for raw in choices:
+        choice = _as_dict(raw)
+        msg = choice.get("message")
+        if msg is None and "text" in choice:  # /v1/completions shape
+            msg = {"content": choice.get("text")}
+        if msg is None:
+            raise MalformedResponse("a choice has no message")
+        message = _as_dict(msg)
+        content = _text(message.get("content"))
+        reasoning = _reasoning_of(message)
+        if not reasoning:
+            found, content = split_think(content)
+            reasoning = found or ""
+        parsed.append({"content": content, "reasoning": reasoning or None,
+                       "finish_reason": choice.get("finish_reason"), "logprobs": _token_logprobs(choice),
+                       "tool_calls": _tool_calls(message), "model": data.get("model")})
+
+    outputs = _split_output(parsed, completion_total)
+    out: list[Completion] = []
+    for i, (p, n_out) in enumerate(zip(parsed, outputs, strict=True)):
+        rt = reported_reasoning if len(parsed) == 1 else None
+        if rt == 0 and p["reasoning"]:
+            rt = None  # the server reported 0 for a non-empty reasoning text: not a count (vLLM)
+        out.append(Completion(input_tokens=prompt if i == 0 else 0, output_tokens=n_out, reasoning_tokens=rt, **p))
+    return out
+
+
+def _split_output(parsed: list[dict[str, Any]], total: int | None) -> list[int]:
+    """Per-choice output tokens summing to the server's ``completion_tokens``."""
+    if total is None:
+        return [len(p["logprobs"]) if p["logprobs"] is not None else 0 for p in parsed]
+    if len(parsed) == 1:
+        return [total]
+    if all(p["logprobs"] is not None for p in parsed) and sum(len(p["logprobs"]) for p in parsed) == total:
+        return [len(p["logprobs"]) for p in parsed]
+    weights = [len(p["content"]) + len(p["reasoning"] or "") + 1 for p in parsed]
+    shares = [total * w // sum(weights) for w in weights]
+    shares[0] += total - sum(shares)
+    return shares
+
+
+# -------------------------------------------------------------------------------------------- calls
+
+
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at run time
+    import litellm
+
+    return litellm
+
+
+def request_kwargs(tier: Tier, messages: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], n: int,
+                   logprobs: int | None, seed: int | None) -> dict[str, Any]:
+    """The litellm keyword arguments of one call (exposed for tests and for callers that log requests)."""
+    kwargs: dict[str, Any] = {"model": tier.model, "messages": [dict(m) for m in messages],
+                              "timeout": tier.timeout_s, "max_retries": 0}
+    if tier.api_base:
+        kwargs["api_base"] = tier.api_base
+    if tier.api_key is not None:
+        kwargs["api_key"] = tier.api_key.get_secret_value()
+    for key, value in settings.items():
+        kwargs[key] = dict(value) if key == "extra_body" and isinstance(value, Mapping) else value
+    if n != 1:
+        kwargs["n"] = n
+    if logprobs is not None:
+        kwargs["logprobs"] = True
+        if logprobs > 0:
+            kwargs["top_logprobs"] = logprobs
+    if seed is not None:
+        kwargs["seed"] = seed
+    return kwargs
+
+
+def complete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, Any], n: int = 1,
+             logprobs: int | None = None, seed: int | None = None) -> list[Completion]:
+    """Call ``tier`` once (retrying transient failures) and return one :class:`Completion` per choice.
+
+    Args:
+        tier: the policy's tier (model, api_base, api_key, timeout_s, retries).
+        messages: OpenAI-style chat messages.
+        settings: litellm kwargs, typically ``Governor.settings(decision, tier_name)``; may add ``temperature``,
+            ``tools``, ``stop``, ... They are sent as given (``extra_body`` keys at the top level of the body).
+        n: number of choices (self-consistency).
+        logprobs: None for no logprobs; 0 for the chosen tokens' logprobs; k > 0 also asks ``top_logprobs=k``.
+            ``Completion.logprobs`` then holds one float per generated token (reasoning included).
+        seed: sampling seed forwarded to the server.
+
+    Raises:
+        EndpointUnavailable: connect error, timeout, 5xx or malformed body after ``1 + tier.retries`` tries.
+        EndpointRejected: a 4xx answer (not retried).
+    """
+    litellm = _litellm()
+    kwargs = request_kwargs(tier, messages, settings, n, logprobs, seed)
+    tries = 1 + tier.retries
+    for attempt in range(tries):
+        try:
+            return parse_response(litellm.completion(**kwargs))
+        except Exception as err:
+            retriable, _ = classify(err)
+            if not retriable or attempt + 1 >= tries:
+                raise endpoint_error(tier, err, attempt + 1) from err
+            time.sleep(backoff_s(attempt))
+    raise AssertionError("unreachable")
+
+
+async def acomplete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, Any], n: int = 1,
+                    logprobs: int | None = None, seed: int | None = None) -> list[Completion]:
+    """Async :func:`complete` (same arguments, result and errors)."""
+    litellm = _litellm()
+    kwargs = request_kwargs(tier, messages, settings, n, logprobs, seed)
+    tries = 1 + tier.retries
+    for attempt in range(tries):
+        try:
+            return parse_response(await litellm.acompletion(**kwargs))
+        except Exception as err:
+            retriable, _ = classify(err)
+            if not retriable or attempt + 1 >= tries:
+                raise endpoint_error(tier, err, attempt + 1) from err
+            await asyncio.sleep(backoff_s(attempt))
+    raise AssertionError("unreachable")

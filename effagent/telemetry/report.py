@@ -1,0 +1,546 @@
+"""``effagent report``: the file exporter's spans as one self-contained HTML page.
+
+Summary cards (runs, steps, tokens, $, saved against the baseline tier, loops capped), a per-tier table,
+charts (tokens and $ per step, per tier, difficulty and decisions over time; matplotlib PNGs embedded as
+base64, no external resources), a per-run table and the decision timeline.
+
+    effagent report [TRACES.jsonl] [-o report.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from effagent.errors import EffagentError
+from effagent.telemetry.exporters import read_spans
+
+DEFAULT_TRACES = "effagent-out/traces.jsonl"
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Call:
+    run_id: str
+    step: int
+    kind: str
+    tier: str
+    model: str
+    ok: bool
+    is_step: bool
+    start_ns: int
+    end_ns: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float = 0.0
+    baseline: float = 0.0
+    error: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def duration_s(self) -> float:
+        return max(0, self.end_ns - self.start_ns) / 1e9
+
+
+@dataclass
+class Run:
+    run_id: str
+    thread_id: str | None
+    start_ns: int
+    end_ns: int
+    attrs: dict[str, Any]
+    incomplete: bool = False
+
+
+@dataclass
+class Data:
+    runs: list[Run]
+    calls: list[Call]  # every chat span (steps and extra calls), in start order
+    baseline_tier: str | None
+
+    @property
+    def steps(self) -> list[Call]:
+        return [c for c in self.calls if c.is_step]
+
+    @property
+    def ok_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.ok]
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def load(path: str | Path) -> Data:
+    spans = read_spans(path)
+    runs: dict[str, Run] = {}
+    calls: list[Call] = []
+    baseline = None
+    for s in spans:
+        a = s["attributes"]
+        kind = a.get("effagent.span")
+        if kind == "run":
+            rid = str(a.get("effagent.run_id", s["span_id"]))
+            runs[rid] = Run(rid, a.get("effagent.thread_id"), s["start_ns"], s["end_ns"], a,
+                            bool(a.get("effagent.run.incomplete")))
+            baseline = baseline or a.get("effagent.baseline_tier")
+        elif kind in ("step", "call") and a.get("gen_ai.operation.name") == "chat":
+            ok = bool(a.get("effagent.call.ok", s["status"] != "ERROR")) and s["status"] != "ERROR"
+            calls.append(Call(
+                run_id=str(a.get("effagent.run_id", "")), step=_int(a.get("effagent.step")),
+                kind=str(a.get("effagent.kind", a.get("effagent.decision.action", "model"))),
+                tier=str(a.get("effagent.tier", a.get("effagent.decision.tier", "?"))),
+                model=str(a.get("gen_ai.request.model", "")), ok=ok, is_step=kind == "step",
+                start_ns=s["start_ns"], end_ns=s["end_ns"],
+                input_tokens=_int(a.get("gen_ai.usage.input_tokens")),
+                output_tokens=_int(a.get("gen_ai.usage.output_tokens")),
+                reasoning_tokens=_int(a.get("gen_ai.usage.reasoning.output_tokens")),
+                cost=_float(a.get("effagent.cost.usd", a.get("llm.cost.total"))),
+                baseline=_float(a.get("effagent.cost.baseline_usd", a.get("effagent.cost.usd"))),
+                error=s["status_message"] if s["status"] == "ERROR" else "", attrs=a))
+            baseline = baseline or a.get("effagent.baseline_tier")
+    calls.sort(key=lambda c: (c.start_ns, not c.is_step))
+    # runs seen only through their steps (run span not exported yet: still running, or lost)
+    for c in calls:
+        if c.run_id and c.run_id not in runs:
+            runs[c.run_id] = Run(c.run_id, None, c.start_ns, c.end_ns, {}, incomplete=True)
+    ordered = sorted(runs.values(), key=lambda r: r.start_ns)
+    return Data(ordered, calls, baseline)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------------
+def fmt_usd(v: float) -> str:
+    if v == 0:
+        return "$0"
+    a = abs(v)
+    if a >= 100:
+        s = f"${a:,.2f}"
+    elif a >= 0.01:
+        s = f"${a:,.4f}"
+    else:
+        s = f"${a:.6f}"
+    return ("-" if v < 0 else "") + s
+
+
+def fmt_int(v: int | float) -> str:
+    return f"{round(v):,}"
+
+
+def _e(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _tier_colors(data: Data) -> dict[str, str]:
+    names: list[str] = []
+    for c in data.calls:
+        if c.tier not in names:
+            names.append(c.tier)
+    # the cheaper tiers tend to show first; sort by name for a stable legend across reports
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(names))}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Charts (matplotlib, Agg, no pyplot global state)
+# ---------------------------------------------------------------------------------------------------
+def _png(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _style(ax: Any) -> None:
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.grid(axis="y", color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+
+
+def _step_labels(data: Data, steps: list[Call]) -> list[str]:
+    index = {r.run_id: i + 1 for i, r in enumerate(data.runs)}
+    return [f"r{index.get(c.run_id, 0)}.{c.step}" for c in steps]
+
+
+def _thin_ticks(ax: Any, labels: list[str], limit: int = 40) -> None:
+    every = max(1, (len(labels) + limit - 1) // limit)
+    ax.set_xticks(range(0, len(labels), every))
+    ax.set_xticklabels(labels[::every], rotation=60 if len(labels) > 12 else 0, ha="right" if len(labels) > 12
+                       else "center")
+
+
+def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
+    """[(title, caption, data-uri)]; empty when matplotlib is missing or there is nothing to plot."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+    except ImportError:
+        return []
+    steps = [c for c in data.steps if c.ok] or data.steps
+    if not steps:
+        return []
+    out: list[tuple[str, str, str]] = []
+    labels = _step_labels(data, steps)
+    x = list(range(len(steps)))
+    width = min(13.0, max(7.0, 0.28 * len(steps) + 3))
+
+    # 1. tokens per step, stacked by type, edge coloured by tier
+    fig = Figure(figsize=(width, 3.4))
+    ax = fig.add_subplot()
+    inp = [c.input_tokens for c in steps]
+    vis = [max(0, c.output_tokens - c.reasoning_tokens) for c in steps]
+    rea = [c.reasoning_tokens for c in steps]
+    ax.bar(x, inp, color="#cbd5e1", label="input")
+    ax.bar(x, vis, bottom=inp, color=[colors[c.tier] for c in steps], label="output")
+    ax.bar(x, rea, bottom=[a + b for a, b in zip(inp, vis, strict=True)], color=[colors[c.tier] for c in steps],
+           alpha=0.45, hatch="///", edgecolor="white", linewidth=0, label="reasoning (part of output)")
+    _style(ax)
+    _thin_ticks(ax, labels)
+    ax.set_ylabel("tokens", fontsize=9)
+    handles = [Patch(color="#cbd5e1", label="input")]
+    handles += [Patch(color=col, label=f"output · {t}") for t, col in colors.items()]
+    handles += [Patch(facecolor="#94a3b8", alpha=0.45, hatch="///", edgecolor="white", label="reasoning")]
+    ax.legend(handles=handles, fontsize=8, frameon=False, ncol=min(6, len(handles)), loc="upper left",
+              bbox_to_anchor=(0, 1.18))
+    out.append(("Tokens per step", "Input (grey), output coloured by the tier that served the step, reasoning "
+                "hatched. Labels: run.step.", _png(fig)))
+
+    # 2. $ per step + cumulative actual vs baseline
+    fig = Figure(figsize=(width, 3.4))
+    ax = fig.add_subplot()
+    ax.bar(x, [c.cost for c in steps], color=[colors[c.tier] for c in steps])
+    _style(ax)
+    _thin_ticks(ax, labels)
+    ax.set_ylabel("$ per step", fontsize=9)
+    ax2 = ax.twinx()
+    cum, cum_b, tot, totb = [], [], 0.0, 0.0
+    for c in steps:
+        tot += c.cost
+        totb += c.baseline
+        cum.append(tot)
+        cum_b.append(totb)
+    ax2.plot(x, cum, color="#111827", linewidth=1.8, label="cumulative $")
+    if data.baseline_tier:
+        ax2.plot(x, cum_b, color="#dc2626", linewidth=1.4, linestyle="--",
+                 label=f"cumulative $ if every step used {data.baseline_tier}")
+    ax2.set_ylabel("cumulative $", fontsize=9)
+    ax2.tick_params(labelsize=8)
+    ax2.spines["top"].set_visible(False)
+    ax2.set_ylim(bottom=0)
+    ax2.legend(fontsize=8, frameon=False, loc="upper left")
+    out.append(("Cost per step", "Bars: $ per step (tier colour). Lines: cumulative cost, and what the same "
+                "tokens would cost at the baseline tier's prices.", _png(fig)))
+
+    # 3. per tier: tokens and $
+    tiers = list(colors)
+    agg = {t: [0, 0, 0, 0.0] for t in tiers}
+    for c in data.ok_calls:
+        a = agg[c.tier]
+        a[0] += c.input_tokens
+        a[1] += c.output_tokens - c.reasoning_tokens
+        a[2] += c.reasoning_tokens
+        a[3] += c.cost
+    fig = Figure(figsize=(10, 0.6 * len(tiers) + 1.6))
+    ax, bx = fig.subplots(1, 2)
+    y = list(range(len(tiers)))
+    left = [0] * len(tiers)
+    for i, (lab, col) in enumerate((("input", "#cbd5e1"), ("output", None), ("reasoning", None))):
+        vals = [agg[t][i] for t in tiers]
+        ax.barh(y, vals, left=left, color=col or [colors[t] for t in tiers], alpha=0.45 if i == 2 else 1,
+                hatch="///" if i == 2 else None, edgecolor="white", linewidth=0, label=lab)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    ax.set_yticks(y)
+    ax.set_yticklabels(tiers)
+    ax.set_title("tokens (input · output · reasoning)", fontsize=9)
+    bx.barh(y, [agg[t][3] for t in tiers], color=[colors[t] for t in tiers])
+    bx.set_yticks(y)
+    bx.set_yticklabels(tiers)
+    bx.set_title("$", fontsize=9)
+    for a in (ax, bx):
+        _style(a)
+        a.grid(axis="x", color="#e5e7eb", linewidth=0.8)
+        a.grid(axis="y", visible=False)
+        a.invert_yaxis()
+    fig.tight_layout()
+    out.append(("Per tier", "Tokens and dollars of every successful call, per tier.", _png(fig)))
+
+    # 4. decisions over time: difficulty, tier, thinking, loop caps
+    fig = Figure(figsize=(width, 3.2))
+    ax = fig.add_subplot()
+    for t in tiers:
+        for think, marker in ((False, "o"), (True, "^")):
+            pts = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
+                   if c.tier == t and bool(c.attrs.get("effagent.thinking.enabled")) == think]
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors[t], marker=marker, s=46,
+                           label=f"{t}{' · thinking' if think else ''}", zorder=3)
+    capped = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
+              if c.attrs.get("effagent.loop.capped") or c.attrs.get("effagent.decision.action") == "finalize"]
+    if capped:
+        ax.scatter([p[0] for p in capped], [p[1] for p in capped], s=150, facecolors="none", edgecolors="#dc2626",
+                   linewidths=1.8, label="finalize / loop capped", zorder=4)
+    _style(ax)
+    _thin_ticks(ax, labels)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("difficulty", fontsize=9)
+    ax.legend(fontsize=8, frameon=False, ncol=6, loc="upper left", bbox_to_anchor=(0, 1.2))
+    out.append(("Decisions over time", "Each step's difficulty score, the tier it went to (colour) and whether "
+                "thinking was on (triangle). Red rings: the step finalized (budget spent or loop capped).",
+                _png(fig)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------------
+CSS = """
+*{box-sizing:border-box}body{margin:0;font:14px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,
+"Helvetica Neue",Arial,sans-serif;color:#111827;background:#f3f4f6}
+header{background:#111827;color:#f9fafb;padding:22px 32px}header h1{margin:0;font-size:22px;font-weight:600}
+header p{margin:4px 0 0;color:#9ca3af;font-size:13px}main{padding:24px 32px;max-width:1400px;margin:auto}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:14px;margin-bottom:24px}
+.card{background:#fff;border-radius:10px;padding:14px 16px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+.card .v{font-size:24px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
+.card .k{color:#6b7280;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .s{color:#6b7280;font-size:12px}.card.good .v{color:#15803d}.card.bad .v{color:#b91c1c}
+section{background:#fff;border-radius:10px;padding:18px 20px;margin-bottom:22px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+section h2{margin:0 0 4px;font-size:16px}section p.cap{margin:0 0 12px;color:#6b7280;font-size:12.5px}
+section img{max-width:100%;display:block}
+table{border-collapse:collapse;width:100%;font-size:12.5px;font-variant-numeric:tabular-nums}
+th{text-align:left;color:#374151;font-weight:600;border-bottom:2px solid #e5e7eb;padding:6px 8px;white-space:nowrap}
+td{border-bottom:1px solid #f1f5f9;padding:5px 8px;vertical-align:top}td.n,th.n{text-align:right}
+tr.fin td{background:#fff7ed}tr.err td{background:#fef2f2}
+.chip{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:11.5px;font-weight:600}
+.tag{display:inline-block;padding:0 6px;border-radius:4px;font-size:11px;margin-left:4px}
+.tag.loop{background:#fee2e2;color:#991b1b}.tag.fin{background:#ffedd5;color:#9a3412}
+.tag.err{background:#fee2e2;color:#991b1b}.tag.think{background:#e0e7ff;color:#3730a3}
+.reason{color:#4b5563;max-width:520px}.muted{color:#9ca3af}.grid2{display:grid;grid-template-columns:1fr;gap:18px}
+.scroll{max-height:640px;overflow:auto}
+"""
+
+
+def _chip(tier: str, colors: dict[str, str]) -> str:
+    return f'<span class="chip" style="background:{colors.get(tier, "#6b7280")}">{_e(tier)}</span>'
+
+
+def _card(key: str, value: str, sub: str = "", cls: str = "") -> str:
+    return (f'<div class="card {cls}"><div class="k">{_e(key)}</div><div class="v">{_e(value)}</div>'
+            f'<div class="s">{_e(sub)}</div></div>')
+
+
+def summary(data: Data) -> dict[str, Any]:
+    ok = data.ok_calls
+    cost = sum(c.cost for c in ok)
+    base = sum(c.baseline for c in ok)
+    steps = data.steps
+    return {
+        "runs": len(data.runs), "steps": len(steps), "calls": len(data.calls),
+        "failed_calls": sum(1 for c in data.calls if not c.ok),
+        "input_tokens": sum(c.input_tokens for c in ok), "output_tokens": sum(c.output_tokens for c in ok),
+        "reasoning_tokens": sum(c.reasoning_tokens for c in ok),
+        "tokens": sum(c.tokens for c in ok), "cost": cost, "baseline": base, "saved": base - cost,
+        "loops_capped": sum(1 for c in steps if c.attrs.get("effagent.loop.capped")),
+        "finalized": sum(1 for c in steps if c.attrs.get("effagent.decision.action") == "finalize"),
+        "thinking_steps": sum(1 for c in steps if c.attrs.get("effagent.thinking.enabled")),
+    }
+
+
+def render(data: Data, source: str = "", title: str = "effagent report") -> str:
+    colors = _tier_colors(data)
+    s = summary(data)
+    t0 = min([r.start_ns for r in data.runs] + [c.start_ns for c in data.calls], default=0)
+    t1 = max([r.end_ns for r in data.runs] + [c.end_ns for c in data.calls], default=0)
+    span_txt = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0 / 1e9))} → "
+                f"{time.strftime('%H:%M:%S', time.localtime(t1 / 1e9))}") if t0 else "no spans"
+    saved_pct = f"{100 * s['saved'] / s['baseline']:.1f}% of {fmt_usd(s['baseline'])}" if s["baseline"] else ""
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
+             f"<header><h1>{_e(title)}</h1><p>{_e(source)} · {_e(span_txt)} · generated "
+             f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"]
+    if not data.calls and not data.runs:
+        parts.append("<section><h2>No effagent spans</h2><p class=cap>The file holds no spans written by effagent's "
+                     "observer. Run an agent with <code>telemetry.exporter: file</code> (the default) and try "
+                     "again.</p></section></main></body></html>")
+        return "".join(parts)
+    cards = [
+        _card("runs", fmt_int(s["runs"]), f"{sum(1 for r in data.runs if r.incomplete)} incomplete"
+              if any(r.incomplete for r in data.runs) else ""),
+        _card("model steps", fmt_int(s["steps"]), f"{s['thinking_steps']} with thinking"),
+        _card("tokens", fmt_int(s["tokens"]), f"{fmt_int(s['input_tokens'])} in · {fmt_int(s['output_tokens'])} out"
+              f" · {fmt_int(s['reasoning_tokens'])} reasoning"),
+        _card("cost", fmt_usd(s["cost"]), f"{s['calls']} calls" + (f", {s['failed_calls']} failed"
+                                                                     if s["failed_calls"] else "")),
+        _card(f"saved vs {data.baseline_tier}" if data.baseline_tier else "saved", fmt_usd(s["saved"]), saved_pct,
+              "good" if s["saved"] > 0 else ("bad" if s["saved"] < 0 else "")),
+        _card("loops capped", fmt_int(s["loops_capped"]), f"{s['finalized']} finalize call(s)",
+              "bad" if s["loops_capped"] else ""),
+    ]
+    parts.append(f'<div class="cards">{"".join(cards)}</div>')
+
+    # per tier
+    rows = []
+    by_tier: dict[str, list[Call]] = defaultdict(list)
+    for c in data.calls:
+        by_tier[c.tier].append(c)
+    for tier in colors:
+        cs = by_tier.get(tier, [])
+        ok = [c for c in cs if c.ok]
+        cost = sum(c.cost for c in ok)
+        lat = sum(c.duration_s for c in ok) / len(ok) if ok else 0.0
+        models = ", ".join(sorted({c.model for c in cs}))
+        base_tag = " <span class=muted>(baseline)</span>" if tier == data.baseline_tier else ""
+        share = 100 * cost / s["cost"] if s["cost"] else 0.0
+        rows.append(
+            f"<tr><td>{_chip(tier, colors)}{base_tag}"
+            f"</td><td>{_e(models)}</td><td class=n>{len(ok)}</td><td class=n>{sum(1 for c in cs if c.is_step)}</td>"
+            f"<td class=n>{sum(1 for c in cs if not c.ok)}</td>"
+            f"<td class=n>{fmt_int(sum(c.input_tokens for c in ok))}</td>"
+            f"<td class=n>{fmt_int(sum(c.output_tokens for c in ok))}</td>"
+            f"<td class=n>{fmt_int(sum(c.reasoning_tokens for c in ok))}</td><td class=n>{fmt_usd(cost)}</td>"
+            f"<td class=n>{share:.1f}%</td><td class=n>{lat * 1000:,.0f} ms</td></tr>")
+    parts.append("<section><h2>Per tier</h2><p class=cap>Every call, grouped by the tier that served it.</p><table>"
+                 "<tr><th>tier</th><th>model</th><th class=n>calls</th><th class=n>steps</th><th class=n>failed</th>"
+                 "<th class=n>input</th><th class=n>output</th><th class=n>reasoning</th><th class=n>$</th>"
+                 "<th class=n>share of $</th><th class=n>mean latency</th></tr>" + "".join(rows) + "</table></section>")
+
+    for ctitle, cap, uri in charts(data, colors):
+        parts.append(f"<section><h2>{_e(ctitle)}</h2><p class=cap>{_e(cap)}</p><img alt='{_e(ctitle)}' "
+                     f"src='{uri}'></section>")
+
+    # per run
+    rows = []
+    run_calls: dict[str, list[Call]] = defaultdict(list)
+    for c in data.calls:
+        run_calls[c.run_id].append(c)
+    for i, r in enumerate(data.runs, 1):
+        cs = run_calls.get(r.run_id, [])
+        ok = [c for c in cs if c.ok]
+        cost = sum(c.cost for c in ok)
+        saved = sum(c.baseline for c in ok) - cost
+        steps = [c for c in cs if c.is_step]
+        loops = sum(1 for c in steps if c.attrs.get("effagent.loop.capped"))
+        fins = sum(1 for c in steps if c.attrs.get("effagent.decision.action") == "finalize")
+        tiers = " ".join(_chip(t, colors) for t in sorted({c.tier for c in ok}))
+        status = "<span class='tag err'>incomplete</span>" if r.incomplete else ""
+        rows.append(f"<tr><td>r{i}</td><td><code>{_e(r.run_id[:12])}</code>{status}</td>"
+                    f"<td>{_e(r.thread_id or '')}</td><td class=n>{len(steps)}</td><td>{tiers}</td>"
+                    f"<td class=n>{fmt_int(sum(c.tokens for c in ok))}</td>"
+                    f"<td class=n>{fmt_usd(cost)}</td><td class=n>{fmt_usd(saved)}</td><td class=n>{loops}</td>"
+                    f"<td class=n>{fins}</td><td class=n>{max(0, r.end_ns - r.start_ns) / 1e9:.2f} s</td></tr>")
+    parts.append("<section><h2>Runs</h2><table><tr><th>#</th><th>run id</th><th>thread</th><th class=n>steps</th>"
+                 "<th>tiers</th><th class=n>tokens</th><th class=n>$</th><th class=n>saved</th>"
+                 "<th class=n>loops capped</th><th class=n>finalized</th><th class=n>duration</th></tr>"
+                 + "".join(rows) + "</table></section>")
+
+    # decision timeline
+    index = {r.run_id: i + 1 for i, r in enumerate(data.runs)}
+    rows = []
+    limit = 2000
+    for c in data.calls[:limit]:
+        a = c.attrs
+        tags = ""
+        if not c.ok:
+            tags += f"<span class='tag err'>failed: {_e(c.error[:120])}</span>"
+        if a.get("effagent.loop.capped"):
+            tags += f"<span class='tag loop'>loop capped: {_e(a.get('effagent.loop.reason', ''))}</span>"
+        if c.is_step and a.get("effagent.decision.action") == "finalize":
+            tags += "<span class='tag fin'>finalize</span>"
+        if c.kind not in ("model", "finalize"):
+            tags += f"<span class='tag think'>{_e(c.kind)}</span>"
+        think = ""
+        if c.is_step and a.get("effagent.thinking.enabled"):
+            b = a.get("effagent.thinking.budget")
+            think = f"<span class='tag think'>thinking {_e(b) if b is not None else 'unbounded'}</span>"
+        decided = a.get("effagent.decision.tier")
+        tier_html = _chip(c.tier, colors)
+        if c.is_step and decided and decided != c.tier:
+            tier_html = f"{_chip(str(decided), colors)} → {tier_html}"
+        cls = "err" if not c.ok else ("fin" if c.is_step and a.get("effagent.decision.action") == "finalize" else "")
+        diff = f"{_float(a.get('effagent.difficulty.score')):.2f}" if "effagent.difficulty.score" in a else ""
+        reason = a.get("effagent.decision.reason", "") if c.is_step else ""
+        rows.append(
+            f"<tr class='{cls}'><td class=n>+{(c.start_ns - t0) / 1e9:.2f}s</td><td>r{index.get(c.run_id, 0)}.{c.step}"
+            f"{'' if c.is_step else ' <span class=muted>call</span>'}</td><td>{_e(a.get('effagent.decision.band', ''))}"
+            f"</td><td class=n>{diff}</td><td>{tier_html}{think}{tags}</td>"
+            f"<td class=n>{_e(a.get('effagent.decision.max_tokens', ''))}</td>"
+            f"<td class=n>{fmt_int(c.input_tokens)}</td>"
+            f"<td class=n>{fmt_int(c.output_tokens)}</td><td class=n>{fmt_int(c.reasoning_tokens)}</td>"
+            f"<td class=n>{fmt_usd(c.cost)}</td><td class=n>{c.duration_s * 1000:,.0f} ms</td>"
+            f"<td class=reason>{_e(reason)}</td></tr>")
+    more = (f"<p class=cap>Showing the first {limit} of {len(data.calls)} calls.</p>"
+            if len(data.calls) > limit else "")
+    parts.append("<section><h2>Decision timeline</h2><p class=cap>Every model step (and every extra call: failed "
+                 "attempts before a fallback, probes, samples) in the order it started.</p>" + more +
+                 "<div class=scroll><table><tr><th class=n>t</th><th>step</th><th>band</th><th class=n>difficulty</th>"
+                 "<th>tier / decision</th><th class=n>max tok</th><th class=n>in</th><th class=n>out</th>"
+                 "<th class=n>reasoning</th><th class=n>$</th><th class=n>latency</th><th>reason</th></tr>"
+                 + "".join(rows) + "</table></div></section>")
+    if data.baseline_tier:
+        parts.append(f"<p class=cap style='color:#6b7280;font-size:12px'>Saved = the same tokens priced at the "
+                     f"baseline tier <b>{_e(data.baseline_tier)}</b> minus what they cost on the tier that served "
+                     f"them (see docs/tracing.md).</p>")
+    parts.append("</main></body></html>")
+    return "".join(parts)
+
+
+def write_report(traces: str | Path, output: str | Path | None = None, title: str = "effagent report") -> Path:
+    src = Path(traces)
+    if not src.is_file():
+        raise EffagentError(f"{src}: no such trace file; run an agent with telemetry.exporter: file (the default, "
+                            f"written to telemetry.path) first, or pass the file's path")
+    out = Path(output) if output else src.with_name("report.html")
+    data = load(src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(data, str(src), title), encoding="utf-8")
+    return out
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    out = write_report(args.traces, args.output, args.title)
+    s = summary(load(args.traces))
+    print(f"wrote {out}: {s['runs']} run(s), {s['steps']} step(s), {fmt_int(s['tokens'])} tokens, "
+          f"{fmt_usd(s['cost'])}, saved {fmt_usd(s['saved'])}, {s['loops_capped']} loop(s) capped")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``effagent report`` to the CLI's sub-commands."""
+    p = subparsers.add_parser(
+        "report", help="render a trace file (telemetry.exporter: file) as a self-contained HTML page",
+        description="Read the spans effagent wrote (OTLP JSON lines, telemetry.path) and write one HTML page: "
+                    "summary, per-tier table, charts of tokens and $ per step and per tier, decision timeline.")
+    p.add_argument("traces", nargs="?", default=DEFAULT_TRACES, metavar="TRACES.jsonl",
+                   help=f"the trace file (default: {DEFAULT_TRACES})")
+    p.add_argument("-o", "--output", metavar="HTML", help="where to write the page (default: report.html next to "
+                   "the trace file)")
+    p.add_argument("--title", default="effagent report", help="the page title")
+    p.set_defaults(func=_cmd_report)

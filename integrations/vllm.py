@@ -1,0 +1,192 @@
+"""vLLM (and other OpenAI-compatible) tier models for the LangChain/LangGraph integrations.
+
+```python
+from effagent.integrations.vllm import models_for, reasoning_counter_for
+
+mw = EfficiencyMiddleware(policy, models=models_for(policy), reasoning_counter=reasoning_counter_for(policy))
+```
+
+``models_for`` gives each tier a ``ChatLiteLLM``, except tiers whose policy says
+``thinking.budget_param: budget_forcing``: those get :class:`BudgetForcingChatModel`, which enforces the
+thinking budget client-side (see :mod:`effagent.llm.budget_forcing`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from effagent.llm.budget_forcing import Mode, budget_forced_complete
+from effagent.llm.client import Completion, complete
+from effagent.llm.tokens import reasoning_counter_for
+from effagent.policy import Policy, Tier
+
+# The private call kwarg that carries a client-side thinking budget to BudgetForcingChatModel (the governor's
+# settings for a budget_forcing tier); a `thinking_token_budget` in extra_body is read (and removed) as well.
+BUDGET_KWARG = "effagent_thinking_budget"
+
+__all__ = ["BUDGET_KWARG", "BudgetForcingChatModel", "chat_litellm_for", "models_for", "reasoning_counter_for"]
+
+
+def _tool_calls(completion: Completion) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(tool_calls, invalid_tool_calls) in LangChain's shape."""
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for raw in completion.tool_calls:
+        fn = raw.get("function") or {}
+        name, args_text, call_id = fn.get("name"), fn.get("arguments") or "{}", raw.get("id")
+        try:
+            args = json.loads(args_text) if isinstance(args_text, str) else dict(args_text)
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not an object")
+            good.append({"name": name or "", "args": args, "id": call_id, "type": "tool_call"})
+        except (ValueError, TypeError) as err:
+            bad.append({"name": name, "args": args_text if isinstance(args_text, str) else str(args_text),
+                        "id": call_id, "error": str(err), "type": "invalid_tool_call"})
+    return good, bad
+
+
+def to_ai_message(completion: Completion, extra_metadata: Mapping[str, Any] | None = None) -> AIMessage:
+    """An AIMessage as ChatLiteLLM would build it: reasoning in ``additional_kwargs``, usage in
+    ``usage_metadata`` (a reasoning count only when the server reported a trustworthy one)."""
+    usage: dict[str, Any] = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens,
+                             "total_tokens": completion.input_tokens + completion.output_tokens}
+    if completion.reasoning_tokens:
+        usage["output_token_details"] = {"reasoning": completion.reasoning_tokens}
+    tool_calls, invalid = _tool_calls(completion)
+    additional = {"reasoning_content": completion.reasoning} if completion.reasoning else {}
+    meta = {"model_name": completion.model, "finish_reason": completion.finish_reason, **(extra_metadata or {})}
+    return AIMessage(content=completion.content, additional_kwargs=additional, tool_calls=tool_calls,
+                     invalid_tool_calls=invalid, usage_metadata=usage, response_metadata=meta)  # type: ignore[arg-type]
+
+
+def _thinking_on(tier: Tier, settings: Mapping[str, Any]) -> bool:
+    ctl = tier.thinking
+    if ctl.control == "chat_template_kwargs":
+        ctk = (settings.get("extra_body") or {}).get("chat_template_kwargs") or {}
+        return bool(ctk.get("enable_thinking"))
+    if ctl.control == "reasoning_effort":
+        effort = settings.get("reasoning_effort")
+        return effort is not None and effort != ctl.effort_off
+    return False
+
+
+def split_budget(settings: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """(settings without any thinking budget, the budget) from a call's kwargs."""
+    out = dict(settings)
+    budget = out.pop(BUDGET_KWARG, None)
+    top = out.pop("thinking_token_budget", None)
+    extra = dict(out.get("extra_body") or {})
+    inner = extra.pop("thinking_token_budget", None)
+    if "extra_body" in out:
+        out["extra_body"] = extra
+    for value in (budget, top, inner):
+        if value is not None:
+            return out, int(value)
+    return out, None
+
+
+class BudgetForcingChatModel(BaseChatModel):
+    """A tier's chat model that bounds thinking client-side (budget forcing) when the server cannot.
+
+    Call kwargs are the governor's settings: ``max_tokens``, ``extra_body`` (``chat_template_kwargs``) or
+    ``reasoning_effort``, and the budget as ``effagent_thinking_budget`` (or ``thinking_token_budget`` in
+    ``extra_body``/top level, which is removed before anything reaches the server). With thinking on and a
+    budget, the call is :func:`effagent.llm.budget_forcing.budget_forced_complete` (one or two requests, usage
+    summed); otherwise it is one plain request. Tools bound with ``bind_tools`` go to every request.
+    """
+
+    inner_tier: Tier
+    temperature: float | None = None
+    seed: int | None = None
+    mode: Mode = "auto"
+
+    @property
+    def _llm_type(self) -> str:
+        return "effagent-budget-forcing"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.inner_tier.model, "api_base": self.inner_tier.api_base, "mode": self.mode}
+
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
+                   tool_choice: str | dict[str, Any] | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None and tool_choice not in ("auto", "none", "required", "any"):
+            tool_choice = {"type": "function", "function": {"name": tool_choice}} if isinstance(tool_choice, str) \
+                else tool_choice
+        if tool_choice == "any":
+            tool_choice = "required"
+        bound: dict[str, Any] = {"tools": formatted, **kwargs}
+        if tool_choice is not None:
+            bound["tool_choice"] = tool_choice
+        return self.bind(**bound)
+
+    def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        settings, budget = split_budget(kwargs)
+        settings.pop("seed", None)
+        if self.temperature is not None:
+            settings.setdefault("temperature", self.temperature)
+        if stop:
+            settings["stop"] = list(stop)
+        settings.setdefault("max_tokens", self.inner_tier.max_tokens)
+        return settings, budget
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        seed = kwargs.get("seed", self.seed)
+        settings, budget = self._settings(stop, kwargs)
+        msgs = convert_to_openai_messages(messages)
+        tier = self.inner_tier
+        if budget is not None and _thinking_on(tier, settings):
+            forced = budget_forced_complete(tier, msgs, budget=budget, settings=settings, seed=seed, mode=self.mode)
+            meta = {"effagent_budget_forcing": {
+                "budget": budget, "forced": forced.forced, "continuation": forced.continuation,
+                "calls": [{"input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
+                           "finish_reason": c.finish_reason} for c in forced.calls]}}
+            message = to_ai_message(forced, meta)
+        else:
+            message = to_ai_message(complete(tier, msgs, settings=settings, seed=seed)[0])
+        return ChatResult(generations=[ChatGeneration(message=message)],
+                          llm_output={"model_name": tier.model, "token_usage": message.usage_metadata})
+
+
+def chat_litellm_for(tier: Tier, **overrides: Any) -> BaseChatModel:
+    """``ChatLiteLLM`` for a tier (``overrides`` e.g. ``temperature=0, model_kwargs={"seed": 7}``)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at run time
+    from langchain_litellm import ChatLiteLLM
+
+    kwargs: dict[str, Any] = {"model": tier.model, "request_timeout": tier.timeout_s, "max_retries": tier.retries}
+    if tier.api_base:
+        kwargs["api_base"] = tier.api_base
+    if tier.api_key is not None:
+        kwargs["api_key"] = tier.api_key.get_secret_value()
+    kwargs.update(overrides)
+    return ChatLiteLLM(**kwargs)
+
+
+def models_for(policy: Policy, **overrides: Any) -> dict[str, BaseChatModel]:
+    """One chat model per tier: ChatLiteLLM, or BudgetForcingChatModel for ``budget_param: budget_forcing``.
+
+    ``overrides`` go to every ChatLiteLLM; ``temperature`` and ``model_kwargs["seed"]`` also to the
+    budget-forcing models.
+    """
+    seed = (overrides.get("model_kwargs") or {}).get("seed")
+    out: dict[str, BaseChatModel] = {}
+    for name, tier in policy.tiers.items():
+        if tier.thinking.budget_param == "budget_forcing":
+            out[name] = BudgetForcingChatModel(inner_tier=tier, temperature=overrides.get("temperature"), seed=seed)
+        else:
+            out[name] = chat_litellm_for(tier, **overrides)
+    return out

@@ -1,0 +1,90 @@
+"""Trained estimator: shipped artifact loads offline, scores are sane; verifier and registry behaviour."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+
+import pytest
+
+from effagent.difficulty.base import Estimator, Step
+from effagent.difficulty.combine import (
+    LengthEstimator,
+    WeightedEstimator,
+    available_estimators,
+    get_estimator,
+)
+from effagent.difficulty.trained import ARTIFACT_PATH, TrainedEstimator, data_dir, load_artifact
+from effagent.difficulty.verifier import CascadeVerifier, arithmetic_check, is_truncated
+
+
+def test_artifact_is_small_plain_json() -> None:
+    assert ARTIFACT_PATH.exists()
+    assert ARTIFACT_PATH.stat().st_size < 5_000_000
+    json.loads(ARTIFACT_PATH.read_text(encoding="utf-8"))  # plain JSON, no pickle
+    art = load_artifact()
+    assert len(art.terms) == len(art.idf) == len(art.term_weights)
+    assert art.meta["trained_on"] == "llmrouter_train.json"
+
+
+def test_artifact_loads_and_scores_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*a: object, **k: object) -> None:
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    est = TrainedEstimator()
+    assert isinstance(est, Estimator)
+    scores = est.score_prompts(["What is the capital of France?", "Solve x^2 - 5x + 6 = 0.", ""])
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    d = est.estimate(Step.from_prompt("Write a python function that reverses a linked list."))
+    assert 0.0 <= d.score <= 1.0 and d.estimator == "trained" and "predicted_gain" in d.signals
+    assert est.estimate(Step.from_prompt("abc")).score == pytest.approx(est.score_prompts(["abc"])[0])
+
+
+def test_registry_and_weighted_combination() -> None:
+    assert {"trained", "length"} <= set(available_estimators())
+    with pytest.raises(KeyError):
+        get_estimator("verifier")
+    prompts = ["short", "a much longer prompt " * 30]
+    w = WeightedEstimator({"trained": 1.0, "length": 3.0})
+    t, ln = get_estimator("trained").score_prompts(prompts), LengthEstimator().score_prompts(prompts)
+    expected = [0.25 * a + 0.75 * b for a, b in zip(t, ln, strict=True)]
+    assert w.score_prompts(prompts) == pytest.approx(expected)
+    assert w.estimate(Step.from_prompt(prompts[1])).score == pytest.approx(expected[1])
+    with pytest.raises(ValueError):
+        WeightedEstimator({"trained": 0.0})
+
+
+HAS_HEURISTIC = importlib.util.find_spec("effagent.difficulty.heuristic") is not None
+HAS_DATA = (data_dir() / "routing" / "llmrouter_test.json").exists()
+
+
+@pytest.mark.skipif(not HAS_HEURISTIC, reason="no heuristic estimator yet")
+def test_heuristic_through_registry() -> None:
+    s = get_estimator("heuristic").score_prompts(["hello", "prove the theorem step by step"])
+    assert all(0.0 <= x <= 1.0 for x in s)
+
+
+def test_verifier_signals() -> None:
+    assert arithmetic_check("3 * 4 = 12 and 5 + 5 = 11") == (2, 1)
+    assert arithmetic_check("<<80000+50000=130000>>") == (1, 0)
+    assert is_truncated("The value is 80,000 + 50,000 = $<<80000+50000=130000>>130,00")
+    assert not is_truncated("So the answer is 18.\n#### 18")
+    v = CascadeVerifier(prior_estimator=None)
+    good = "She has 16 - 3 = 13 eggs, then 13 - 4 = 9, and sells them for 9 * 2 = 18.\n#### 18"
+    bad = "She has 16 - 3 = 12 eggs, then 12 - 4 = 8, however I assume she sells 8 * 2 = 17 and the"
+    sg, sb = v.score_answers(["q", "q"], [good, bad])
+    assert 0.0 <= sg < sb <= 1.0
+    r = v.verify("q", good, samples=["#### 18", "#### 20"])
+    assert r.signals.disagreement == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not HAS_DATA, reason="shared data missing")
+def test_trained_beats_random_on_held_out_pair() -> None:
+    from effagent.bench.replay import apgr, load_llmrouter_pair
+
+    rs = load_llmrouter_pair(data_dir() / "routing" / "llmrouter_test.json", None)
+    s = TrainedEstimator().score_prompts(rs.prompts)
+    assert apgr(s, rs.cheap_correct, rs.strong_correct) > 0.5

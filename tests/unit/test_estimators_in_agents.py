@@ -1,0 +1,74 @@
+"""The policy's estimators (trained + heuristic) drive per-step decisions inside both integrations."""
+
+from __future__ import annotations
+
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import tool
+
+from effagent import parse_policy
+from effagent.difficulty import Step, build_estimator
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyNode
+from tests.fakes import FakeTierModel, ai, call
+
+POLICY = """\
+tiers:
+  small: {model: a, price: {input_per_mtok: 1, output_per_mtok: 1}}
+  large: {model: b, price: {input_per_mtok: 9, output_per_mtok: 9}}
+difficulty:
+  estimators: [{name: trained, weight: 0.6}, {name: heuristic, weight: 0.4}]
+bands:
+  - {name: easy, min: 0.0, max: 0.5, tier: small}
+  - {name: hard, min: 0.5, max: 1.0, tier: large}
+"""
+
+
+@tool
+def search(query: str) -> str:
+    """Search."""
+    return "error: service unavailable"
+
+
+def test_policy_estimators_are_combined():
+    pol = parse_policy(POLICY, env={})
+    est = build_estimator(pol.difficulty)
+    d = est.estimate(Step.from_prompt("What is 2 + 2?"))
+    assert set(d.signals) == {"trained.score", "heuristic.score"}
+    assert 0.0 <= d.score <= 1.0
+
+
+def test_agent_steps_are_scored_with_history_and_the_score_reaches_the_decision():
+    pol = parse_policy(POLICY, env={})
+
+    def respond(messages, kwargs):
+        errors = sum(isinstance(m, ToolMessage) for m in messages)
+        if errors < 3:
+            return ai("", tool_calls=[call("search", {"query": f"try {errors}"}, f"c{errors}")])
+        return ai("gave up")
+
+    small = FakeTierModel(tier="small", responder=respond)
+    large = FakeTierModel(tier="large", responder=respond)
+    mw = EfficiencyMiddleware(pol, models={"small": small, "large": large})
+    agent = create_agent(mw.default_model, tools=[search], middleware=[mw])
+    agent.invoke({"messages": [HumanMessage("Find the population of Lyon.")]})
+    est = build_estimator(pol.difficulty)
+    steps = [r for r in mw.ledger.records()]
+    assert len(steps) == 4
+    # the same estimator, fed the same step, gives the score the decision carried
+    first = est.estimate(Step.from_prompt("Find the population of Lyon.")).score
+    assert f"difficulty {first:.2f}" in steps[0].reason
+    # three failed tool calls later the step is judged harder than the first one
+    scores = [float(r.reason.split()[1]) for r in steps]
+    assert scores[-1] > scores[0]
+
+
+def test_stategraph_node_uses_the_same_estimators():
+    pol = parse_policy(POLICY, env={})
+    small = FakeTierModel(tier="small", script=[ai("ok")])
+    large = FakeTierModel(tier="large", script=[ai("ok")])
+    node = EfficiencyNode(pol, models={"small": small, "large": large})
+    node.invoke({"messages": [HumanMessage("What is 2 + 2?")]})
+    est = build_estimator(pol.difficulty)
+    score = est.estimate(Step.from_prompt("What is 2 + 2?")).score
+    assert f"difficulty {score:.2f}" in node.ledger.records()[0].reason

@@ -14,6 +14,7 @@ _REGISTRARS: list[tuple[str, str, str | None]] = [
     ("effagent.integrations.demo", "register", None),
     ("effagent.difficulty.commands", "register", None),
     ("effagent.bench.replay", "register", "bench"),
+    ("effagent.integrations.vllm_local", "register", "local-vllm"),
 ]
 
 
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     groups["bench"] = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    local = sub.add_parser("local-vllm", help="the local CPU vLLM server with the bundled model (demo, tests)")
+    groups["local-vllm"] = local.add_subparsers(dest="local_vllm_command", metavar="ACTION", required=True)
     for module, func, parent in _REGISTRARS:
         getattr(importlib.import_module(module), func)(groups[parent] if parent else sub)
     return parser

@@ -170,6 +170,9 @@ class StepRunner:
             started = time.perf_counter()
             try:
                 result = attempt(tier)
+            except EndpointError as err:  # a tier call failed inside effagent.llm: try the next tier
+                self._fail(ctx, tier, err, started, attempts)
+                continue
             except (EffagentError, GraphBubbleUp):
                 raise
             except Exception as err:  # endpoint down, timeout, 5xx, malformed body: try the next tier
@@ -185,6 +188,9 @@ class StepRunner:
             started = time.perf_counter()
             try:
                 result = await attempt(tier)
+            except EndpointError as err:  # a tier call failed inside effagent.llm: try the next tier
+                self._fail(ctx, tier, err, started, attempts)
+                continue
             except (EffagentError, GraphBubbleUp):
                 raise
             except Exception as err:
@@ -201,6 +207,17 @@ class StepContext:
     thread_base: Usage | None
     decision: Decision
     prompt: str = ""
+
+
+def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel] | None,
+                              counter: ReasoningCounter | None) -> ReasoningCounter | None:
+    """With the default (litellm) models, reasoning is counted with each tier's server tokenizer when the
+    server reports no reasoning tokens; user-supplied models keep the counter they were given."""
+    if counter is None and models is None:
+        from effagent.llm.tokens import reasoning_counter_for
+
+        return reasoning_counter_for(policy)
+    return counter
 
 
 def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> dict[str, BaseChatModel]:

@@ -35,6 +35,7 @@ from ._lc import (
     StepContext,
     StepRunner,
     check_models,
+    default_reasoning_counter,
     thread_id_from_config,
     thread_usage_from_state,
 )
@@ -64,7 +65,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         self.governor = governor or Governor(policy, ledger=ledger, observer=observer)
         self.policy = self.governor.policy
         self.models = check_models(self.policy, models)
-        self.runner = StepRunner(self.governor, reasoning_counter)
+        self.runner = StepRunner(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
 
     @property
     def ledger(self) -> Ledger:

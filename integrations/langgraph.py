@@ -35,7 +35,14 @@ from effagent.ledger.base import Ledger
 from effagent.observe import Observer
 from effagent.policy import Policy
 
-from ._lc import ReasoningCounter, StepContext, StepRunner, check_models, thread_usage_from_state
+from ._lc import (
+    ReasoningCounter,
+    StepContext,
+    StepRunner,
+    check_models,
+    default_reasoning_counter,
+    thread_usage_from_state,
+)
 
 THREAD_KEY = "effagent_thread_usage"
 RUN_KEY = "effagent_run_id"
@@ -67,7 +74,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         self.tools = list(tools)
         self.system_prompt = system_prompt
         self.messages_key = messages_key
-        self.runner = StepRunner(self.governor, reasoning_counter)
+        self.runner = StepRunner(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
         super().__init__(self._call, afunc=self._acall, name="effagent_model")
 
     @property

@@ -26,14 +26,14 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from effagent.levers.length import BUDGET_KWARG
 from effagent.llm.budget_forcing import Mode, budget_forced_complete
 from effagent.llm.client import Completion, complete
 from effagent.llm.tokens import reasoning_counter_for
 from effagent.policy import Policy, Tier
 
-# The private call kwarg that carries a client-side thinking budget to BudgetForcingChatModel (the governor's
-# settings for a budget_forcing tier); a `thinking_token_budget` in extra_body is read (and removed) as well.
-BUDGET_KWARG = "effagent_thinking_budget"
+# BUDGET_KWARG: the private call kwarg that carries a client-side thinking budget to BudgetForcingChatModel (the
+# governor's settings for a budget_forcing tier); a `thinking_token_budget` in extra_body is read (and removed) too.
 
 __all__ = ["BUDGET_KWARG", "BudgetForcingChatModel", "chat_litellm_for", "models_for", "reasoning_counter_for"]
 
@@ -165,8 +165,10 @@ class BudgetForcingChatModel(BaseChatModel):
 def chat_litellm_for(tier: Tier, **overrides: Any) -> BaseChatModel:
     """``ChatLiteLLM`` for a tier (``overrides`` e.g. ``temperature=0, model_kwargs={"seed": 7}``)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at run time
+    import litellm
     from langchain_litellm import ChatLiteLLM
 
+    litellm.suppress_debug_info = True  # no "Give Feedback" banners on every handled error
     kwargs: dict[str, Any] = {"model": tier.model, "request_timeout": tier.timeout_s, "max_retries": tier.retries}
     if tier.api_base:
         kwargs["api_base"] = tier.api_base

@@ -453,6 +453,9 @@ def server_command(
         "--dtype", "bfloat16",
         "--reasoning-parser", REASONING_PARSER,
         "--reasoning-config", json.dumps(REASONING_CONFIG),
+        # agents send `tools` with tool_choice "auto"; vLLM refuses that unless a tool parser is set. The
+        # pythonic parser needs no special tokens, so it works with the bundled model's tokenizer.
+        "--enable-auto-tool-choice", "--tool-call-parser", "pythonic",
         "--disable-uvicorn-access-log",
         *eager,
     ]  # fmt: skip

@@ -31,7 +31,6 @@ from tqdm import tqdm
 
 from effagent.levers import answers, consistency, early_exit
 
-THINK_PREFIX = "<think>\nLet me think step by step.\n"  # what the think-capable template opens the turn with
 SC_PROMPTS: tuple[str, ...] = (  # short questions the tiny local model answers fairly consistently
     "What is 2 + 2? Answer with just the number.",
     "How many legs does a dog have? Answer with just the number.",
@@ -64,20 +63,24 @@ class Out:
 
 
 class Chat:
-    """The few calls the bench needs, through litellm (``hosted_vllm/<name>``) to an OpenAI-compatible vLLM."""
+    """The few calls the bench needs: ``effagent.llm.client.complete`` on a tier per served name
+    (``hosted_vllm/<name>`` through litellm), or litellm directly when that client is not installed."""
 
     def __init__(self, base_url: str, plain: str, think: str, timeout: float = 300.0) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import httpx
-        import litellm
 
-        litellm.suppress_debug_info = True
-        self._litellm = litellm
         self._http = httpx.Client(timeout=timeout, trust_env=False)
         self.base_url, self.plain, self.think, self.timeout = base_url, plain, think, timeout
         self.calls = 0
+        try:
+            from effagent.llm.client import complete
+        except ImportError:
+            complete = None
+        self._complete = complete
 
     def tokenize(self, text: str) -> int:
+        """Token count with the server's tokenizer (vLLM reports 0 reasoning tokens: count the text)."""
         if not text:
             return 0
         r = self._http.post(f"{self.base_url.removesuffix('/v1')}/tokenize",
@@ -87,25 +90,30 @@ class Chat:
 
     def call(self, messages: list[dict[str, str]], *, model: str | None = None, max_tokens: int,
              temperature: float = 0.0, seed: int = 0, n: int = 1, extra: dict[str, Any] | None = None) -> list[Out]:
-        """One request; with ``n > 1`` the prompt is counted on the first sample and each sample's output is
-        counted with the server's tokenizer (the server reports only the total)."""
+        """One request. With ``n > 1`` the prompt is counted on the first sample and the server's output total
+        is split over the samples (their sum is what the server reported)."""
         self.calls += 1
-        resp = self._litellm.completion(
-            model=f"hosted_vllm/{model or self.plain}", api_base=self.base_url, api_key="EMPTY",
-            messages=messages, max_tokens=max_tokens, temperature=temperature, seed=seed, n=n,
-            extra_body=extra or {}, timeout=self.timeout)
-        prompt = int(resp.usage.prompt_tokens or 0)
-        total = int(resp.usage.completion_tokens or 0)
-        outs = []
-        for i, ch in enumerate(resp.choices):
-            msg = ch.message
-            content = msg.content or ""
-            reasoning = getattr(msg, "reasoning_content", None) or ""
-            if n == 1:
-                out = total
-            else:
-                out = self.tokenize(reasoning) + self.tokenize(content) + (1 if ch.finish_reason == "stop" else 0)
-            outs.append(Out(content, reasoning, prompt if i == 0 else 0, out, str(ch.finish_reason)))
+        name = model or self.plain
+        settings: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "extra_body": extra or {}}
+        if self._complete is not None:
+            from effagent.policy import Tier
+
+            tier = Tier(model=f"hosted_vllm/{name}", api_base=self.base_url, timeout_s=self.timeout, retries=1)
+            got = self._complete(tier, messages, settings=settings, n=n, seed=seed)
+            return [Out(c.content or "", c.reasoning or "", c.input_tokens, c.output_tokens, str(c.finish_reason))
+                    for c in got]
+        import litellm
+
+        litellm.suppress_debug_info = True
+        resp = litellm.completion(model=f"hosted_vllm/{name}", api_base=self.base_url, api_key="EMPTY",
+                                  messages=messages, n=n, seed=seed, timeout=self.timeout, **settings)
+        prompt, total = int(resp.usage.prompt_tokens or 0), int(resp.usage.completion_tokens or 0)
+        outs = [Out(ch.message.content or "", getattr(ch.message, "reasoning_content", None) or "",
+                    prompt if i == 0 else 0, 0, str(ch.finish_reason)) for i, ch in enumerate(resp.choices)]
+        weights = [len(o.content) + len(o.reasoning) + 1 for o in outs]
+        for o, w in zip(outs, weights, strict=True):
+            o.output_tokens = total * w // sum(weights)
+        outs[0].output_tokens += total - sum(o.output_tokens for o in outs)
         return outs
 
 
@@ -116,11 +124,7 @@ def thinking_body(budget: int | None = None, **more: Any) -> dict[str, Any]:
     return body
 
 
-def continuation(question: str, assistant_prefix: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": assistant_prefix}]
-
-
-CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
+CONTINUE = early_exit.CONTINUE_BODY
 
 
 # -------------------------------------------------------------------------------------------- prompts
@@ -172,11 +176,14 @@ def unbounded(chat: Chat, qs: Sequence[str], max_tokens: int, seed: int, bar: tq
     return outs
 
 
-def bench_budget(chat: Chat, qs: Sequence[str], base: Sequence[Out], budget: int, max_tokens: int, seed: int,
-                 bar: tqdm) -> Row:
+def bench_budget(chat: Chat, qs: Sequence[str], base: Sequence[Out], budget: int, answer_tokens: int,
+                 max_tokens: int, seed: int, bar: tqdm) -> Row:
+    """The length lever as ``decide`` sets it: ``thinking_token_budget`` plus a max_tokens that leaves
+    ``answer_tokens`` for the answer after the forced end of thinking."""
     detail = []
+    cap = min(max_tokens, budget + answer_tokens)
     for q, b in zip(qs, base, strict=True):
-        o = chat.call([{"role": "user", "content": q}], model=chat.think, max_tokens=max_tokens, seed=seed,
+        o = chat.call([{"role": "user", "content": q}], model=chat.think, max_tokens=cap, seed=seed,
                       extra=thinking_body(budget))[0]
         bar.update(1)
         detail.append({"prompt": q[:60], "unbounded_out": b.output_tokens, "budget_out": o.output_tokens,
@@ -184,30 +191,23 @@ def bench_budget(chat: Chat, qs: Sequence[str], base: Sequence[Out], budget: int
                        "answer": answers.number(o.content or o.reasoning)})
     w = [d["unbounded_out"] for d in detail]
     x = [d["budget_out"] for d in detail]
-    ok = sum(x) < sum(w) and all(d["budget_thinking"] <= budget + 2 for d in detail)
-    return Row("thinking budget", len(qs), {"out_tokens": _mean(w), "calls": 1.0},
-               {"out_tokens": _mean(x), "calls": 1.0},
-               f"thinking_token_budget={budget}: output {sum(x)} vs {sum(w)} tokens unbounded "
-               f"({1 - sum(x) / max(1, sum(w)):.0%} less); thinking <= budget on every prompt", ok, detail)
+    bounded = all(d["budget_thinking"] <= budget + 2 for d in detail)
+    ok = sum(x) < sum(w) and bounded
+    return Row("thinking budget", len(qs),
+               {"out_tokens": _mean(w), "thinking": _mean([d["unbounded_thinking"] for d in detail]), "calls": 1.0},
+               {"out_tokens": _mean(x), "thinking": _mean([d["budget_thinking"] for d in detail]), "calls": 1.0},
+               f"thinking_token_budget={budget}, max_tokens={cap}: output {sum(x)} vs {sum(w)} tokens unbounded "
+               f"({1 - sum(x) / max(1, sum(w)):.0%} less); thinking <= budget on "
+               f"{'every prompt' if bounded else 'NOT every prompt'}", ok, detail)
 
 
 def early_exit_callables(chat: Chat, q: str, seed: int, probe_tokens: int
                          ) -> tuple[early_exit.Think, early_exit.Probe]:
-    def think(reasoning: str, k: int) -> early_exit.Chunk:
-        o = chat.call(continuation(q, THINK_PREFIX + reasoning), model=chat.think, max_tokens=k, seed=seed,
-                      extra=thinking_body(**CONTINUE))[0]
-        text = o.reasoning if o.reasoning or not o.content else ""
-        ended = o.finish_reason == "stop" or bool(o.content and o.reasoning)
-        return early_exit.Chunk(text, o.input_tokens, o.output_tokens, finished=ended,
-                                answer=o.content if o.reasoning else "")
+    """Chunked thinking and probes on the think-capable served name, greedy, one seed."""
+    def call(messages: list[dict[str, str]], k: int) -> Out:
+        return chat.call(messages, model=chat.think, max_tokens=k, seed=seed, extra=thinking_body(**CONTINUE))[0]
 
-    def probe(reasoning: str) -> early_exit.Completion:
-        cue = THINK_PREFIX + reasoning.rstrip() + "\n" + early_exit.PROBE_CUE
-        o = chat.call(continuation(q, cue), model=chat.think, max_tokens=probe_tokens, seed=seed,
-                      extra=thinking_body(**CONTINUE))[0]
-        return early_exit.Completion((o.reasoning + o.content).strip(), o.input_tokens, o.output_tokens)
-
-    return think, probe
+    return early_exit.continuation_callables(call, [{"role": "user", "content": q}], probe_tokens=probe_tokens)
 
 
 def bench_early_exit(chat: Chat, qs: Sequence[str], base: Sequence[Out], cfg: early_exit.EarlyExitConfig, seed: int,
@@ -400,7 +400,8 @@ def run(args: argparse.Namespace) -> int:
             if need_server and only & {"budget", "early_exit"}:
                 base = unbounded(chat, qs, args.max_tokens, args.seed, bar)
                 if "budget" in only:
-                    rows.append(bench_budget(chat, qs, base, args.budget, args.max_tokens, args.seed, bar))
+                    rows.append(bench_budget(chat, qs, base, args.budget, args.answer_tokens, args.max_tokens,
+                                             args.seed, bar))
                 if "early_exit" in only:
                     cfg = early_exit.EarlyExitConfig(chunk=args.chunk, agree=args.agree, probe_tokens=args.probe_tokens,
                                                      max_thinking=args.max_tokens)
@@ -434,6 +435,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", type=int, default=3, help="GSM8K prompts for thinking budget / early exit")
     p.add_argument("--max-tokens", type=int, default=256, help="max_tokens of the unbounded-thinking baseline")
     p.add_argument("--budget", type=int, default=32, help="thinking_token_budget")
+    p.add_argument("--answer-tokens", type=int, default=32, help="room for the answer after a thinking budget")
     p.add_argument("--chunk", type=int, default=16, help="early exit: thinking tokens between probes")
     p.add_argument("--agree", type=int, default=2, help="early exit: consecutive agreeing probes")
     p.add_argument("--probe-tokens", type=int, default=8, help="early exit: tokens a probe may generate")
@@ -442,7 +444,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=2, help="adaptive SC batch size")
     p.add_argument("--threshold", type=float, default=0.95, help="Beta rule threshold")
     p.add_argument("--window", type=int, default=0, help="ESC window (0: off)")
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, default=0.3)
     p.add_argument("--sc-max-tokens", type=int, default=12)
     p.add_argument("--recursion-limit", type=int, default=25)
     p.add_argument("--repeats", type=int, default=2, help="loop_guard.max_repeated_tool_calls")

@@ -9,7 +9,8 @@ Keys (all under the hash tag ``{prefix}``, so the scripts also run on a Redis Cl
 
 - ``{p}:use:SCOPE:KEY[:YYYYMMDD]``  hash ``in out rsn nusd calls``: what the scope spent (daily window for
   user/team scopes when ``window="daily"``);
-- ``{p}:rz:...`` / ``{p}:rh:...``   live reservations of a scope: zset id -> expiry (ms), hash id -> "tok:nusd";
+- ``{p}:rz:...`` / ``{p}:rh:...``   live reservations of a scope: zset id -> expiry (ms), hash id -> "tok:nusd"
+  plus running totals ``=tok`` / ``=nusd`` (a check reads two fields, whatever the number in flight);
 - ``{p}:rec:RUN`` list of the run's records (JSON), ``{p}:steps:RUN`` set of its step numbers,
   ``{p}:runs`` set of run ids, ``{p}:seen:ID`` marks a record as written (a retried write is not counted twice).
 
@@ -56,7 +57,22 @@ T = TypeVar("T")
 MAX_COUNT = 2**53  # larger token/nano-dollar counts are refused (Lua numbers are doubles; HINCRBY is int64)
 FIELDS = ("in", "out", "rsn", "nusd", "calls")
 
-_RESERVE = """
+_DROP = """
+-- free hold ID of a scope: its zset entry, its hash entry and its share of the running totals
+local function drop(z, h, id)
+  redis.call('ZREM', z, id)
+  local v = redis.call('HGET', h, id)
+  if v then
+    local c = string.find(v, ':', 1, true)
+    local tok, usd = string.sub(v, 1, c - 1), string.sub(v, c + 1)  -- decimal strings: exact, no doubles
+    if tok ~= '0' then redis.call('HINCRBY', h, '=tok', '-' .. tok) end
+    if usd ~= '0' then redis.call('HINCRBY', h, '=nusd', '-' .. usd) end
+    redis.call('HDEL', h, id)
+  end
+end
+"""
+
+_RESERVE = _DROP + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, tok, usd, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -67,19 +83,14 @@ end
 for i = 0, n - 1 do
   local u, z, h = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
   local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  for _, d in ipairs(dead) do redis.call('HDEL', h, d) end
-  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
+  for _, d in ipairs(dead) do drop(z, h, d) end
   local lt, lu = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
   if lt >= 0 or lu >= 0 then
     local s = redis.call('HMGET', u, 'in', 'out', 'nusd')
     local st = (tonumber(s[1]) or 0) + (tonumber(s[2]) or 0)
     local su = tonumber(s[3]) or 0
-    local rt, ru = 0, 0
-    for _, v in ipairs(redis.call('HVALS', h)) do
-      local c = string.find(v, ':', 1, true)
-      rt = rt + tonumber(string.sub(v, 1, c - 1))
-      ru = ru + tonumber(string.sub(v, c + 1))
-    end
+    local r = redis.call('HMGET', h, '=tok', '=nusd')
+    local rt, ru = tonumber(r[1]) or 0, tonumber(r[2]) or 0
     if lt >= 0 and st + rt + tok > lt then return {0, i, 'tokens', st, rt} end
     if lu >= 0 and su + ru + usd > lu then return {0, i, 'usd', su, ru} end
   end
@@ -89,6 +100,8 @@ for i = 0, n - 1 do
   local z, h = KEYS[3 * i + 2], KEYS[3 * i + 3]
   redis.call('ZADD', z, now + ttl, id)
   redis.call('HSET', h, id, hold)
+  redis.call('HINCRBY', h, '=tok', ARGV[2])
+  redis.call('HINCRBY', h, '=nusd', ARGV[3])
   local keep = ttl + 60000
   if redis.call('PTTL', z) < keep then
     redis.call('PEXPIRE', z, keep)
@@ -100,13 +113,10 @@ return {1, now + ttl}
 
 # KEYS: seen, reclist, steps, runs, U1..Un, Z1, H1, ..., Zm, Hm
 # ARGV: n, m, res_id, in, out, rsn, nusd, calls, json, step, seen_ttl, run_ttl, run_id, ttl1..ttln
-_RECORD = """
+_RECORD = _DROP + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local res = ARGV[3]
-for j = 0, m - 1 do
-  redis.call('ZREM', KEYS[5 + n + 2 * j], res)
-  redis.call('HDEL', KEYS[6 + n + 2 * j], res)
-end
+for j = 0, m - 1 do drop(KEYS[5 + n + 2 * j], KEYS[6 + n + 2 * j], res) end
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[11]) == false then return 0 end
 local fields = {'in', 'out', 'rsn', 'nusd', 'calls'}
 for i = 1, n do
@@ -126,28 +136,17 @@ end
 return 1
 """
 
-_RELEASE = """
-for j = 0, #KEYS / 2 - 1 do
-  redis.call('ZREM', KEYS[2 * j + 1], ARGV[1])
-  redis.call('HDEL', KEYS[2 * j + 2], ARGV[1])
-end
+_RELEASE = _DROP + """
+for j = 0, #KEYS / 2 - 1 do drop(KEYS[2 * j + 1], KEYS[2 * j + 2], ARGV[1]) end
 return 1
 """
 
-_HELD = """
+_HELD = _DROP + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-local rt, ru = 0, 0
-for _, id in ipairs(ids) do
-  local v = redis.call('HGET', KEYS[2], id)
-  if v then
-    local c = string.find(v, ':', 1, true)
-    rt = rt + tonumber(string.sub(v, 1, c - 1))
-    ru = ru + tonumber(string.sub(v, c + 1))
-  end
-end
-return {rt, tostring(ru)}
+for _, d in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do drop(KEYS[1], KEYS[2], d) end
+local r = redis.call('HMGET', KEYS[2], '=tok', '=nusd')
+return {tonumber(r[1]) or 0, r[2] or '0'}
 """
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -204,3 +204,49 @@ def early_exit(think: Think, probe: Probe, cfg: EarlyExitConfig | None = None, *
         final_text = p.text
     return EarlyExitResult(answer=final_text, extracted=extract(final_text), reasoning=reasoning,
                            thinking_tokens=spent, exited=exited, reason=reason, probes=probes, calls=calls)
+
+
+# ------------------------------------------------------------------------ chat-completions adapter
+
+
+THINK_PREFIX = "<think>\nLet me think step by step.\n"  # how the local think-capable template opens the turn
+CONTINUE_BODY = {"continue_final_message": True, "add_generation_prompt": False}  # vLLM: continue the last turn
+
+
+class ChatReply(Protocol):
+    """What a chat call returns (``effagent.llm.client.Completion`` fits)."""
+
+    content: str
+    reasoning: str | None
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str | None
+
+
+ChatCall = Callable[[list[dict[str, str]], int], ChatReply]  # (messages, max_tokens) -> one reply
+
+
+def continuation_callables(call: ChatCall, messages: Sequence[dict[str, str]], *,
+                           probe_tokens: int = 16, think_prefix: str = THINK_PREFIX,
+                           cue: str = PROBE_CUE) -> tuple[Think, Probe]:
+    """``think`` and ``probe`` for a chat endpoint that can continue a partial assistant turn (vLLM with
+    ``continue_final_message``): ``call`` must send ``CONTINUE_BODY`` and thinking on in its request body,
+    e.g. ``lambda m, k: complete(tier, m, settings={"max_tokens": k, "extra_body": {**CONTINUE_BODY,
+    "chat_template_kwargs": {"enable_thinking": True}}})[0]``. ``think_prefix`` is what the chat template
+    puts at the start of a thinking turn (the partial turn is sent without the template's generation prompt).
+    """
+    base = [dict(m) for m in messages]
+
+    def think(reasoning: str, k: int) -> Chunk:
+        o = call([*base, {"role": "assistant", "content": think_prefix + reasoning}], k)
+        content, thought = o.content or "", o.reasoning or ""
+        text = thought if thought or not content else ""
+        ended = o.finish_reason == "stop" or bool(content and thought)
+        return Chunk(text, o.input_tokens, o.output_tokens, finished=ended, answer=content if thought else "")
+
+    def probe(reasoning: str) -> Completion:
+        o = call([*base, {"role": "assistant", "content": think_prefix + reasoning.rstrip() + "\n" + cue}],
+                 probe_tokens)
+        return Completion(((o.reasoning or "") + (o.content or "")).strip(), o.input_tokens, o.output_tokens)
+
+    return think, probe

@@ -6,12 +6,17 @@ from typing import Any
 
 from effagent.policy import Tier
 
+BUDGET_KWARG = "effagent_thinking_budget"
+
 
 def length_settings(tier: Tier, max_tokens: int, thinking: bool, budget: int | None) -> dict[str, Any]:
     """Request keys that bound the output and, when the server supports it, the thinking part."""
     out: dict[str, Any] = {"max_tokens": max_tokens}
-    if thinking and budget is not None and tier.thinking.budget_param == "thinking_token_budget":
-        out["extra_body"] = {"thinking_token_budget": budget}
+    if thinking and budget is not None:
+        if tier.thinking.budget_param == "thinking_token_budget":
+            out["extra_body"] = {"thinking_token_budget": budget}
+        elif tier.thinking.budget_param == "budget_forcing":
+            out[BUDGET_KWARG] = budget  # read and stripped by the budget-forcing chat model
     return out
 
 

@@ -200,7 +200,7 @@ def continue_completions(tier: Tier, messages: list[dict[str, Any]], prefix: str
                     body = response.json()
                 except ValueError as err:
                     raise MalformedResponse(f"the body is not JSON: {response.text[:200]!r}") from err
-                return parse_response(body)
+                return parse_response(body)[0]
             except TokenizeUnavailable as err:
                 if attempt + 1 >= tries:
                     raise EndpointUnavailable(tier.model, tier.api_base, f"rendering the prompt: {err}",

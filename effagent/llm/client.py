@@ -129,8 +129,8 @@ def classify(err: BaseException) -> tuple[bool, int | None]:
         return True, status
     if isinstance(err, exc.APIResponseValidationError):
         return True, status
-    if status is not None:
-        return status >= 500, status
+    if status is not None:  # litellm reports a body it could not parse as an APIError with status 200
+        return not 400 <= status < 500, status
     if isinstance(err, exc.APIError):  # litellm's catch-all for provider errors without a status
         return True, None
     return False, None

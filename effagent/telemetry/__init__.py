@@ -72,7 +72,10 @@ def _private_providers(tel: Telemetry) -> tuple[Any, Any]:
     from effagent.telemetry.exporters import build_metric_exporter, build_span_exporter, otlp_protocol
 
     path = str(Path(tel.path).resolve()) if tel.exporter == "file" else None
-    key = (tel.exporter, path, tel.service_name, tel.project,
+    # the SDK's standard switch: OTEL_METRICS_EXPORTER=none (e.g. for a backend such as Phoenix that takes
+    # traces but no OTLP metrics)
+    no_metrics = os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "none"
+    key = (tel.exporter, path, tel.service_name, tel.project, no_metrics,
            otlp_protocol("traces") if tel.exporter == "otlp" else None,
            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") if tel.exporter == "otlp" else None)
     with _PROVIDERS_LOCK:
@@ -84,7 +87,7 @@ def _private_providers(tel: Telemetry) -> tuple[Any, Any]:
         if span_exporter is not None:
             proc = SimpleSpanProcessor if tel.exporter == "console" else BatchSpanProcessor
             tp.add_span_processor(proc(span_exporter))
-        metric_exporter = build_metric_exporter(tel.exporter, path)
+        metric_exporter = None if no_metrics else build_metric_exporter(tel.exporter, path)
         readers = [PeriodicExportingMetricReader(metric_exporter)] if metric_exporter is not None else []
         mp = MeterProvider(resource=resource, metric_readers=readers)
         _PROVIDERS[key] = (tp, mp)

@@ -211,7 +211,7 @@ def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     labels = _step_labels(data, steps)
     x = list(range(len(steps)))
-    width = min(13.0, max(7.0, 0.28 * len(steps) + 3))
+    width = 12.5
 
     # 1. tokens per step, stacked by type, edge coloured by tier
     fig = Figure(figsize=(width, 3.4))
@@ -256,7 +256,8 @@ def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
     ax2.tick_params(labelsize=8)
     ax2.spines["top"].set_visible(False)
     ax2.set_ylim(bottom=0)
-    ax2.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.set_ylim(0, max(c.cost for c in steps) * 1.08 or 1)
+    ax2.legend(fontsize=8, frameon=False, ncol=2, loc="upper left", bbox_to_anchor=(0, 1.18))
     out.append(("Cost per step", "Bars: $ per step (tier colour). Lines: cumulative cost, and what the same "
                 "tokens would cost at the baseline tier's prices.", _png(fig)))
 
@@ -269,19 +270,19 @@ def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
         a[1] += c.output_tokens - c.reasoning_tokens
         a[2] += c.reasoning_tokens
         a[3] += c.cost
-    fig = Figure(figsize=(10, 0.6 * len(tiers) + 1.6))
+    fig = Figure(figsize=(12.5, 0.45 * len(tiers) + 1.4))
     ax, bx = fig.subplots(1, 2)
     y = list(range(len(tiers)))
     left = [0] * len(tiers)
     for i, (lab, col) in enumerate((("input", "#cbd5e1"), ("output", None), ("reasoning", None))):
         vals = [agg[t][i] for t in tiers]
-        ax.barh(y, vals, left=left, color=col or [colors[t] for t in tiers], alpha=0.45 if i == 2 else 1,
+        ax.barh(y, vals, height=0.6, left=left, color=col or [colors[t] for t in tiers], alpha=0.45 if i == 2 else 1,
                 hatch="///" if i == 2 else None, edgecolor="white", linewidth=0, label=lab)
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.set_yticks(y)
     ax.set_yticklabels(tiers)
     ax.set_title("tokens (input · output · reasoning)", fontsize=9)
-    bx.barh(y, [agg[t][3] for t in tiers], color=[colors[t] for t in tiers])
+    bx.barh(y, [agg[t][3] for t in tiers], height=0.6, color=[colors[t] for t in tiers])
     bx.set_yticks(y)
     bx.set_yticklabels(tiers)
     bx.set_title("$", fontsize=9)
@@ -291,15 +292,18 @@ def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
         a.grid(axis="y", visible=False)
         a.invert_yaxis()
     fig.tight_layout()
-    out.append(("Per tier", "Tokens and dollars of every successful call, per tier.", _png(fig)))
+    out.append(("Tokens and $ per tier", "Tokens and dollars of every successful call, per tier.", _png(fig)))
 
     # 4. decisions over time: difficulty, tier, thinking, loop caps
     fig = Figure(figsize=(width, 3.2))
     ax = fig.add_subplot()
+    def thinking(c: Call) -> bool:  # thinking as served: a fallback tier got the decision within its limits
+        return bool(c.attrs.get("effagent.thinking.enabled")) and c.attrs.get("effagent.decision.tier") == c.tier
+
     for t in tiers:
         for think, marker in ((False, "o"), (True, "^")):
             pts = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
-                   if c.tier == t and bool(c.attrs.get("effagent.thinking.enabled")) == think]
+                   if c.tier == t and thinking(c) == think]
             if pts:
                 ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors[t], marker=marker, s=46,
                            label=f"{t}{' · thinking' if think else ''}", zorder=3)
@@ -308,13 +312,19 @@ def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
     if capped:
         ax.scatter([p[0] for p in capped], [p[1] for p in capped], s=150, facecolors="none", edgecolors="#dc2626",
                    linewidths=1.8, label="finalize / loop capped", zorder=4)
+    fell = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
+            if c.attrs.get("effagent.decision.tier") not in (None, c.tier)]
+    if fell:
+        ax.scatter([p[0] for p in fell], [p[1] for p in fell], s=150, facecolors="none", edgecolors="#6b7280",
+                   linewidths=1.4, linestyles="--", label="fell back to another tier", zorder=4)
     _style(ax)
     _thin_ticks(ax, labels)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("difficulty", fontsize=9)
     ax.legend(fontsize=8, frameon=False, ncol=6, loc="upper left", bbox_to_anchor=(0, 1.2))
     out.append(("Decisions over time", "Each step's difficulty score, the tier it went to (colour) and whether "
-                "thinking was on (triangle). Red rings: the step finalized (budget spent or loop capped).",
+                "thinking was on (triangle). Red rings: the step finalized (budget spent or loop capped); grey "
+                "dashed rings: the decided tier failed and the step fell back to the next one.",
                 _png(fig)))
     return out
 
@@ -334,7 +344,7 @@ header p{margin:4px 0 0;color:#9ca3af;font-size:13px}main{padding:24px 32px;max-
 .card .s{color:#6b7280;font-size:12px}.card.good .v{color:#15803d}.card.bad .v{color:#b91c1c}
 section{background:#fff;border-radius:10px;padding:18px 20px;margin-bottom:22px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 section h2{margin:0 0 4px;font-size:16px}section p.cap{margin:0 0 12px;color:#6b7280;font-size:12.5px}
-section img{max-width:100%;display:block}
+section img{width:100%;height:auto;display:block}
 table{border-collapse:collapse;width:100%;font-size:12.5px;font-variant-numeric:tabular-nums}
 th{text-align:left;color:#374151;font-weight:600;border-bottom:2px solid #e5e7eb;padding:6px 8px;white-space:nowrap}
 td{border-bottom:1px solid #f1f5f9;padding:5px 8px;vertical-align:top}td.n,th.n{text-align:right}
@@ -344,7 +354,7 @@ tr.fin td{background:#fff7ed}tr.err td{background:#fef2f2}
 .tag.loop{background:#fee2e2;color:#991b1b}.tag.fin{background:#ffedd5;color:#9a3412}
 .tag.err{background:#fee2e2;color:#991b1b}.tag.think{background:#e0e7ff;color:#3730a3}
 .reason{color:#4b5563;max-width:520px}.muted{color:#9ca3af}.grid2{display:grid;grid-template-columns:1fr;gap:18px}
-.scroll{max-height:640px;overflow:auto}
+.scroll{max-height:900px;overflow:auto}
 """
 
 
@@ -474,22 +484,21 @@ def render(data: Data, source: str = "", title: str = "effagent report") -> str:
             tags += f"<span class='tag loop'>loop capped: {_e(a.get('effagent.loop.reason', ''))}</span>"
         if c.is_step and a.get("effagent.decision.action") == "finalize":
             tags += "<span class='tag fin'>finalize</span>"
-        if c.kind not in ("model", "finalize"):
-            tags += f"<span class='tag think'>{_e(c.kind)}</span>"
         think = ""
-        if c.is_step and a.get("effagent.thinking.enabled"):
+        decided = a.get("effagent.decision.tier")
+        if c.is_step and a.get("effagent.thinking.enabled") and decided in (None, c.tier):
             b = a.get("effagent.thinking.budget")
             think = f"<span class='tag think'>thinking {_e(b) if b is not None else 'unbounded'}</span>"
-        decided = a.get("effagent.decision.tier")
         tier_html = _chip(c.tier, colors)
         if c.is_step and decided and decided != c.tier:
             tier_html = f"{_chip(str(decided), colors)} → {tier_html}"
         cls = "err" if not c.ok else ("fin" if c.is_step and a.get("effagent.decision.action") == "finalize" else "")
         diff = f"{_float(a.get('effagent.difficulty.score')):.2f}" if "effagent.difficulty.score" in a else ""
         reason = a.get("effagent.decision.reason", "") if c.is_step else ""
+        sub = "" if c.is_step else f" <span class=muted>↳ {_e(c.kind if c.ok else 'attempt')}</span>"
         rows.append(
             f"<tr class='{cls}'><td class=n>+{(c.start_ns - t0) / 1e9:.2f}s</td><td>r{index.get(c.run_id, 0)}.{c.step}"
-            f"{'' if c.is_step else ' <span class=muted>call</span>'}</td><td>{_e(a.get('effagent.decision.band', ''))}"
+            f"{sub}</td><td>{_e(a.get('effagent.decision.band', ''))}"
             f"</td><td class=n>{diff}</td><td>{tier_html}{think}{tags}</td>"
             f"<td class=n>{_e(a.get('effagent.decision.max_tokens', ''))}</td>"
             f"<td class=n>{fmt_int(c.input_tokens)}</td>"

@@ -384,7 +384,7 @@ def test_auto_mode_falls_back_to_completions_after_a_400(fake: FakeServer) -> No
     prefix = next(b for p, b in fake.requests if p == "/tokenize" and "prompt" in b)
     assert prefix["prompt"] == "\nthinking\n</think>\n\n"
     sent = next(b for p, b in fake.requests if p == "/v1/completions")
-    assert sent["prompt"] == [100, 101, 102, 0] and sent["max_tokens"] == 32 and sent["seed"] == 1
+    assert sent["prompt"] == [100, 101, 102, 0, 1] and sent["max_tokens"] == 32 and sent["seed"] == 1
     assert "chat_template_kwargs" not in sent and sent["temperature"] == 0.0
     assert bf._MODE_CACHE[(t.api_base, t.model)] == "completions"
 
@@ -403,7 +403,8 @@ def test_split_budget_reads_every_place() -> None:
 
 
 def test_wrapper_forces_and_passes_tools(fake: FakeServer) -> None:
-    tool_call = {"id": "t1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "6*7"}'}}
+    tool_call = {"id": "t1", "type": "function",
+                 "function": {"name": "calculator", "arguments": '{"expression": "6*7"}'}}
     fake.script["/v1/chat/completions"] = [
         (200, chat_body(None, reasoning="hmm", usage={"prompt_tokens": 20, "completion_tokens": 8}, finish="length")),
         (200, chat_body("", tool_calls=[tool_call], usage={"prompt_tokens": 30, "completion_tokens": 5})),
@@ -424,7 +425,8 @@ def test_wrapper_forces_and_passes_tools(fake: FakeServer) -> None:
 
 
 def test_wrapper_without_thinking_is_one_plain_call(fake: FakeServer) -> None:
-    fake.script["/v1/chat/completions"] = [(200, chat_body("Paris", usage={"prompt_tokens": 9, "completion_tokens": 2}))]
+    usage = {"prompt_tokens": 9, "completion_tokens": 2}
+    fake.script["/v1/chat/completions"] = [(200, chat_body("Paris", usage=usage))]
     t = tier(fake.base_url, thinking={"control": "chat_template_kwargs", "budget_param": "budget_forcing"})
     msg = BudgetForcingChatModel(inner_tier=t).invoke(
         "capital of France?", max_tokens=20, extra_body={"chat_template_kwargs": {"enable_thinking": False}})

@@ -96,6 +96,12 @@ def build(pol, observer, small=None, large=None):
     return create_agent(mw.default_model, tools=[calculator], middleware=[mw]), mw
 
 
+@pytest.fixture(autouse=True)
+def _sdk_enabled(monkeypatch):
+    """These tests need a working SDK even where the suite turns telemetry off with OTEL_SDK_DISABLED."""
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+
+
 @pytest.fixture
 def otel():
     spans = InMemorySpanExporter()
@@ -360,6 +366,7 @@ def test_hooks_never_raise(otel, caplog):
 
 
 def test_observer_from_policy(tmp_path, monkeypatch):
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     assert isinstance(observer_from_policy(make_policy(exporter="none")), NullObserver)
     pol = make_policy(exporter="file", path=tmp_path / "t.jsonl")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
@@ -367,12 +374,34 @@ def test_observer_from_policy(tmp_path, monkeypatch):
     monkeypatch.delenv("OTEL_SDK_DISABLED")
     disabled = pol.model_copy(update={"telemetry": pol.telemetry.model_copy(update={"enabled": False})})
     assert isinstance(observer_from_policy(disabled), NullObserver)
-    obs = observer_from_policy(pol)
-    assert isinstance(obs, OTelObserver) and obs.flush_on_run_end
     from opentelemetry import trace
 
-    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # the global one is left alone
+    before = trace.get_tracer_provider()
+    obs = observer_from_policy(pol)
+    assert isinstance(obs, OTelObserver) and obs.flush_on_run_end
+    assert trace.get_tracer_provider() is before  # a private provider: the global one is left alone
     assert observer_from_policy(pol).tracer_provider is obs.tracer_provider  # one provider per file
+
+
+def test_an_applications_own_provider_is_used(monkeypatch, tmp_path):
+    from opentelemetry import metrics, trace
+
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    app_spans = InMemorySpanExporter()
+    app_tp = TracerProvider()
+    app_tp.add_span_processor(SimpleSpanProcessor(app_spans))
+    app_mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: app_tp)  # as if the app had set them globally
+    monkeypatch.setattr(metrics, "get_meter_provider", lambda: app_mp)
+    path = tmp_path / "never-written.jsonl"
+    pol = make_policy(exporter="file", path=path)
+    obs = observer_from_policy(pol)
+    assert isinstance(obs, OTelObserver) and obs.tracer_provider is app_tp and obs.meter_provider is app_mp
+    assert not obs.flush_on_run_end
+    agent, mw = build(pol, obs)
+    agent.invoke({"messages": [HumanMessage(EASY)]})
+    assert len(by_kind(app_spans.get_finished_spans(), "step")) == 2
+    assert not path.exists() and not metrics_path(path).exists()
 
 
 def test_exporter_factory_honours_otel_env(monkeypatch, tmp_path):
@@ -492,7 +521,8 @@ def test_report_without_file_is_a_clear_error(tmp_path):
         write_report(tmp_path / "missing.jsonl")
 
 
-def test_observer_from_policy_file_exporter_writes_at_run_end(tmp_path):
+def test_observer_from_policy_file_exporter_writes_at_run_end(tmp_path, monkeypatch):
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     path = tmp_path / "traces.jsonl"
     pol = make_policy(exporter="file", path=path)
     obs = observer_from_policy(pol)
@@ -502,3 +532,46 @@ def test_observer_from_policy_file_exporter_writes_at_run_end(tmp_path):
     assert len(steps) == 2
     assert all(s["resource"]["service.name"] == "effagent" for s in steps)
     assert steps[0]["resource"]["openinference.project.name"] == "effagent"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_langgraph_node_is_traced_the_same(otel, mode):
+    """The LangGraph integration (EfficiencyNode in a hand-built StateGraph) gives the same span tree."""
+    from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
+    from langgraph.graph import START, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    tp, mp, exporter, _ = otel
+    pol = make_policy()
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (12, 3, 0)))
+    large = FakeTierModel(tier="large", responder=tool_then_answer("42", (40, 30, 20)))
+    node = EfficiencyNode(pol, models={"small": small, "large": large}, tools=[calculator],
+                          ledger=InMemoryLedger(), observer=OTelObserver(pol, tracer_provider=tp, meter_provider=mp))
+    g = StateGraph(EfficiencyGraphState)
+    g.add_node("agent", node)
+    g.add_node("tools", ToolNode([calculator]))
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", tools_condition)
+    g.add_edge("tools", "agent")
+    graph = g.compile()
+    with tp.get_tracer("app").start_as_current_span("request") as user:
+        for q in (EASY, HARD):
+            if mode == "sync":
+                graph.invoke({"messages": [HumanMessage(q)]})
+            else:
+                asyncio.run(graph.ainvoke({"messages": [HumanMessage(q)]}))
+    spans = exporter.get_finished_spans()
+    runs, steps = by_kind(spans, "run"), by_kind(spans, "step")
+    assert len(runs) == 2 and all(r.parent.span_id == user.get_span_context().span_id for r in runs)
+    run_span = {attrs_of(r)["effagent.run_id"]: r.context.span_id for r in runs}
+    records = node.ledger.records()
+    assert len(steps) == len(records) == 4
+    for rec in records:
+        [s] = [s for s in steps if attrs_of(s)["effagent.run_id"] == rec.run_id
+               and attrs_of(s)["effagent.step"] == rec.step]
+        assert s.parent.span_id == run_span[rec.run_id]
+        assert attrs_of(s)["gen_ai.usage.input_tokens"] == rec.usage.input_tokens
+        assert attrs_of(s)["gen_ai.usage.output_tokens"] == rec.usage.output_tokens
+        assert attrs_of(s)["llm.cost.total"] == pytest.approx(rec.usage.cost_usd)
+    assert all(attrs_of(r)["effagent.run.total_tokens"] == node.ledger.run_usage(attrs_of(r)["effagent.run_id"])
+               .total_tokens for r in runs)

@@ -15,6 +15,7 @@ _REGISTRARS: list[tuple[str, str, str | None]] = [
     ("effagent.difficulty.commands", "register", None),
     ("effagent.bench.replay", "register", "bench"),
     ("effagent.integrations.vllm_local", "register", "local-vllm"),
+    ("effagent.telemetry.report", "register", None),
 ]
 
 

@@ -16,7 +16,7 @@ from effagent.difficulty.base import Estimator, Step
 from effagent.ledger.base import CallKind, Ledger, StepRecord, Usage
 from effagent.ledger.memory import InMemoryLedger
 from effagent.levers import length, loopguard, thinking
-from effagent.observe import NullObserver, Observer
+from effagent.observe import Observer
 from effagent.policy import Policy
 
 
@@ -44,7 +44,11 @@ class Governor:
         self.policy = policy
         self.ledger = ledger if ledger is not None else InMemoryLedger()
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty)
-        self.observer: Observer = observer if observer is not None else NullObserver()
+        if observer is None:
+            from effagent.telemetry import observer_from_policy
+
+            observer = observer_from_policy(policy)
+        self.observer: Observer = observer
 
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, thread_id: str | None = None) -> str:

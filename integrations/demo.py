@@ -250,18 +250,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _reasoning_counter(policy: Policy) -> Any:
-    try:
-        from effagent.llm.tokens import reasoning_counter_for
-    except ImportError:
-        return None
+    from effagent.llm.tokens import reasoning_counter_for
+
     return reasoning_counter_for(policy)
 
 
 def _observer(policy: Policy) -> Any:
-    try:
-        from effagent.telemetry import observer_from_policy
-    except ImportError:
-        return None
+    from effagent.telemetry import observer_from_policy
+
     return observer_from_policy(policy)
 
 
@@ -281,13 +277,10 @@ def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def _report(trace_path: Path, out_dir: Path) -> None:
-    try:
-        from effagent.telemetry.report import render_report
-    except ImportError:
-        return
+    from effagent.telemetry.report import write_report
+
     if trace_path.exists():
-        html = render_report(trace_path, out_dir / "report.html")
-        print(f"wrote {html}")
+        print(f"wrote {write_report(trace_path, out_dir / 'report.html', title='effagent demo')}")
 
 
 def register(subparsers: Any) -> None:

@@ -90,7 +90,7 @@ def overspend_worker(url: str, prefix: str, team: str, limit_tokens: int, step_m
     ``mode="reserve"``: reserve the step's maximum, call, settle (what effagent does with a shared ledger);
     ``mode="check"``: check spent < limit, call, record (a ledger without reservations).
     The global number of steps in flight is tracked in Redis (``inflight`` / ``inflight_max``)."""
-    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed")
+    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed", team=team)  # records count for it
     client = ledger.client
     inflight_key = f"{prefix}-inflight"
     limits = {"team": Limit(tokens=limit_tokens)}

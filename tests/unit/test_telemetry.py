@@ -575,3 +575,28 @@ def test_langgraph_node_is_traced_the_same(otel, mode):
         assert attrs_of(s)["llm.cost.total"] == pytest.approx(rec.usage.cost_usd)
     assert all(attrs_of(r)["effagent.run.total_tokens"] == node.ledger.run_usage(attrs_of(r)["effagent.run_id"])
                .total_tokens for r in runs)
+
+
+def test_probe_and_sample_calls_get_child_spans(otel):
+    from effagent.difficulty.base import Message, Step
+    from effagent.governor import Governor
+
+    tp, mp, exporter, _ = otel
+    pol = make_policy()
+    gov = Governor(pol, observer=OTelObserver(pol, tracer_provider=tp, meter_provider=mp))
+    run = gov.start_run("thread-9")
+    d = gov.plan(Step(messages=[Message(role="user", content=HARD)]), run)
+    gov.account(run, None, d, tier="small", input_tokens=7, output_tokens=1, kind="probe")
+    main = gov.account(run, None, d, tier=d.tier, input_tokens=40, output_tokens=30, reasoning_tokens=20)
+    gov.account(run, None, d, tier=d.tier, input_tokens=40, output_tokens=25, kind="sample")
+    gov.end_step(run, d, main.usage)
+    gov.end_run(run)
+    spans = exporter.get_finished_spans()
+    [step], [r] = by_kind(spans, "step"), by_kind(spans, "run")
+    calls = {attrs_of(s)["effagent.kind"]: s for s in by_kind(spans, "call")}
+    assert set(calls) == {"probe", "sample"} and all(s.parent.span_id == step.context.span_id
+                                                      for s in calls.values())
+    assert attrs_of(calls["probe"])["gen_ai.usage.input_tokens"] == 7 and attrs_of(calls["probe"])[
+        "effagent.tier"] == "small"
+    assert attrs_of(step)["gen_ai.usage.output_tokens"] == 30 and attrs_of(step)["effagent.samples.used"] == 2
+    assert attrs_of(r)["gen_ai.conversation.id"] == "thread-9" and attrs_of(r)["effagent.run.calls"] == 3

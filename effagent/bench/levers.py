@@ -269,9 +269,9 @@ def bench_consistency(chat: Chat, qs: Sequence[str], cfg: consistency.SCConfig, 
                 "in_tokens": _mean([d["adaptive_in"] for d in detail]),
                 "calls": _mean([d["adaptive_calls"] for d in detail]),
                 "same_answer_pct": round(pct_same, 1), "fewer_and_same_pct": round(pct_fewer_same, 1)},
-               f"{rules}, batch {cfg.batch}, T={temperature}: {_mean(used)} vs {fixed_n} samples; same majority on "
-               f"{pct_same:.0f}% of prompts, fewer samples AND same majority on {pct_fewer_same:.0f}%",
-               pct_same >= 95.0 and pct_fewer_same >= 95.0, detail)
+               f"{rules}, batch {cfg.batch}, T={temperature}: {_mean(used)} vs {fixed_n} samples on average; same "
+               f"majority as fixed N on {pct_same:.0f}% of prompts; stopped early (fewer samples, same majority) on "
+               f"{pct_fewer_same:.0f}%", pct_same >= 95.0 and sum(used) < fixed_n * len(used), detail)
 
 
 # ---------------------------------------------------------------------------------------- loop guard

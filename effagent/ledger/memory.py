@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
     Ledger,
+    LedgerState,
     Reservation,
     StepRecord,
     Usage,
@@ -35,6 +36,8 @@ class InMemoryLedger(Ledger):
     def __init__(self, *, scopes: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._records: list[StepRecord] = []
+        self._by_run: dict[str, list[StepRecord]] = defaultdict(list)
+        self._steps: dict[str, set[int]] = defaultdict(set)  # per run: model/finalize step numbers
         self._runs: dict[str, Usage] = defaultdict(Usage)
         self._threads: dict[str, Usage] = defaultdict(Usage)
         self._scopes: dict[tuple[str, str], Usage] = {}
@@ -46,6 +49,9 @@ class InMemoryLedger(Ledger):
     # -- recording ------------------------------------------------------------------------------------
     def _add(self, rec: StepRecord, extra: Mapping[str, str]) -> None:
         self._records.append(rec)
+        self._by_run[rec.run_id].append(rec)
+        if rec.kind in ("model", "finalize"):
+            self._steps[rec.run_id].add(rec.step)
         self._runs[rec.run_id] = self._runs[rec.run_id] + rec.usage
         if rec.thread_id is not None:
             self._threads[rec.thread_id] = self._threads[rec.thread_id] + rec.usage
@@ -77,7 +83,27 @@ class InMemoryLedger(Ledger):
 
     def records(self, run_id: str | None = None) -> list[StepRecord]:
         with self._lock:
-            return [r for r in self._records if run_id is None or r.run_id == run_id]
+            if run_id is None:
+                return list(self._records)
+            return list(self._by_run.get(run_id, ()))
+
+    def steps(self, run_id: str) -> int:  # O(1): the base class scans the run's records
+        with self._lock:
+            steps = self._steps.get(run_id)
+            return len(steps) if steps else 0
+
+    def state(self, run_id: str, thread_id: str | None = None, thread_base: Usage | None = None) -> LedgerState:
+        """One lock round instead of three (this runs before every model step)."""
+        with self._lock:
+            run = self._runs.get(run_id) or Usage()
+            steps = self._steps.get(run_id)
+            if thread_base is not None:
+                thread = thread_base
+            elif thread_id is not None:
+                thread = self._threads.get(thread_id) or Usage()
+            else:
+                thread = Usage()
+            return LedgerState(run=run, thread=thread, steps=len(steps) if steps else 0)
 
     def total(self) -> Usage:
         with self._lock:

@@ -184,7 +184,8 @@ class RedisLedger(Ledger):
 
     ``team``: every record also counts against the ``team`` scope (``{"team": team}``);
     ``window``: ``"daily"`` keeps user/team totals per UTC day; ``run_ttl_s``: how long a run's totals and
-    records are kept; ``retry_s``: how often a degraded (fail-open) ledger tries Redis again.
+    records are kept; ``retry_s``: how often a degraded (fail-open) ledger tries Redis again;
+    ``max_connections``: the connections this process's threads share (they wait for one when all are busy).
     """
 
     supports_reservations = True
@@ -193,7 +194,7 @@ class RedisLedger(Ledger):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, key_prefix: str = "effagent",
                  on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open", team: str | None = None,
                  window: Literal["none", "daily"] = "none", run_ttl_s: int = 7 * 86400,
-                 thread_ttl_s: int = 0, retry_s: float = 30.0, socket_timeout_s: float = 2.0,
+                 thread_ttl_s: int = 0, retry_s: float = 30.0, socket_timeout_s: float = 2.0, max_connections: int = 64,
                  client: redis.Redis | None = None, on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.url = url
@@ -217,11 +218,14 @@ class RedisLedger(Ledger):
         self._warned = False
         self._last_probe = 0.0
         if client is None:
-            client = redis.Redis.from_url(
-                url, socket_timeout=socket_timeout_s, socket_connect_timeout=min(1.0, socket_timeout_s),
+            # a blocking pool: many threads share ``max_connections`` connections and wait for a free one
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=10, socket_timeout=socket_timeout_s,
+                socket_connect_timeout=min(1.0, socket_timeout_s),
                 retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2),
                 retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
                 health_check_interval=30)
+            client = redis.Redis(connection_pool=pool)
         self.client = client
         self._reserve = client.register_script(_RESERVE)
         self._record = client.register_script(_RECORD)

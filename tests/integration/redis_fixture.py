@@ -8,7 +8,7 @@ surprises) and stopped at the end. Without a ``redis-server`` binary the tests a
 ``redis_servers`` (function): a factory for servers a test may kill and restart (fault tests); these are
 always started here, so it needs the binary even when ``$EFFAGENT_REDIS_URL`` is set.
 
-Use in a test module: ``from tests.integration.redis_fixture import redis_servers, redis_url  # noqa: F401``.
+Use in a test module: ``redis_url = redis_fixture.redis_url`` (re-exported at module level, so pytest finds it).
 """
 
 from __future__ import annotations

@@ -16,14 +16,17 @@ import pytest
 
 pytest.importorskip("redis", reason="the redis client is not installed: pip install 'effagent[redis]'")
 
-from effagent.errors import LedgerUnavailable  # noqa: E402
-from effagent.ledger import ledger_from_policy  # noqa: E402
-from effagent.ledger.base import StepRecord, Usage, to_nano  # noqa: E402
-from effagent.ledger.redis import RedisLedger, safe_url  # noqa: E402
-from effagent.policy import Limit, parse_policy  # noqa: E402
+from effagent.errors import LedgerUnavailable
+from effagent.ledger import ledger_from_policy
+from effagent.ledger.base import StepRecord, Usage, to_nano
+from effagent.ledger.redis import RedisLedger, safe_url
+from effagent.policy import Limit, parse_policy
+from tests.integration import _ledger_workers as workers
+from tests.integration import redis_fixture
+from tests.integration.redis_fixture import unique_prefix
 
-from tests.integration import _ledger_workers as workers  # noqa: E402
-from tests.integration.redis_fixture import redis_servers, redis_url, unique_prefix  # noqa: E402, F401
+redis_url = redis_fixture.redis_url  # fixtures
+redis_servers = redis_fixture.redis_servers
 
 ROOT = Path(__file__).resolve().parents[2]
 DEAD_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_policy_reference_is_current():
     current = (ROOT / "docs" / "policy-reference.md").read_text()
-    assert current == render(), "docs/policy-reference.md is stale: run `effagent policy docs > docs/policy-reference.md`"
+    fix = "run `effagent policy docs > docs/policy-reference.md`"
+    assert current == render(), f"docs/policy-reference.md is stale: {fix}"
 
 
 def test_every_policy_key_is_documented():

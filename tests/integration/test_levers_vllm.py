@@ -12,7 +12,7 @@ pytestmark = pytest.mark.vllm
 # unbounded thinking on this prompt runs to max_tokens on the local model (greedy, seed 0)
 LONG = ("Josh decides to try flipping a house.  He buys a house for $80,000 and then puts in $50,000 in repairs.  "
         "This increased the value of the house by 150%.  How much profit did he make?")
-EASY = "What is 5 + 5? Answer with just the number."
+EASY = "What is 10 + 10? Answer with just the number."
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,13 @@ def test_adaptive_consistency_stops_before_max_samples_on_an_easy_prompt(chat):
 
     def draw(k, start):
         requests.append((k, start))
-        outs = chat.call(msgs, max_tokens=8, temperature=0.3, seed=7 + start, n=k)
+        outs = chat.call(msgs, max_tokens=12, temperature=0.3, seed=start, n=k)
         return [consistency.Sample(o.content, o.input_tokens, o.output_tokens) for o in outs]
 
     cfg = consistency.SCConfig(max_samples=12, batch=2, threshold=0.95)
     r = consistency.adaptive_consistency(draw, cfg)
     assert r.stopped == "beta" and r.used < cfg.max_samples, r.reason
-    assert r.answer == "10"
+    assert r.answer == "20"
     assert sum(s.output_tokens for s in r.samples) > 0 and len(requests) == -(-r.used // 2)
     # the same seeds replay the same samples: the run is reproducible
     again = consistency.adaptive_consistency(draw, cfg)

@@ -14,6 +14,8 @@ _REGISTRARS: list[tuple[str, str, str | None]] = [
     ("effagent.integrations.demo", "register", None),
     ("effagent.difficulty.commands", "register", None),
     ("effagent.bench.replay", "register", "bench"),
+    ("effagent.bench.levers", "register", "bench"),
+    ("effagent.bench.overhead", "register", "bench"),
     ("effagent.integrations.vllm_local", "register", "local-vllm"),
     ("effagent.telemetry.report", "register", None),
 ]

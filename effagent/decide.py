@@ -98,22 +98,32 @@ def decide(
     step: int | None = None,
     loop: str | None = None,
     input_tokens: int = 0,
+    shared_exhausted: str | None = None,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
 
     ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` an estimate of the
-    prompt size, used to keep the step inside the remaining budget.
+    prompt size, used to keep the step inside the remaining budget; ``shared_exhausted`` says a shared
+    (team) budget had no room for this step's reservation.
     """
     step = state.steps if step is None else step
     left = budget_left(policy, state)
     spent = _exhausted(policy, state, left)
+    if spent is None and shared_exhausted is not None:
+        if policy.budgets.on_exhausted == "error":
+            raise BudgetExceeded("team", shared_exhausted, "the team limit")
     if spent is not None and policy.budgets.on_exhausted == "error":
         raise BudgetExceeded(*spent)
-    if spent is not None or loop is not None:
+    if spent is not None or loop is not None or shared_exhausted is not None:
         fin = policy.budgets.finalize
         name = fin.tier or policy.cheapest_tier
         tier = policy.tier(name)
-        why = (f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]})" if spent else f"loop capped: {loop}")
+        if spent is not None:
+            why = f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]})"
+        elif shared_exhausted is not None:
+            why = f"team budget exhausted ({shared_exhausted})"
+        else:
+            why = f"loop capped: {loop}"
         return Decision(
             step=step, action="finalize", tier=name, model=tier.model, thinking=False, thinking_budget=None,
             max_tokens=min(fin.max_tokens, tier.max_tokens), samples=1, band=None,

@@ -7,14 +7,15 @@ spending lives in the ledger (and, for threads, in the graph state the integrati
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
 from effagent.decide import Decision, decide
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator, Step
-from effagent.ledger.base import CallKind, Ledger, StepRecord, Usage
-from effagent.ledger.memory import InMemoryLedger
+from effagent.ledger import ledger_from_policy
+from effagent.ledger.base import CallKind, Ledger, Reservation, StepRecord, Usage
 from effagent.levers import length, loopguard, thinking
 from effagent.observe import Observer
 from effagent.policy import Policy
@@ -42,7 +43,13 @@ class Governor:
     def __init__(self, policy: Policy, ledger: Ledger | None = None, estimator: Estimator | None = None,
                  observer: Observer | None = None) -> None:
         self.policy = policy
-        self.ledger = ledger if ledger is not None else InMemoryLedger()
+        self.ledger = ledger if ledger is not None else ledger_from_policy(policy)
+        team = policy.budgets.team
+        # reservations pay off where workers share a budget: a shared store, or a team limit
+        self._reserving = self.ledger.supports_reservations and (
+            policy.ledger.backend == "redis" or team.tokens is not None or team.usd is not None)
+        self._holds: dict[tuple[str, int], Reservation] = {}
+        self._holds_lock = threading.Lock()
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty)
         if observer is None:
             from effagent.telemetry import observer_from_policy
@@ -69,10 +76,49 @@ class Governor:
         loop = loopguard.check(step, self.policy.loop_guard)
         difficulty = self.estimator.estimate(step)
         text = " ".join(m.content for m in step.messages)
-        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop,
-                          input_tokens=approx_tokens(text))
+        inp = approx_tokens(text)
+        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
+        if decision.action == "call" and self._reserving:
+            hold = self._reserve(decision, run_id, thread_id, inp)
+            if hold is None:  # a shared budget has no room for this step's maximum
+                decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
+                                  shared_exhausted="no room left for this step's reserved maximum")
+            else:
+                with self._holds_lock:
+                    self._holds[(run_id, decision.step)] = hold
         self.observer.on_step_start(run_id, decision)
         return decision
+
+    # -- shared budgets: reserve a step's maximum before the call, settle after ---------------------------
+    def _scopes(self, run_id: str, thread_id: str | None) -> dict[str, str]:
+        scopes = {"run": run_id}
+        if thread_id is not None:
+            scopes["thread"] = thread_id
+        team = self.policy.ledger.redis.team
+        if team:
+            scopes["team"] = team
+        return scopes
+
+    def _reserve(self, decision: Decision, run_id: str, thread_id: str | None, input_tokens: int) -> Reservation | None:
+        b = self.policy.budgets
+        limits = {"run": b.run, "team": b.team}
+        if self.policy.ledger.backend == "redis":  # the shared store keeps thread totals for every worker
+            limits["thread"] = b.thread
+        tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
+        tokens = (input_tokens + decision.max_tokens) * decision.samples
+        usd = max(t.price.cost(input_tokens, decision.max_tokens) for t in tiers) * decision.samples
+        ttl = sum(t.timeout_s * (t.retries + 1) for t in tiers) + 30.0
+        return self.ledger.reserve(self._scopes(run_id, thread_id), tokens, usd, limits, ttl)
+
+    def _take_hold(self, run_id: str, step: int) -> Reservation | None:
+        with self._holds_lock:
+            return self._holds.pop((run_id, step), None)
+
+    def release(self, run_id: str, decision: Decision) -> None:
+        """Free the step's reservation if no call settled it (every tier failed)."""
+        hold = self._take_hold(run_id, decision.step)
+        if hold is not None:
+            self.ledger.release(hold)
 
     def settings(self, decision: Decision, tier_name: str | None = None) -> dict[str, Any]:
         """Request keys (litellm / ChatLiteLLM kwargs) that carry the decision to ``tier_name``
@@ -103,7 +149,11 @@ class Governor:
         rec = StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
                          kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
                          tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error)
-        self.ledger.record(rec)
+        hold = self._take_hold(run_id, decision.step) if ok and kind == "model" else None
+        if hold is not None:
+            self.ledger.settle(hold, rec)
+        else:
+            self.ledger.record(rec)
         self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
         return rec
 

@@ -168,7 +168,12 @@ class Finalize(_Strict):
 
 class Budgets(_Strict):
     run: Limit = Field(default_factory=Limit)
+    """Per agent invocation."""
     thread: Limit = Field(default_factory=Limit)
+    """Per conversation thread (carried in graph state, so a resumed thread keeps its budget)."""
+    team: Limit = Field(default_factory=Limit)
+    """Shared by every worker of `ledger.redis.team` (per `ledger.redis.window`); enforced by atomic
+    reservations of each step's maximum before the call."""
     step: StepLimit = Field(default_factory=StepLimit)
     on_exhausted: Literal["finalize", "error"] = "finalize"
     """When a budget is spent: `finalize` makes one last cheap call without tools or thinking for the final
@@ -410,7 +415,14 @@ def _hint(err: dict[str, Any]) -> str:
 
 def parse_policy(text: str, source: str = "<policy>", env: dict[str, str] | None = None) -> Policy:
     """Validate policy YAML text. Raises PolicyError with ``source:LINE:COL`` lines."""
-    env = dict(os.environ) if env is None else env
+    try:
+        return _parse_policy(text, source, dict(os.environ) if env is None else env)
+    except RecursionError:
+        raise PolicyError(source, [f"{source}:1:1: the policy nests too deeply or an alias refers to itself "
+                                   "(&x ... *x inside it); flatten it"]) from None
+
+
+def _parse_policy(text: str, source: str, env: dict[str, str]) -> Policy:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from langgraph.errors import GraphBubbleUp
 from effagent.decide import Decision
 from effagent.difficulty.base import Message, Step, ToolCall
 from effagent.errors import EffagentError, EndpointError
-from effagent.governor import Governor
+from effagent.governor import Governor, approx_tokens
 from effagent.ledger.base import Usage
 from effagent.levers.length import prompt_budget_instruction
 from effagent.policy import Policy
@@ -67,15 +68,20 @@ def reasoning_text(msg: AIMessage) -> str:
     return ""
 
 
-def usage_of(msg: AIMessage) -> tuple[int, int, int]:
-    """(input, output, reasoning) tokens from ``usage_metadata``; missing or malformed fields count 0."""
-    um = msg.usage_metadata or {}
+MAX_TOKENS_PER_CALL = 2**31  # a reported count above this is not believable
 
-    def num(v: Any) -> int:
-        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else 0
+
+def usage_of(msg: AIMessage) -> tuple[int | None, int | None, int]:
+    """(input, output, reasoning) tokens from ``usage_metadata``; an input/output count that is missing,
+    negative, non-finite or not a number is None (the caller estimates it), a bad reasoning count is 0."""
+    um = msg.usage_metadata if isinstance(msg.usage_metadata, Mapping) else {}
+
+    def num(v: Any) -> int | None:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return int(v) if ok and 0 <= v < MAX_TOKENS_PER_CALL else None
 
     details = um.get("output_token_details") or {}
-    reasoning = num(details.get("reasoning")) if isinstance(details, Mapping) else 0
+    reasoning = (num(details.get("reasoning")) or 0) if isinstance(details, Mapping) else 0
     return num(um.get("input_tokens")), num(um.get("output_tokens")), reasoning
 
 
@@ -120,6 +126,8 @@ class StepRunner:
         if decision.action == "finalize":
             out.append(HumanMessage(self.governor.policy.budgets.finalize.instruction))
             return out
+        if decision.prompt_budget == "none":
+            return out
         extra = prompt_budget_instruction(decision.prompt_budget, to_step(out).prompt, decision.difficulty)
         if extra:
             out.append(HumanMessage(extra))
@@ -128,6 +136,13 @@ class StepRunner:
     def _settle(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float) -> Usage:
         decision = ctx.decision
         inp, out, reasoning = usage_of(ai) if ai is not None else (0, 0, 0)
+        note = None
+        if ai is not None and (inp is None or out is None):
+            # the server reported no usable usage: estimate rather than record a free call
+            note = "usage not reported; estimated"
+            inp = approx_tokens(ctx.text) if inp is None else inp
+            out = approx_tokens(_text(ai.content) + reasoning_text(ai)) if out is None else out
+        inp, out = inp or 0, out or 0
         if ai is not None and not reasoning and self.reasoning_counter is not None:
             text = reasoning_text(ai)
             if text:
@@ -139,7 +154,7 @@ class StepRunner:
                                     output_tokens=out, reasoning_tokens=reasoning,
                                     duration_s=time.perf_counter() - started,
                                     response_model=(ai.response_metadata or {}).get("model_name") if ai else None,
-                                    content=content)
+                                    content=content, error=note)
         if ai is not None:
             if decision.action == "finalize" and ai.tool_calls:
                 # the final call must end the run: a model that still asks for tools gets its calls dropped
@@ -161,7 +176,7 @@ class StepRunner:
         step = to_step(messages, tools)
         decision = self.governor.plan(step, run_id, thread_id, thread_base)
         return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
-                           prompt=step.prompt)
+                           prompt=step.prompt, text=" ".join(m.content for m in step.messages))
 
     def run(self, ctx: StepContext, attempt: Callable[[str], T],
             ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
@@ -179,6 +194,7 @@ class StepRunner:
                 self._fail(ctx, tier, err, started, attempts)
                 continue
             return result, self._settle(ctx, tier, ai_of(result), started)
+        self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
 
     async def arun(self, ctx: StepContext, attempt: Callable[[str], Awaitable[T]],
@@ -197,6 +213,7 @@ class StepRunner:
                 self._fail(ctx, tier, err, started, attempts)
                 continue
             return result, self._settle(ctx, tier, ai_of(result), started)
+        self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
 
 
@@ -207,6 +224,7 @@ class StepContext:
     thread_base: Usage | None
     decision: Decision
     prompt: str = ""
+    text: str = ""  # the conversation's text, for estimating usage a server did not report
 
 
 def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel] | None,

@@ -2,8 +2,6 @@
 the real middleware. The contract: a clear error (PolicyError / EffagentError) or a safe default, never
 another exception, never a ledger that disagrees with what was recorded.
 
-Tests marked ``xfail(strict=True)`` show bugs in code this suite does not own (the fix is in each reason);
-once fixed they pass, and strict xfail turns that into a failure so the marker gets removed.
 """
 
 from __future__ import annotations
@@ -140,11 +138,6 @@ def test_random_structures_are_a_policy_or_a_policy_error(data):
     check_policy_text(yaml.safe_dump(data, allow_unicode=True))
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "bug in effagent/policy.py parse_policy: a self-referencing YAML alias or very deep nesting raises "
-    "RecursionError (yaml.compose / _locate / _walk_env recurse without bound). Fix: in parse_policy, catch "
-    "RecursionError around compose/safe_load/_locate/_walk_env/model_validate and raise PolicyError(source, "
-    "[f'{source}:1:1: the policy nests too deeply or an alias refers to itself (&x ... *x inside it); flatten it'])"))
 @pytest.mark.parametrize("text", ["tiers: &x {a: *x}\nbands: []\n", "bands: &b [*b]\n",
                                   "tiers: " + "[" * 3000 + "]" * 3000, "a: " + "{b: " * 3000 + "1" + "}" * 3000])
 def test_self_referencing_or_deeply_nested_yaml_is_a_policy_error(text):
@@ -237,7 +230,7 @@ def test_reported_usage_is_recorded_exactly(rig, usage):
 junk = st.one_of(st.none(), st.booleans(), st.integers(-10**6, -1), st.floats(allow_nan=True, allow_infinity=False),
                  st.text(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
                                                                                           st.integers(), max_size=2))
-junk_usage = st.one_of(  # a mapping or None (other types and infinities: see the xfail test below)
+junk_usage = st.one_of(  # a mapping or None (other types and infinities: see the test below)
     st.none(),
     st.dictionaries(st.sampled_from(["input_tokens", "output_tokens", "total_tokens", "output_token_details"]),
                     junk | counts, max_size=4),
@@ -270,11 +263,6 @@ def test_garbage_model_output_is_a_safe_default(rig, usage, kwargs, content):
     assert isinstance(out["messages"][-1], AIMessage)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in integrations/_lc.py usage_of: a usage_metadata that is not a mapping raises AttributeError "
-    "('str' object has no attribute 'get') and an infinite count raises OverflowError (int(inf)). Fix: "
-    "`um = msg.usage_metadata if isinstance(msg.usage_metadata, Mapping) else {}` and in num(): also require "
-    "math.isfinite(v)"))
 @pytest.mark.parametrize("usage", ["garbage", [1, 2], 7, {"input_tokens": float("inf"), "output_tokens": 1}])
 def test_non_mapping_or_infinite_usage_does_not_crash(rig, usage):
     def mutate(m: AIMessage) -> None:
@@ -284,11 +272,6 @@ def test_non_mapping_or_infinite_usage_does_not_crash(rig, usage):
     check_ledger(mw)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in integrations/_lc.py StepRunner._settle: a response without usage (or with negative / non-numeric "
-    "counts) is recorded as 0 tokens, $0 -- a silently wrong ledger, and budgets never bind. Fix: when "
-    "usage_of finds no valid input/output count, estimate it (governor.approx_tokens of ctx.prompt and of "
-    "_text(ai.content) + reasoning_text(ai)) and mark the record (error='usage not reported; estimated')"))
 @pytest.mark.parametrize("usage", [None, {"input_tokens": -5, "output_tokens": -1}, {"input_tokens": "12"}])
 def test_missing_usage_is_estimated_not_recorded_as_zero(rig, usage):
     def mutate(m: AIMessage) -> None:
@@ -304,7 +287,7 @@ def test_huge_reported_usage_spends_the_budget_and_finalizes(rig):
 
     def mutate(m: AIMessage) -> None:
         n["i"] += 1
-        m.usage_metadata = {"input_tokens": 10**12 if n["i"] == 1 else 5, "output_tokens": 1, "total_tokens": 0}
+        m.usage_metadata = {"input_tokens": 10**9 if n["i"] == 1 else 5, "output_tokens": 1, "total_tokens": 0}
 
     mw, out = run_agent(rig, mutate)
     kinds = [r.kind for r in mw.ledger.records()]

@@ -6,7 +6,7 @@ Nothing else in effagent chooses a tier, a thinking budget, a sample count or wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,6 +45,7 @@ class Decision(BaseModel):
     max_tokens: int
     samples: int = 1
     prompt_budget: Literal["none", "tale", "draft"] = "none"
+    consistency: dict[str, Any] | None = None  # the band's self-consistency settings when samples > 1
     band: str | None = None
     difficulty: float = 0.0
     signals: dict[str, float] = Field(default_factory=dict)
@@ -180,6 +181,7 @@ def decide(
     return Decision(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=samples, prompt_budget=band.prompt_budget, band=band.name,
+        consistency=band.consistency.model_dump() if samples > 1 else None,
         difficulty=difficulty.score, signals=difficulty.signals, reason="; ".join(reasons),
         budget_left=left, fallback=_fallback(policy, name),
     )

@@ -149,7 +149,7 @@ class Governor:
         rec = StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
                          kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
                          tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error)
-        hold = self._take_hold(run_id, decision.step) if ok and kind == "model" else None
+        hold = self._take_hold(run_id, decision.step) if ok and kind in ("model", "sample") else None
         if hold is not None:
             self.ledger.settle(hold, rec)
         else:

@@ -121,6 +121,24 @@ class DifficultyConfig(_Strict):
         return v
 
 
+class Consistency(_Strict):
+    """Adaptive self-consistency for bands with samples > 1: sample in batches, stop early when the vote is
+    settled (Adaptive-Consistency's Beta rule and/or ESC's all-agree window), return the majority."""
+
+    batch: Annotated[int, Field(ge=1, le=16)] = 2
+    """Samples drawn per round."""
+    threshold: Annotated[float, Field(gt=0.5, lt=1.0)] | None = 0.95
+    """Stop when P(the leading answer is the majority) reaches this (Beta rule); null = off."""
+    window: Annotated[int, Field(ge=2)] | None = None
+    """Stop when this many samples in a row agree (ESC); null = off."""
+    extractor: Literal["number", "boxed", "choice", "exact"] = "number"
+    """How an answer is read from a sample (tool-call steps always vote on the exact call)."""
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
+    """Sampling temperature for the samples."""
+    seed: int = 0
+    """Sample i is drawn with seed + i, so runs are reproducible."""
+
+
 class Band(_Strict):
     """A difficulty band [min, max) and what a step in it gets."""
 
@@ -135,6 +153,8 @@ class Band(_Strict):
     """Most samples for adaptive self-consistency (1 = a single call)."""
     prompt_budget: Literal["none", "tale", "draft"] = "none"
     """Prompt-level length budget: TALE-style token estimate, or Chain-of-Draft terse steps."""
+    consistency: Consistency = Field(default_factory=Consistency)
+    """How the samples are drawn and when to stop (used when samples > 1)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:

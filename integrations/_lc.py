@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,7 +18,9 @@ from effagent.decide import Decision
 from effagent.difficulty.base import Message, Step, ToolCall
 from effagent.errors import EffagentError, EndpointError
 from effagent.governor import Governor, approx_tokens
-from effagent.ledger.base import Usage
+from effagent.ledger.base import CallKind, StepRecord, Usage
+from effagent.levers.answers import get_extractor
+from effagent.levers.consistency import Sample, SCConfig, adaptive_consistency
 from effagent.levers.length import prompt_budget_instruction
 from effagent.policy import Policy
 
@@ -109,6 +113,7 @@ def thread_id_from_config() -> str | None:
 # The per-step procedure both integrations share: plan, try tiers in order, settle usage.
 # ---------------------------------------------------------------------------------------------------
 ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
+_TOOL_VOTE = "\x00tool-calls:"  # marks a sample that voted with tool calls (compared exactly)
 T = TypeVar("T")
 
 
@@ -133,8 +138,9 @@ class StepRunner:
             out.append(HumanMessage(extra))
         return out
 
-    def _settle(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float) -> Usage:
-        decision = ctx.decision
+    def _record(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float,
+                kind: CallKind = "model") -> StepRecord:
+        """Account one call's usage (estimated when the server reported none)."""
         inp, out, reasoning = usage_of(ai) if ai is not None else (0, 0, 0)
         note = None
         if ai is not None and (inp is None or out is None):
@@ -150,20 +156,69 @@ class StepRunner:
         content = None
         if ai is not None and self.governor.policy.telemetry.record_content:
             content = {"prompt": ctx.prompt, "completion": _text(ai.content)}
-        rec = self.governor.account(ctx.run_id, ctx.thread_id, decision, tier=tier, input_tokens=inp,
-                                    output_tokens=out, reasoning_tokens=reasoning,
-                                    duration_s=time.perf_counter() - started,
-                                    response_model=(ai.response_metadata or {}).get("model_name") if ai else None,
-                                    content=content, error=note)
+        return self.governor.account(ctx.run_id, ctx.thread_id, ctx.decision, tier=tier, input_tokens=inp,
+                                     output_tokens=out, reasoning_tokens=reasoning, kind=kind,
+                                     duration_s=time.perf_counter() - started,
+                                     response_model=(ai.response_metadata or {}).get("model_name") if ai else None,
+                                     content=content, error=note)
+
+    def _finish(self, ctx: StepContext, tier: str, ai: AIMessage | None, usage: Usage,
+                extra_meta: dict[str, Any] | None = None) -> Usage:
+        """Tag the answer with the decision, close the step, and return the thread's new total."""
+        decision = ctx.decision
         if ai is not None:
             if decision.action == "finalize" and ai.tool_calls:
                 # the final call must end the run: a model that still asks for tools gets its calls dropped
                 ai.tool_calls = []
                 ai.content = ai.content or "(no final answer: the model asked for a tool after the budget was spent)"
-            ai.response_metadata = {**(ai.response_metadata or {}),
-                                    "effagent": {"tier": tier, "decision": decision.model_dump(mode="json")}}
-        self.governor.end_step(ctx.run_id, decision, rec.usage)
-        return (ctx.thread_base if ctx.thread_base is not None else Usage()) + rec.usage
+            meta = {"tier": tier, "decision": decision.model_dump(mode="json"), **(extra_meta or {})}
+            ai.response_metadata = {**(ai.response_metadata or {}), "effagent": meta}
+        self.governor.end_step(ctx.run_id, decision, usage)
+        return (ctx.thread_base if ctx.thread_base is not None else Usage()) + usage
+
+    def _settle(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float) -> Usage:
+        return self._finish(ctx, tier, ai, self._record(ctx, tier, ai, started).usage)
+
+    # -- adaptive self-consistency (decision.samples > 1) ------------------------------------------------
+    def _sc_config(self, ctx: StepContext) -> tuple[SCConfig, float]:
+        c = dict(ctx.decision.consistency or {})
+        temperature = float(c.pop("temperature", 0.7))
+        return SCConfig(max_samples=ctx.decision.samples, **c), temperature
+
+    def _sampled(self, ctx: StepContext, tier: str, call_one: Callable[[dict[str, Any]], T],
+                 ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
+        """Draw samples in batches until the vote is settled; every sample is accounted (kind ``sample``);
+        the first sample with the majority answer is returned. Tool-call steps vote on the exact call."""
+        cfg, temperature = self._sc_config(ctx)
+        base = get_extractor(cfg.extractor)
+
+        def extract(text: str) -> str | None:
+            return text if text.startswith(_TOOL_VOTE) else base(text)
+
+        records: list[StepRecord] = []
+
+        def draw(k: int, start: int) -> list[Sample]:
+            out = []
+            for i in range(k):
+                started = time.perf_counter()
+                res = call_one({"temperature": temperature, "seed": cfg.seed + start + i})
+                ai = ai_of(res)
+                rec = self._record(ctx, tier, ai, started, kind="sample")
+                records.append(rec)
+                text = ""
+                if ai is not None:
+                    text = (_TOOL_VOTE + json.dumps([[c["name"], c["args"]] for c in ai.tool_calls], sort_keys=True,
+                                                    default=str)) if ai.tool_calls else _text(ai.content)
+                out.append(Sample(text, rec.usage.input_tokens, rec.usage.output_tokens, rec.usage.reasoning_tokens,
+                                  payload=res))
+            return out
+
+        sc = adaptive_consistency(draw, cfg, extractor=extract)
+        chosen = sc.chosen.payload if sc.chosen is not None else sc.samples[0].payload
+        total = sum((r.usage for r in records), Usage())
+        meta = {"consistency": {"answer": sc.answer, "used": len(sc.samples), "max": cfg.max_samples,
+                                "stopped": sc.stopped, "reason": sc.reason, "counts": sc.counts}}
+        return chosen, self._finish(ctx, tier, ai_of(chosen), total, meta)  # type: ignore[arg-type]
 
     def _fail(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str]) -> None:
         msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
@@ -178,13 +233,17 @@ class StepRunner:
         return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
                            prompt=step.prompt, text=" ".join(m.content for m in step.messages))
 
-    def run(self, ctx: StepContext, attempt: Callable[[str], T],
+    def run(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], T],
             ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
+        """``attempt(tier, extra_settings)`` makes one call on ``tier``; tiers are tried in the decision's order."""
+        sampled = ctx.decision.samples > 1 and ctx.decision.action == "call"
         attempts: list[str] = []
         for tier in [ctx.decision.tier, *ctx.decision.fallback]:
             started = time.perf_counter()
             try:
-                result = attempt(tier)
+                if sampled:
+                    return self._sampled(ctx, tier, lambda extra, t=tier: attempt(t, extra), ai_of)
+                result = attempt(tier, {})
             except EndpointError as err:  # a tier call failed inside effagent.llm: try the next tier
                 self._fail(ctx, tier, err, started, attempts)
                 continue
@@ -197,13 +256,21 @@ class StepRunner:
         self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
 
-    async def arun(self, ctx: StepContext, attempt: Callable[[str], Awaitable[T]],
+    async def arun(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], Awaitable[T]],
                    ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
+        if ctx.decision.samples > 1 and ctx.decision.action == "call":
+            # the stopping rule is sequential: run it in a worker thread that awaits each sample on this loop
+            loop = asyncio.get_running_loop()
+
+            def attempt_sync(tier: str, extra: dict[str, Any]) -> T:
+                return asyncio.run_coroutine_threadsafe(attempt(tier, extra), loop).result()  # type: ignore[arg-type]
+
+            return await asyncio.to_thread(self.run, ctx, attempt_sync, ai_of)
         attempts: list[str] = []
         for tier in [ctx.decision.tier, *ctx.decision.fallback]:
             started = time.perf_counter()
             try:
-                result = await attempt(tier)
+                result = await attempt(tier, {})
             except EndpointError as err:  # a tier call failed inside effagent.llm: try the next tier
                 self._fail(ctx, tier, err, started, attempts)
                 continue

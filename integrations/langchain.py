@@ -99,8 +99,9 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         base = thread_usage_from_state(request.state, THREAD_KEY)
         return self.runner.plan(request.messages, request.tools, run_id, thread_id, base)
 
-    def _request_for(self, request: ModelRequest, ctx: StepContext, tier: str) -> ModelRequest:
-        settings = {**request.model_settings, **self.governor.settings(ctx.decision, tier)}
+    def _request_for(self, request: ModelRequest, ctx: StepContext, tier: str,
+                     extra: dict[str, Any]) -> ModelRequest:
+        settings = {**request.model_settings, **self.governor.settings(ctx.decision, tier), **extra}
         messages = self.runner.messages_for(ctx.decision, request.messages)
         if ctx.decision.action == "finalize":
             return request.override(model=self.models[tier], model_settings=settings, messages=messages,
@@ -115,12 +116,13 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         ctx = self._plan(request)
-        response, total = self.runner.run(ctx, lambda tier: handler(self._request_for(request, ctx, tier)), _first_ai)
+        response, total = self.runner.run(
+            ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai)
         return self._extended(response, total)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         ctx = self._plan(request)
         response, total = await self.runner.arun(
-            ctx, lambda tier: handler(self._request_for(request, ctx, tier)), _first_ai)
+            ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai)
         return self._extended(response, total)

@@ -92,8 +92,8 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         ctx = self.runner.plan(list(state.get(self.messages_key) or []), self.tools, str(run_id), thread_id, base)
         return ctx, new_run
 
-    def _bound(self, ctx: StepContext, tier: str) -> Any:
-        settings = self.governor.settings(ctx.decision, tier)
+    def _bound(self, ctx: StepContext, tier: str, extra: dict[str, Any]) -> Any:
+        settings = {**self.governor.settings(ctx.decision, tier), **extra}
         model = self.models[tier]
         if self.tools and ctx.decision.action != "finalize":
             return model.bind_tools(self.tools, **settings)
@@ -114,13 +114,14 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx, new_run = self._plan(state, config)
         msgs = self._messages(ctx, state)
-        ai, total = self.runner.run(ctx, lambda tier: self._bound(ctx, tier).invoke(msgs, config), _as_ai)
+        ai, total = self.runner.run(ctx, lambda tier, extra: self._bound(ctx, tier, extra).invoke(msgs, config), _as_ai)
         return self._update(ctx, new_run, ai, total)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx, new_run = self._plan(state, config)
         msgs = self._messages(ctx, state)
-        ai, total = await self.runner.arun(ctx, lambda tier: self._bound(ctx, tier).ainvoke(msgs, config), _as_ai)
+        ai, total = await self.runner.arun(
+            ctx, lambda tier, extra: self._bound(ctx, tier, extra).ainvoke(msgs, config), _as_ai)
         return self._update(ctx, new_run, ai, total)
 
 

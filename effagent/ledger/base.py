@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from effagent.policy import Limit
 
 CallKind = Literal["model", "finalize", "probe", "sample", "verify"]
+#: the kinds of call that make up a model step of the run (probes and verifications ride on a step)
+STEP_KINDS = ("model", "finalize", "sample")
 
 
 class Usage(BaseModel):
@@ -135,7 +137,7 @@ class Ledger(ABC):
     def records(self, run_id: str | None = None) -> list[StepRecord]: ...
 
     def steps(self, run_id: str) -> int:
-        return len({r.step for r in self.records(run_id) if r.kind in ("model", "finalize")})
+        return len({r.step for r in self.records(run_id) if r.kind in STEP_KINDS})
 
     def state(self, run_id: str, thread_id: str | None = None, thread_base: Usage | None = None) -> LedgerState:
         """Spending so far. ``thread_base`` is the thread total carried in graph state (checkpointed),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
+    STEP_KINDS,
     Ledger,
     LedgerState,
     Reservation,
@@ -50,7 +51,7 @@ class InMemoryLedger(Ledger):
     def _add(self, rec: StepRecord, extra: Mapping[str, str]) -> None:
         self._records.append(rec)
         self._by_run[rec.run_id].append(rec)
-        if rec.kind in ("model", "finalize"):
+        if rec.kind in STEP_KINDS:
             self._steps[rec.run_id].add(rec.step)
         self._runs[rec.run_id] = self._runs[rec.run_id] + rec.usage
         if rec.thread_id is not None:

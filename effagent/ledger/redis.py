@@ -38,6 +38,7 @@ from effagent.errors import LedgerUnavailable
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
     NANO,
+    STEP_KINDS,
     Ledger,
     LedgerState,
     Reservation,
@@ -350,7 +351,7 @@ class RedisLedger(Ledger):
         p = self._p
         keys = [f"{p}:seen:{rec_id}", f"{p}:rec:{rec.run_id}", f"{p}:steps:{rec.run_id}", f"{p}:runs",
                 *use_keys, *hold_keys]
-        step = str(rec.step) if rec.kind in ("model", "finalize") else ""
+        step = str(rec.step) if rec.kind in STEP_KINDS else ""
         args = [len(use_keys), len(hold_keys) // 2, res.id if res is not None else "", *map(str, counts),
                 rec.model_dump_json(), step, max(86400, self.run_ttl_s), self.run_ttl_s, rec.run_id,
                 *(self._ttl(s) for s, _ in scope_items)]

@@ -216,6 +216,9 @@ class LoopGuard(_Strict):
     """Critique→revise rounds whose drafts barely change before a final answer is forced."""
     min_change_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     """A revision that changes less than this share of the draft counts as no progress."""
+    max_reasoning_verifications: Annotated[int, Field(ge=1)] = 8
+    """Self-verification sentences ("wait", "let me double-check", ...) allowed in one step's reasoning; a step
+    whose reasoning re-verified itself more often forces a final answer on the next step."""
     max_steps: Annotated[int, Field(ge=1)] | None = None
     """Hard cap on model steps per run (unset = none)."""
 

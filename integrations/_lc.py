@@ -51,7 +51,8 @@ def to_message(m: BaseMessage) -> Message:
     is_error = isinstance(m, ToolMessage) and (getattr(m, "status", "success") == "error"
                                                 or _text(m.content).lower().startswith("error"))
     return Message(role=role, content=_text(m.content), tool_calls=calls,  # type: ignore[arg-type]
-                   name=getattr(m, "name", None), is_error=is_error)
+                   name=getattr(m, "name", None), is_error=is_error,
+                   reasoning=reasoning_text(m) if isinstance(m, AIMessage) else "")
 
 
 def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = ()) -> Step:

@@ -29,6 +29,7 @@ class Message(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     name: str | None = None
     is_error: bool = False  # a tool message that reported a failure
+    reasoning: str = ""  # an assistant message's thinking text, when the server returned it
 
 
 class Step(BaseModel):

@@ -41,6 +41,9 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
         if stalled >= cfg.max_reflection_rounds:
             return (f"{stalled} revision rounds changed the draft by less than "
                     f"{max(cfg.min_change_ratio, 0.5) if reflective else cfg.min_change_ratio:.0%}")
+    last = next((m for m in reversed(step.messages) if m.role == "assistant"), None)
+    if last is not None and last.reasoning:
+        return check_reasoning(last.reasoning, cfg.max_reasoning_verifications)
     return None
 
 
@@ -112,8 +115,8 @@ def cap_reasoning(text: str, limit: int) -> CappedReasoning:
 
 def reasoning_stop_check(cfg: LoopGuard, limit: int | None = None) -> Callable[[str], str | None]:
     """A ``stop_check`` for chunked thinking (see ``levers.early_exit``): the reasoning cap, or never when the
-    guard is off. ``limit`` defaults to ``cfg.max_reflection_rounds``."""
-    lim = cfg.max_reflection_rounds if limit is None else limit
+    guard is off. ``limit`` defaults to ``cfg.max_reasoning_verifications``."""
+    lim = cfg.max_reasoning_verifications if limit is None else limit
 
     def stop(text: str) -> str | None:
         return check_reasoning(text, lim) if cfg.enabled else None

@@ -104,9 +104,12 @@ def test_scores_on_easy_and_hard_prompts(measured, record_property):
           f"hard {[round(s, 3) for s in hard]} mean {statistics.mean(hard):.3f}")
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason="SmolLM2-135M opens multi-step problems with a fluent formula "
-                   "('To solve this problem, we need to'), so its first tokens are more confident on hard "
-                   "prompts than on easy ones; expected to hold with a capable cheap tier")
+TINY_MODEL = ("SmolLM2-135M opens multi-step problems with a fluent formula ('To solve this problem, we need to'), "
+              "so its first tokens are more confident on hard prompts than on easy ones; expected to hold with a "
+              "capable cheap tier")
+
+
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=TINY_MODEL)
 def test_hard_prompts_score_higher_than_easy_ones(measured):
     easy = statistics.mean(d.score for d in measured["easy"])
     hard = statistics.mean(d.score for d in measured["hard"])
@@ -114,7 +117,8 @@ def test_hard_prompts_score_higher_than_easy_ones(measured):
 
 
 def test_answer_confidence_of_a_real_cheap_answer_is_a_cascade_signal(tier):
-    settings = {"max_tokens": 16, "temperature": 0.0, "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    off = {"chat_template_kwargs": {"enable_thinking": False}}
+    settings = {"max_tokens": 16, "temperature": 0.0, "extra_body": off}
     [cheap] = complete(tier, [{"role": "user", "content": EASY[1]}], settings=settings, logprobs=0)
     conf = answer_confidence(cheap)
     assert 0.0 < conf <= 1.0

@@ -202,3 +202,16 @@ async def test_async_budget_error():
     agent, *_ = build(policy(run_tokens=100, on_exhausted="error"), large=looper)
     with pytest.raises(BudgetExceeded):
         await agent.ainvoke({"messages": [HumanMessage(HARD)]})
+
+
+def test_reasoning_that_keeps_reverifying_itself_forces_a_final_answer():
+    looping = "Let me think. 6*7=42. Wait, let me double-check. " + "Wait, let me verify that again. " * 12
+    think = FakeTierModel(tier="large", script=[
+        ai("", tool_calls=[call("calculator", {"expression": "6*7"})], input_tokens=30, output_tokens=40)])
+    think.script[0].additional_kwargs["reasoning_content"] = looping
+    final = FakeTierModel(tier="small", script=[ai("42")])
+    agent, mw, *_ = build(policy(), small=final, large=think)
+    out = agent.invoke({"messages": [HumanMessage(HARD)]})
+    assert out["messages"][-1].content == "42" and len(think.calls) == 1
+    last = mw.ledger.records()[-1]
+    assert last.kind == "finalize" and "re-verified itself" in last.reason

@@ -223,7 +223,7 @@ def test_early_exit_answer_callable_and_stop_check():
 
     think, probe, _ = fake_thinker(["1", "2", "3", "4"], chunk_text="Wait, let me double-check. ")
     r = early_exit.early_exit(think, probe, EarlyExitConfig(chunk=1, agree=2),
-                              stop_check=loopguard.reasoning_stop_check(LoopGuard(max_reflection_rounds=2)))
+                              stop_check=loopguard.reasoning_stop_check(LoopGuard(max_reasoning_verifications=2)))
     assert r.exited == "stop_check" and "re-verified itself 3 times (limit 2)" in r.reason
 
 
@@ -258,7 +258,7 @@ def test_reasoning_cap_has_a_reason_and_cuts_before_the_extra_round():
 
 def test_reasoning_stop_check_respects_enabled():
     assert loopguard.reasoning_stop_check(LoopGuard(enabled=False), 1)(LOOPY) is None
-    assert "limit 3" in loopguard.reasoning_stop_check(LoopGuard(max_reflection_rounds=3))(LOOPY)
+    assert "limit 3" in loopguard.reasoning_stop_check(LoopGuard(max_reasoning_verifications=3))(LOOPY)
 
 
 def test_scripted_sampler_helper_is_deterministic():

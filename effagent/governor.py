@@ -50,12 +50,14 @@ class Governor:
             policy.ledger.backend == "redis" or team.tokens is not None or team.usd is not None)
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
-        self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty)
+        self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
         if observer is None:
             from effagent.telemetry import observer_from_policy
 
             observer = observer_from_policy(policy)
         self.observer: Observer = observer
+        members = getattr(self.estimator, "members", {"self": self.estimator})
+        self._probe = next((e for e in members.values() if getattr(e, "name", "") == "probe"), None)
 
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, thread_id: str | None = None) -> str:
@@ -87,7 +89,16 @@ class Governor:
                 with self._holds_lock:
                     self._holds[(run_id, decision.step)] = hold
         self.observer.on_step_start(run_id, decision)
+        self._account_probe(run_id, thread_id, decision, difficulty.signals)
         return decision
+
+    def _account_probe(self, run_id: str, thread_id: str | None, decision: Decision, signals: dict[str, float]) -> None:
+        """A logprob probe's call is paid for: record it (kind ``probe``) on the step it scored."""
+        inp, out = int(signals.get("probe.input_tokens", 0)), int(signals.get("probe.output_tokens", 0))
+        if inp or out:
+            tier = getattr(self._probe, "tier_name", None) or self.policy.cheapest_tier
+            self.account(run_id, thread_id, decision, tier=tier, input_tokens=inp, output_tokens=out, kind="probe",
+                         duration_s=float(signals.get("probe.latency_s", 0.0)))
 
     # -- shared budgets: reserve a step's maximum before the call, settle after ---------------------------
     def _scopes(self, run_id: str, thread_id: str | None) -> dict[str, str]:

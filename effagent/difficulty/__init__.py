@@ -5,16 +5,18 @@ from effagent.difficulty.base import Difficulty, Estimator, Message, Step, ToolC
 __all__ = ["Difficulty", "Estimator", "Message", "Step", "ToolCall"]
 
 
-def build_estimator(config: object | None = None) -> Estimator:
-    """The estimator a policy's ``difficulty`` section names: one estimator, or the weighted mean of several."""
+def build_estimator(config: object | None = None, policy: object | None = None) -> Estimator:
+    """The estimator a policy's ``difficulty`` section names: one estimator, or the weighted mean of several
+    (``policy`` is needed by estimators that call a tier, e.g. ``probe``)."""
     from effagent.difficulty.combine import WeightedEstimator, get_estimator
 
     refs = list(getattr(config, "estimators", None) or [])
     if not refs:
         return get_estimator("heuristic")
     if len(refs) == 1:
-        return get_estimator(refs[0].name)
-    return WeightedEstimator({r.name: r.weight for r in refs})
+        return get_estimator(refs[0].name, policy, refs[0].options)  # type: ignore[arg-type]
+    return WeightedEstimator({r.name: r.weight for r in refs}, policy=policy,  # type: ignore[arg-type]
+                             options={r.name: r.options for r in refs})
 
 
 __all__ += ["build_estimator"]

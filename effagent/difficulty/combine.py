@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from effagent.difficulty.base import Difficulty, Estimator, Step, clamp01
 
 DEFAULT_ESTIMATOR = "trained"
+
+if TYPE_CHECKING:
+    from effagent.policy import Policy
 
 
 class LengthEstimator:
@@ -32,21 +36,27 @@ class LengthEstimator:
 
 
 class WeightedEstimator:
-    """Weighted mean of estimators' scores (weights normalised to sum 1; non-positive weights dropped)."""
+    """Weighted mean of estimators' scores (weights normalised to sum 1; non-positive weights dropped).
+    Members' own signals pass through under ``<member>.<signal>`` (``probe.*`` usage included)."""
 
-    def __init__(self, weights: Mapping[str, float], name: str | None = None) -> None:
+    def __init__(self, weights: Mapping[str, float], name: str | None = None, policy: Policy | None = None,
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         kept = {k: float(v) for k, v in weights.items() if v > 0}
         if not kept:
             raise ValueError("weights must name at least one estimator with a positive weight")
         total = sum(kept.values())
         self.weights = {k: v / total for k, v in kept.items()}
-        self.members: dict[str, Estimator] = {k: get_estimator(k) for k in self.weights}
+        opts = options or {}
+        self.members: dict[str, Estimator] = {k: get_estimator(k, policy, opts.get(k)) for k in self.weights}
         self.name = name or "+".join(f"{k}:{v:.2g}" for k, v in self.weights.items())
 
     def estimate(self, step: Step) -> Difficulty:
         parts = {k: e.estimate(step) for k, e in self.members.items()}
         score = sum(self.weights[k] * d.score for k, d in parts.items())
         signals = {f"{k}.score": d.score for k, d in parts.items()}
+        for k, d in parts.items():
+            for key, v in d.signals.items():
+                signals[key if key.startswith(f"{k}.") else f"{k}.{key}"] = v
         return Difficulty(score=clamp01(score), signals=signals, estimator=self.name)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
@@ -74,31 +84,32 @@ _FACTORIES: dict[str, Callable[[], Estimator]] = {
     "length": LengthEstimator,
     "heuristic": _heuristic,
 }
+#: estimators that need the policy (they call one of its tiers)
+_POLICY_FACTORIES = ("probe",)
 
 
 def available_estimators() -> list[str]:
-    """Registry names whose implementation can be imported here."""
-    out = []
-    for name in _FACTORIES:
-        if name == "heuristic":
-            try:
-                import effagent.difficulty.heuristic  # noqa: F401
-            except ImportError:
-                continue
-        out.append(name)
-    return out
+    """Registry names an estimator can be built from."""
+    return [*_FACTORIES, *_POLICY_FACTORIES]
 
 
-def get_estimator(name: str) -> Estimator:
-    """An estimator by registry name; ``"a:0.7,b:0.3"`` builds a WeightedEstimator."""
+def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str, Any] | None = None) -> Estimator:
+    """An estimator by registry name; ``"a:0.7,b:0.3"`` builds a WeightedEstimator. ``probe`` calls a tier of
+    ``policy`` (``options``: tier, max_tokens, method, timeout_s, retries)."""
     if ":" in name or "," in name:
         weights: dict[str, float] = {}
         for part in name.split(","):
             key, _, w = part.partition(":")
             weights[key.strip()] = float(w) if w else 1.0
-        return WeightedEstimator(weights)
+        return WeightedEstimator(weights, policy=policy)
+    if name == "probe":
+        if policy is None:
+            raise ValueError("the probe estimator calls a tier: build it with get_estimator('probe', policy=...)")
+        from effagent.difficulty.probe import LogprobProbeEstimator
+
+        return LogprobProbeEstimator.from_policy(policy, options)
     if name not in _FACTORIES:
-        raise KeyError(f"unknown estimator {name!r}; known: {', '.join(_FACTORIES)}")
+        raise KeyError(f"unknown estimator {name!r}; known: {', '.join(available_estimators())}")
     return _FACTORIES[name]()
 
 

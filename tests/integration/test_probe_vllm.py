@@ -90,18 +90,16 @@ def test_the_probe_gets_real_logprobs_and_the_servers_usage(tier, vllm_server):
     assert r.json()["choices"][0]["message"]["content"] == c.content
 
 
-def test_scores_on_easy_and_hard_prompts(measured, record_property):
+def test_scores_on_easy_and_hard_prompts(measured):
     easy = [d.score for d in measured["easy"]]
     hard = [d.score for d in measured["hard"]]
     for d in measured["easy"] + measured["hard"]:
         assert 0.0 <= d.score <= 1.0 and SIG_ERROR not in d.signals
         assert d.signals[SIG_TOKENS] > 0 and d.signals[SIG_MEAN_LOGPROB] < 0.0
     assert len({round(s, 6) for s in easy + hard}) > 1  # the probe discriminates between prompts at all
-    record_property("probe_easy_scores", [round(s, 3) for s in easy])
-    record_property("probe_hard_scores", [round(s, 3) for s in hard])
-    record_property("probe_latency_s", [round(d.signals[SIG_LATENCY], 2) for d in measured["easy"] + measured["hard"]])
+    latency = [round(d.signals[SIG_LATENCY], 2) for d in measured["easy"] + measured["hard"]]
     print(f"probe scores: easy {[round(s, 3) for s in easy]} mean {statistics.mean(easy):.3f}; "
-          f"hard {[round(s, 3) for s in hard]} mean {statistics.mean(hard):.3f}")
+          f"hard {[round(s, 3) for s in hard]} mean {statistics.mean(hard):.3f}; latency_s {latency}")
 
 
 TINY_MODEL = ("SmolLM2-135M opens multi-step problems with a fluent formula ('To solve this problem, we need to'), "

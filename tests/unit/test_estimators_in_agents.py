@@ -34,7 +34,7 @@ def test_policy_estimators_are_combined():
     pol = parse_policy(POLICY, env={})
     est = build_estimator(pol.difficulty)
     d = est.estimate(Step.from_prompt("What is 2 + 2?"))
-    assert set(d.signals) == {"trained.score", "heuristic.score"}
+    assert {"trained.score", "heuristic.score", "heuristic.tool_errors"} <= set(d.signals)
     assert 0.0 <= d.score <= 1.0
 
 
@@ -72,3 +72,26 @@ def test_stategraph_node_uses_the_same_estimators():
     est = build_estimator(pol.difficulty)
     score = est.estimate(Step.from_prompt("What is 2 + 2?")).score
     assert f"difficulty {score:.2f}" in node.ledger.records()[0].reason
+
+
+def test_probe_estimator_from_the_policy_is_paid_for_on_the_step():
+    """A logprob probe (here with a fake completion function) feeds the score and its call is in the ledger."""
+    from effagent.difficulty.probe import LogprobProbeEstimator
+    from effagent.governor import Governor
+    from effagent.llm.client import Completion
+
+    text = POLICY.replace("[{name: trained, weight: 0.6}, {name: heuristic, weight: 0.4}]",
+                          "[{name: heuristic, weight: 0.5}, {name: probe, weight: 0.5, options: {tier: small}}]")
+    pol = parse_policy(text, env={})
+    gov = Governor(pol)
+    probe = gov.estimator.members["probe"]
+    assert isinstance(probe, LogprobProbeEstimator)
+
+    def fake_complete(tier, messages, *, settings, n=1, logprobs=None, seed=None):
+        return [Completion(content="4", input_tokens=12, output_tokens=2, logprobs=[-2.0, -1.5])]
+
+    probe._complete = fake_complete  # a fake endpoint for this unit test
+    decision = gov.plan(Step.from_prompt("What is 2 + 2?"), "run-1")
+    assert "probe.score" in decision.signals and decision.signals["probe.score"] > 0.5  # unsure probe
+    (rec,) = gov.ledger.records("run-1")
+    assert rec.kind == "probe" and rec.tier == "small" and rec.usage.input_tokens == 12

@@ -55,13 +55,34 @@ def to_message(m: BaseMessage) -> Message:
                    reasoning=reasoning_text(m) if isinstance(m, AIMessage) else "")
 
 
-def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = ()) -> Step:
+class MessageCache:
+    """Converted messages by LangChain message id: an agent's history is re-read every step, but each message
+    is converted once. Bounded; messages without an id are converted every time."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._by_id: dict[str, Message] = {}
+
+    def convert(self, m: BaseMessage) -> Message:
+        mid = m.id
+        if not mid:
+            return to_message(m)
+        got = self._by_id.get(mid)
+        if got is None:
+            if len(self._by_id) >= self.size:
+                self._by_id.pop(next(iter(self._by_id)))
+            got = self._by_id[mid] = to_message(m)
+        return got
+
+
+def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: MessageCache | None = None) -> Step:
     names = []
     for t in tools:
         name = getattr(t, "name", None) or (t.get("name") if isinstance(t, Mapping) else None)
         if name:
             names.append(str(name))
-    return Step(messages=[to_message(m) for m in messages], tools=names)
+    convert = cache.convert if cache is not None else to_message
+    return Step(messages=[convert(m) for m in messages], tools=names)
 
 
 def reasoning_text(msg: AIMessage) -> str:
@@ -125,6 +146,7 @@ class StepRunner:
     def __init__(self, governor: Governor, reasoning_counter: ReasoningCounter | None = None) -> None:
         self.governor = governor
         self.reasoning_counter = reasoning_counter
+        self.cache = MessageCache()
 
     def messages_for(self, decision: Decision, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         """The conversation the chosen tier sees: a finalize instruction or a prompt-level budget appended."""
@@ -229,7 +251,7 @@ class StepRunner:
 
     def plan(self, messages: Sequence[BaseMessage], tools: Sequence[Any], run_id: str, thread_id: str | None,
              thread_base: Usage | None) -> StepContext:
-        step = to_step(messages, tools)
+        step = to_step(messages, tools, self.cache)
         decision = self.governor.plan(step, run_id, thread_id, thread_base)
         return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
                            prompt=step.prompt, text=" ".join(m.content for m in step.messages))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 from effagent.difficulty.base import Difficulty, Step, clamp01
 
@@ -28,19 +29,7 @@ class HeuristicEstimator:
     name = "heuristic"
 
     def prompt_signals(self, prompt: str) -> dict[str, float]:
-        words = len(prompt.split())
-        return {
-            "length": min(1.0, math.log1p(words) / math.log1p(400)),
-            "numbers": min(1.0, len(_NUMBER.findall(prompt)) / 8),
-            "math": min(1.0, len(_MATH.findall(prompt)) / 6),
-            "hard_words": min(1.0, len(_HARD_WORDS.findall(prompt)) / 2),
-            "easy_words": min(1.0, len(_EASY_WORDS.findall(prompt)) / 1),
-            "questions": min(1.0, max(0, prompt.count("?") - 1) / 3),
-        }
-
-    def _prompt_logit(self, s: dict[str, float]) -> float:
-        return (-2.0 + 2.2 * s["length"] + 1.2 * s["numbers"] + 1.0 * s["math"] + 1.6 * s["hard_words"]
-                - 1.4 * s["easy_words"] + 0.8 * s["questions"])
+        return dict(_prompt_signals(prompt))  # a copy: callers add the run's own signals to it
 
     def estimate(self, step: Step) -> Difficulty:
         s = self.prompt_signals(step.prompt)
@@ -48,8 +37,26 @@ class HeuristicEstimator:
         s["tool_errors"] = min(1.0, step.tool_errors / 3)
         s["repeats"] = min(1.0, (len(calls) - len(set(calls))) / 2) if calls else 0.0
         s["depth"] = min(1.0, step.index / 10)
-        logit = self._prompt_logit(s) + 1.2 * s["tool_errors"] + 0.8 * s["repeats"] + 0.4 * s["depth"]
+        logit = _prompt_logit(s) + 1.2 * s["tool_errors"] + 0.8 * s["repeats"] + 0.4 * s["depth"]
         return Difficulty(score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
-        return [clamp01(_sigmoid(self._prompt_logit(self.prompt_signals(p)))) for p in prompts]
+        return [clamp01(_sigmoid(_prompt_logit(_prompt_signals(p)))) for p in prompts]
+
+
+@lru_cache(maxsize=1024)  # an agent re-reads the same task every step; the features are a pure function of it
+def _prompt_signals(prompt: str) -> dict[str, float]:
+    words = len(prompt.split())
+    return {
+        "length": min(1.0, math.log1p(words) / math.log1p(400)),
+        "numbers": min(1.0, len(_NUMBER.findall(prompt)) / 8),
+        "math": min(1.0, len(_MATH.findall(prompt)) / 6),
+        "hard_words": min(1.0, len(_HARD_WORDS.findall(prompt)) / 2),
+        "easy_words": min(1.0, len(_EASY_WORDS.findall(prompt)) / 1),
+        "questions": min(1.0, max(0, prompt.count("?") - 1) / 3),
+    }
+
+
+def _prompt_logit(s: dict[str, float]) -> float:
+    return (-2.0 + 2.2 * s["length"] + 1.2 * s["numbers"] + 1.0 * s["math"] + 1.6 * s["hard_words"]
+            - 1.4 * s["easy_words"] + 0.8 * s["questions"])

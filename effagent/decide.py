@@ -53,6 +53,7 @@ class Decision(BaseModel):
     budget_left: BudgetLeft = Field(default_factory=BudgetLeft)
     loop: str | None = None  # why a loop was capped, when it was
     fallback: list[str] = Field(default_factory=list)  # tiers to try, in order, if this one fails
+    verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
 
 
 def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | None]:
@@ -182,6 +183,29 @@ def decide(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=samples, prompt_budget=band.prompt_budget, band=band.name,
         consistency=band.consistency.model_dump() if samples > 1 else None,
+        verify=band.cascade is not None and samples == 1,
         difficulty=difficulty.score, signals=difficulty.signals, reason="; ".join(reasons),
         budget_left=left, fallback=_fallback(policy, name),
     )
+
+
+def escalate(policy: Policy, decision: Decision, p_wrong: float) -> Decision | None:
+    """The cascade's second decision: after the cheap answer was scored (P(wrong) by the verifier), the
+    escalated call's Decision, or None to keep the cheap answer."""
+    band = policy.band_named(decision.band)
+    if band is None or band.cascade is None or decision.action != "call":
+        return None
+    c = band.cascade
+    if p_wrong < c.threshold:
+        return None
+    tier = policy.tier(c.to)
+    thinking = c.thinking and tier.thinking.supported
+    caps = [x for x in (c.thinking_budget, tier.thinking.max_budget, policy.budgets.step.max_thinking_tokens) if x]
+    budget = (min(caps) if caps else None) if thinking else None
+    max_tokens = min(x for x in (tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
+    return decision.model_copy(update={
+        "tier": c.to, "model": tier.model, "thinking": thinking, "thinking_budget": budget, "max_tokens": max_tokens,
+        "verify": False, "fallback": _fallback(policy, c.to),
+        "reason": f"{decision.reason}; cascade: the {decision.tier} answer looks wrong "
+                  f"(P={p_wrong:.2f} >= {c.threshold}), escalated to {c.to}",
+    })

@@ -139,6 +139,21 @@ class Consistency(_Strict):
     """Sample i is drawn with seed + i, so runs are reproducible."""
 
 
+class Cascade(_Strict):
+    """FrugalGPT-style cascade: the band's (cheap) tier answers first; the cascade verifier scores that answer
+    (final answer present, arithmetic checks out, truncation, hedging) and the step goes to ``to`` only when
+    the answer looks wrong. The cheap call is always paid."""
+
+    to: str
+    """Tier to escalate to."""
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Escalate when the verifier's P(cheap answer is wrong) is at least this."""
+    thinking: bool = False
+    """Thinking on the escalated call."""
+    thinking_budget: NonNegInt = 0
+    """Thinking budget of the escalated call (0 = the tier's own cap)."""
+
+
 class Band(_Strict):
     """A difficulty band [min, max) and what a step in it gets."""
 
@@ -155,6 +170,9 @@ class Band(_Strict):
     """Prompt-level length budget: TALE-style token estimate, or Chain-of-Draft terse steps."""
     consistency: Consistency = Field(default_factory=Consistency)
     """How the samples are drawn and when to stop (used when samples > 1)."""
+    cascade: Cascade | None = None
+    """Answer on this band's tier first and escalate only when the answer looks wrong (answer steps only;
+    a step that calls tools is not verified)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
@@ -301,6 +319,12 @@ class Policy(_Strict):
                                      f"[{a.max}, {b.min}) is not covered; set min: {a.max}"))
         for i, band in enumerate(self.bands):
             need_tier(("bands", i, "tier"), band.tier)
+            if band.cascade is not None:
+                need_tier(("bands", i, "cascade", "to"), band.cascade.to)
+                target = self.tiers.get(band.cascade.to)
+                if target is not None and band.cascade.thinking and not target.thinking.supported:
+                    problems.append((("bands", i, "cascade", "thinking"), f"tier {band.cascade.to!r} cannot think; "
+                                     "set cascade.thinking: false or escalate to a thinking tier"))
             tier = self.tiers.get(band.tier)
             if tier is not None and band.thinking:
                 if not tier.thinking.supported:
@@ -318,6 +342,9 @@ class Policy(_Strict):
         return self
 
     # -- helpers the rest of the code uses -------------------------------------------------------
+    def band_named(self, name: str | None) -> Band | None:
+        return next((b for b in self.bands if b.name == name), None)
+
     def band_for(self, score: float) -> Band:
         for band in self.bands:
             if band.min <= score < band.max:

@@ -7,14 +7,14 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.errors import GraphBubbleUp
 
-from effagent.decide import Decision
+from effagent.decide import Decision, escalate
 from effagent.difficulty.base import Message, Step, ToolCall
 from effagent.errors import EffagentError, EndpointError
 from effagent.governor import Governor, approx_tokens
@@ -147,6 +147,7 @@ class StepRunner:
         self.governor = governor
         self.reasoning_counter = reasoning_counter
         self.cache = MessageCache()
+        self.verifier: Any = None  # the cascade verifier, loaded on first use
 
     def messages_for(self, decision: Decision, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         """The conversation the chosen tier sees: a finalize instruction or a prompt-level budget appended."""
@@ -199,8 +200,23 @@ class StepRunner:
         self.governor.end_step(ctx.run_id, decision, usage)
         return (ctx.thread_base if ctx.thread_base is not None else Usage()) + usage
 
-    def _settle(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float) -> Usage:
-        return self._finish(ctx, tier, ai, self._record(ctx, tier, ai, started).usage)
+    # -- cascade: verify the cheap answer, escalate when it looks wrong -------------------------------------
+    def _escalation(self, ctx: StepContext, ai: AIMessage | None) -> StepContext | None:
+        """The escalated step's context when the decision asks for verification and the answer looks wrong.
+        Only answers are verified: a step that calls tools goes on as the agent asked."""
+        if not ctx.decision.verify or ai is None or ai.tool_calls:
+            return None
+        if self.verifier is None:
+            from effagent.difficulty.verifier import CascadeVerifier
+
+            self.verifier = CascadeVerifier()
+        p_wrong = self.verifier.verify(ctx.prompt, _text(ai.content)).score
+        up = escalate(self.governor.policy, ctx.decision, p_wrong)
+        return None if up is None else replace(ctx, decision=up)
+
+    def _escalated(self, up: StepContext, cheap: StepRecord, ai: AIMessage | None, started: float) -> Usage:
+        rec = self._record(up, up.decision.tier, ai, started)
+        return self._finish(up, up.decision.tier, ai, cheap.usage + rec.usage)
 
     # -- adaptive self-consistency (decision.samples > 1) ------------------------------------------------
     def _sc_config(self, ctx: StepContext) -> tuple[SCConfig, float]:
@@ -275,7 +291,19 @@ class StepRunner:
             except Exception as err:  # endpoint down, timeout, 5xx, malformed body: try the next tier
                 self._fail(ctx, tier, err, started, attempts)
                 continue
-            return result, self._settle(ctx, tier, ai_of(result), started)
+            rec = self._record(ctx, tier, ai_of(result), started)
+            up = self._escalation(ctx, ai_of(result))
+            if up is not None:
+                started = time.perf_counter()
+                try:
+                    better = attempt(up.decision.tier, self.governor.settings(up.decision, up.decision.tier))
+                except (EffagentError, GraphBubbleUp):
+                    raise
+                except Exception as err:  # the escalation failed: the cheap answer stands
+                    self._fail(up, up.decision.tier, err, started, attempts)
+                else:
+                    return better, self._escalated(up, rec, ai_of(better), started)
+            return result, self._finish(ctx, tier, ai_of(result), rec.usage)
         self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
 
@@ -302,7 +330,19 @@ class StepRunner:
             except Exception as err:
                 self._fail(ctx, tier, err, started, attempts)
                 continue
-            return result, self._settle(ctx, tier, ai_of(result), started)
+            rec = self._record(ctx, tier, ai_of(result), started)
+            up = self._escalation(ctx, ai_of(result))
+            if up is not None:
+                started = time.perf_counter()
+                try:
+                    better = await attempt(up.decision.tier, self.governor.settings(up.decision, up.decision.tier))
+                except (EffagentError, GraphBubbleUp):
+                    raise
+                except Exception as err:  # the escalation failed: the cheap answer stands
+                    self._fail(up, up.decision.tier, err, started, attempts)
+                else:
+                    return better, self._escalated(up, rec, ai_of(better), started)
+            return result, self._finish(ctx, tier, ai_of(result), rec.usage)
         self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
 

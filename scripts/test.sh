@@ -22,6 +22,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
     || echo "!! could not install redis-server; redis tests will report it"
 fi
 
+echo "== lint (ruff)"
+.venv/bin/ruff check effagent integrations tests examples
+
 echo "== running tests"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -114,6 +114,7 @@ def baseline_policy(policy: Policy) -> Policy:
     band = Band(name="all", min=0.0, max=1.0, tier=name, thinking=tier.thinking.supported)
     return policy.model_copy(update={
         "name": "plain", "bands": [band], "budgets": Budgets(), "loop_guard": LoopGuard(enabled=False),
+        "telemetry": policy.telemetry.model_copy(update={"enabled": False}),  # the report shows the governed run
     })
 
 

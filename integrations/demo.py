@@ -238,8 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     p, e = rows
     if p.input_tokens + p.output_tokens:
         saved = 1 - (e.input_tokens + e.output_tokens) / (p.input_tokens + p.output_tokens)
-        print(f"tokens: {saved:+.0%} saved vs plain; $: "
-              f"{(1 - e.cost_usd / p.cost_usd) if p.cost_usd else 0:+.0%} saved; "
+        print(f"effagent vs plain: {saved:.0%} fewer tokens, "
+              f"{(1 - e.cost_usd / p.cost_usd) if p.cost_usd else 0:.0%} fewer $; "
               f"correct: {e.correct}/{e.tasks} vs {p.correct}/{p.tasks} "
               "(the bundled 135M model tests the mechanics, not answer quality)")
     result = {"rows": [r.model_dump() for r in rows], "answers": answers, "policy": str(args.policy)}

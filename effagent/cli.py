@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-step efficiency for LLM agents: difficulty-aware routing, thinking budgets, loop caps, "
                     "a token/$ ledger and OpenTelemetry traces, driven by a YAML policy.",
     )
+    from effagent import __version__
+
+    parser.add_argument("--version", action="version", version=f"effagent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check policy files; exit 2 with PATH:LINE:COL problems when invalid")

@@ -270,7 +270,7 @@ class StepRunner:
         step = to_step(messages, tools, self.cache)
         decision = self.governor.plan(step, run_id, thread_id, thread_base)
         return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
-                           prompt=step.prompt, text=" ".join(m.content for m in step.messages))
+                           step=step)
 
     def run(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], T],
             ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
@@ -283,12 +283,9 @@ class StepRunner:
                 if sampled:
                     return self._sampled(ctx, tier, lambda extra, t=tier: attempt(t, extra), ai_of)
                 result = attempt(tier, {})
-            except EndpointError as err:  # a tier call failed inside effagent.llm: try the next tier
-                self._fail(ctx, tier, err, started, attempts)
-                continue
-            except (EffagentError, GraphBubbleUp):
-                raise
-            except Exception as err:  # endpoint down, timeout, 5xx, malformed body: try the next tier
+            except Exception as err:
+                if not tier_failed(err):
+                    raise
                 self._fail(ctx, tier, err, started, attempts)
                 continue
             rec = self._record(ctx, tier, ai_of(result), started)
@@ -297,10 +294,10 @@ class StepRunner:
                 started = time.perf_counter()
                 try:
                     better = attempt(up.decision.tier, self.governor.settings(up.decision, up.decision.tier))
-                except (EffagentError, GraphBubbleUp):
-                    raise
-                except Exception as err:  # the escalation failed: the cheap answer stands
-                    self._fail(up, up.decision.tier, err, started, attempts)
+                except Exception as err:
+                    if not tier_failed(err):
+                        raise
+                    self._fail(up, up.decision.tier, err, started, attempts)  # the cheap answer stands
                 else:
                     return better, self._escalated(up, rec, ai_of(better), started)
             return result, self._finish(ctx, tier, ai_of(result), rec.usage)
@@ -322,12 +319,9 @@ class StepRunner:
             started = time.perf_counter()
             try:
                 result = await attempt(tier, {})
-            except EndpointError as err:  # a tier call failed inside effagent.llm: try the next tier
-                self._fail(ctx, tier, err, started, attempts)
-                continue
-            except (EffagentError, GraphBubbleUp):
-                raise
             except Exception as err:
+                if not tier_failed(err):
+                    raise
                 self._fail(ctx, tier, err, started, attempts)
                 continue
             rec = self._record(ctx, tier, ai_of(result), started)
@@ -336,15 +330,22 @@ class StepRunner:
                 started = time.perf_counter()
                 try:
                     better = await attempt(up.decision.tier, self.governor.settings(up.decision, up.decision.tier))
-                except (EffagentError, GraphBubbleUp):
-                    raise
-                except Exception as err:  # the escalation failed: the cheap answer stands
-                    self._fail(up, up.decision.tier, err, started, attempts)
+                except Exception as err:
+                    if not tier_failed(err):
+                        raise
+                    self._fail(up, up.decision.tier, err, started, attempts)  # the cheap answer stands
                 else:
                     return better, self._escalated(up, rec, ai_of(better), started)
             return result, self._finish(ctx, tier, ai_of(result), rec.usage)
         self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
+
+
+def tier_failed(err: BaseException) -> bool:
+    """True when ``err`` means the tier's endpoint failed (unreachable, timeout, 5xx, malformed body, or an
+    EndpointError from effagent.llm) and the next tier should be tried; budget errors, other effagent errors
+    and LangGraph control flow propagate."""
+    return isinstance(err, EndpointError) or not isinstance(err, EffagentError | GraphBubbleUp)
 
 
 @dataclass
@@ -353,8 +354,16 @@ class StepContext:
     thread_id: str | None
     thread_base: Usage | None
     decision: Decision
-    prompt: str = ""
-    text: str = ""  # the conversation's text, for estimating usage a server did not report
+    step: Step
+
+    @property
+    def prompt(self) -> str:
+        return self.step.prompt
+
+    @property
+    def text(self) -> str:
+        """The conversation's text, for estimating usage a server did not report."""
+        return " ".join(m.content for m in self.step.messages)
 
 
 def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel] | None,

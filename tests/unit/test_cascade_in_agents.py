@@ -8,7 +8,7 @@ from effagent.integrations.langgraph import EfficiencyNode
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 
-from effagent import parse_policy
+from effagent import EndpointError, parse_policy
 from tests.fakes import FakeTierModel, ai
 
 POLICY = """\
@@ -69,3 +69,21 @@ def test_unknown_cascade_tier_is_a_policy_error():
     with pytest.raises(PolicyError) as e:
         parse_policy(POLICY.replace("to: large", "to: huge"), source="p.yaml", env={})
     assert "bands.0.cascade.to" in str(e.value) and "unknown tier 'huge'" in str(e.value)
+
+
+class FakeEndpointDown(EndpointError):
+    """What effagent.llm raises when a tier's server is down (a fake for the test)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__([msg])
+
+
+def test_a_failed_escalation_keeps_the_cheap_answer():
+    small = FakeTierModel(tier="small", script=[ai("I don't know")])
+    large = FakeTierModel(tier="large", fail_with=FakeEndpointDown)
+    mw = EfficiencyMiddleware(parse_policy(POLICY, env={}), models={"small": small, "large": large})
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    out = agent.invoke({"messages": [HumanMessage(Q)]})
+    assert out["messages"][-1].content == "I don't know"
+    recs = mw.ledger.records()
+    assert [(r.tier, r.ok) for r in recs] == [("small", True), ("large", False)]

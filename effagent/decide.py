@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from effagent._trusted import trusted
 from effagent.difficulty.base import Difficulty
 from effagent.errors import BudgetExceeded
 from effagent.ledger.base import LedgerState
@@ -65,7 +66,7 @@ def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | No
 def budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
     rt, rd = _left(policy.budgets.run, state.run.total_tokens, state.run.cost_usd)
     tt, td = _left(policy.budgets.thread, state.thread.total_tokens, state.thread.cost_usd)
-    return BudgetLeft(run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
+    return trusted(BudgetLeft, run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
 
 
 def _exhausted(policy: Policy, state: LedgerState, left: BudgetLeft) -> tuple[str, str, str] | None:
@@ -89,7 +90,7 @@ def _fallback(policy: Policy, tier: str) -> list[str]:
     if tier in order:
         i = order.index(tier)
         return order[i + 1:] + order[:i]
-    return order
+    return list(order)
 
 
 def decide(
@@ -103,6 +104,9 @@ def decide(
     shared_exhausted: str | None = None,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
+
+    Every value comes from the validated policy, the estimate (a score in [0, 1]) and the ledger, so the
+    Decision is built without re-validation (this runs on every model step).
 
     ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` an estimate of the
     prompt size, used to keep the step inside the remaining budget; ``shared_exhausted`` says a shared
@@ -126,10 +130,10 @@ def decide(
             why = f"team budget exhausted ({shared_exhausted})"
         else:
             why = f"loop capped: {loop}"
-        return Decision(
+        return trusted(Decision,
             step=step, action="finalize", tier=name, model=tier.model, thinking=False, thinking_budget=None,
             max_tokens=min(fin.max_tokens, tier.max_tokens), samples=1, band=None,
-            difficulty=difficulty.score, signals=difficulty.signals,
+            difficulty=difficulty.score, signals=dict(difficulty.signals),
             reason=f"{why}; one last call without thinking for the final answer",
             budget_left=left, loop=loop, fallback=_fallback(policy, name),
         )
@@ -179,12 +183,12 @@ def decide(
         reasons.append(f"thinking on, budget {budget if budget is not None else 'unbounded'}")
     else:
         reasons.append("thinking off")
-    return Decision(
+    return trusted(Decision,
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=samples, prompt_budget=band.prompt_budget, band=band.name,
         consistency=band.consistency.model_dump() if samples > 1 else None,
         verify=band.cascade is not None and samples == 1,
-        difficulty=difficulty.score, signals=difficulty.signals, reason="; ".join(reasons),
+        difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
         budget_left=left, fallback=_fallback(policy, name),
     )
 

@@ -8,9 +8,11 @@ spending lives in the ledger (and, for threads, in the graph state the integrati
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
+from effagent._trusted import trusted
 from effagent.decide import Decision, decide
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator, Step
@@ -33,6 +35,15 @@ def merge_settings(*parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _copy(value: Any) -> Any:
+    """A copy of nested dicts/lists of plain values (much cheaper than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 def approx_tokens(text: str) -> int:
     """A rough prompt size (4 characters a token) used only to keep a step inside the remaining budget;
     accounting always uses the usage the server reports."""
@@ -50,6 +61,7 @@ class Governor:
             policy.ledger.backend == "redis" or team.tokens is not None or team.usd is not None)
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
+        self._settings: dict[tuple[str, bool, int | None, int], dict[str, Any]] = {}
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
         if observer is None:
             from effagent.telemetry import observer_from_policy
@@ -77,8 +89,7 @@ class Governor:
         step = step.model_copy(update={"index": state.steps})
         loop = loopguard.check(step, self.policy.loop_guard)
         difficulty = self.estimator.estimate(step)
-        text = " ".join(m.content for m in step.messages)
-        inp = approx_tokens(text)
+        inp = max(1, sum(len(m.content) + 1 for m in step.messages) // 4)  # approx_tokens of the joined text
         decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
         if decision.action == "call" and self._reserving:
             hold = self._reserve(decision, run_id, thread_id, inp)
@@ -135,16 +146,22 @@ class Governor:
         """Request keys (litellm / ChatLiteLLM kwargs) that carry the decision to ``tier_name``
         (the decided tier by default; a fallback tier gets the same decision within its own limits)."""
         name = tier_name or decision.tier
-        tier = self.policy.tier(name)
-        on = decision.thinking and tier.thinking.supported
-        budget = decision.thinking_budget if on else None
-        if on and budget is not None and tier.thinking.max_budget:
-            budget = min(budget, tier.thinking.max_budget)
-        return merge_settings(
-            {"extra_body": dict(tier.extra_body)} if tier.extra_body else {},
-            thinking.thinking_settings(tier, on) if tier.thinking.supported else {},
-            length.length_settings(tier, min(decision.max_tokens, tier.max_tokens), on, budget),
-        )
+        key = (name, decision.thinking, decision.thinking_budget, decision.max_tokens)
+        got = self._settings.get(key)
+        if got is None:
+            tier = self.policy.tier(name)
+            on = decision.thinking and tier.thinking.supported
+            budget = decision.thinking_budget if on else None
+            if on and budget is not None and tier.thinking.max_budget:
+                budget = min(budget, tier.thinking.max_budget)
+            got = merge_settings(
+                {"extra_body": dict(tier.extra_body)} if tier.extra_body else {},
+                thinking.thinking_settings(tier, on) if tier.thinking.supported else {},
+                length.length_settings(tier, min(decision.max_tokens, tier.max_tokens), on, budget),
+            )
+            if len(self._settings) < 4096:  # a policy has few distinct settings; the bound guards odd callers
+                self._settings[key] = got
+        return _copy(got)  # callers may change their copy
 
     def account(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                 input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
@@ -152,14 +169,16 @@ class Governor:
                 response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
         """Record one call's usage (cost at the tier's prices) in the ledger and tell the observer."""
         t = self.policy.tier(tier)
-        reasoning_tokens = min(max(0, reasoning_tokens), max(0, output_tokens))
-        usage = Usage(input_tokens=max(0, input_tokens), output_tokens=max(0, output_tokens),
-                      reasoning_tokens=reasoning_tokens, cost_usd=t.price.cost(max(0, input_tokens),
-                                                                                max(0, output_tokens)),
-                      calls=1)
-        rec = StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
-                         kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
-                         tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error)
+        # counts are clamped to non-negative ints here, so the records are built without re-validation
+        inp, out = max(0, int(input_tokens)), max(0, int(output_tokens))
+        usage = trusted(Usage, input_tokens=inp, output_tokens=out,
+                                      reasoning_tokens=min(max(0, int(reasoning_tokens)), out),
+                                      cost_usd=t.price.cost(inp, out), calls=1)
+        rec = trusted(
+            StepRecord,
+            run_id=run_id, thread_id=thread_id, step=decision.step,
+            kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
+            tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error, ts=time.time())
         hold = self._take_hold(run_id, decision.step) if ok and kind in ("model", "sample") else None
         if hold is not None:
             self.ledger.settle(hold, rec)

@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.config import get_config
 from langgraph.errors import GraphBubbleUp
 
+from effagent._trusted import trusted
 from effagent.decide import Decision, escalate
 from effagent.difficulty.base import Message, Step, ToolCall
 from effagent.errors import EffagentError, EndpointError
@@ -47,11 +49,14 @@ def to_message(m: BaseMessage) -> Message:
     if isinstance(m, AIMessage):
         for c in m.tool_calls or []:
             args = c.get("args") if isinstance(c.get("args"), dict) else {}
-            calls.append(ToolCall(name=str(c.get("name") or ""), args=args or {}))
+            calls.append(trusted(ToolCall, name=str(c.get("name") or ""), args=dict(args or {})))
+    content = _text(m.content)
     is_error = isinstance(m, ToolMessage) and (getattr(m, "status", "success") == "error"
-                                                or _text(m.content).lower().startswith("error"))
-    return Message(role=role, content=_text(m.content), tool_calls=calls,  # type: ignore[arg-type]
-                   name=getattr(m, "name", None), is_error=is_error,
+                                                or content[:5].lower() == "error")
+    name = getattr(m, "name", None)
+    # every field is already a str/bool/list of the right type here: build without re-validation
+    return trusted(Message, role=role, content=content, tool_calls=calls,
+                   name=name if isinstance(name, str) else None, is_error=is_error,
                    reasoning=reasoning_text(m) if isinstance(m, AIMessage) else "")
 
 
@@ -82,7 +87,7 @@ def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: M
         if name:
             names.append(str(name))
     convert = cache.convert if cache is not None else to_message
-    return Step(messages=[convert(m) for m in messages], tools=names)
+    return trusted(Step, messages=[convert(m) for m in messages], tools=names, index=0)
 
 
 def reasoning_text(msg: AIMessage) -> str:
@@ -111,19 +116,36 @@ def usage_of(msg: AIMessage) -> tuple[int | None, int | None, int]:
     return num(um.get("input_tokens")), num(um.get("output_tokens")), reasoning
 
 
+_last_thread_usage: tuple[Any, Usage] = (None, Usage())
+
+
+def thread_usage_for_state(total: Usage) -> dict[str, Any]:
+    """The thread total as the plain dict kept in graph state (checkpointers serialise plain values)."""
+    global _last_thread_usage
+    raw = total.model_dump()
+    _last_thread_usage = (raw, total)  # the next step reads this very dict back: no need to validate it
+    return raw
+
+
 def thread_usage_from_state(state: Mapping[str, Any], key: str) -> Usage | None:
+    """The thread total the previous step wrote into graph state (validated: it may come from a checkpoint).
+    The state hands back the very dict the last step wrote, so the last one validated is remembered."""
+    global _last_thread_usage
     raw = state.get(key)
     if isinstance(raw, Usage):
         return raw
     if isinstance(raw, Mapping):
-        return Usage.model_validate(dict(raw))
+        seen, usage = _last_thread_usage
+        if seen is raw:
+            return usage
+        usage = Usage.model_validate(dict(raw))
+        _last_thread_usage = (raw, usage)
+        return usage
     return None
 
 
 def thread_id_from_config() -> str | None:
     try:
-        from langgraph.config import get_config
-
         cfg = get_config()
     except Exception:  # outside a graph run
         return None
@@ -195,7 +217,7 @@ class StepRunner:
                 # the final call must end the run: a model that still asks for tools gets its calls dropped
                 ai.tool_calls = []
                 ai.content = ai.content or "(no final answer: the model asked for a tool after the budget was spent)"
-            meta = {"tier": tier, "decision": decision.model_dump(mode="json"), **(extra_meta or {})}
+            meta = {"tier": tier, "decision": decision.model_dump(), **(extra_meta or {})}  # JSON types only
             ai.response_metadata = {**(ai.response_metadata or {}), "effagent": meta}
         self.governor.end_step(ctx.run_id, decision, usage)
         return (ctx.thread_base if ctx.thread_base is not None else Usage()) + usage

@@ -37,6 +37,7 @@ from ._lc import (
     check_models,
     default_reasoning_counter,
     thread_id_from_config,
+    thread_usage_for_state,
     thread_usage_from_state,
 )
 
@@ -111,7 +112,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
     @staticmethod
     def _extended(response: ModelResponse, thread_total: Usage) -> ExtendedModelResponse:
         return ExtendedModelResponse(model_response=response,
-                                     command=Command(update={THREAD_KEY: thread_total.model_dump()}))
+                                     command=Command(update={THREAD_KEY: thread_usage_for_state(thread_total)}))
 
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:

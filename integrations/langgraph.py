@@ -41,6 +41,7 @@ from ._lc import (
     StepRunner,
     check_models,
     default_reasoning_counter,
+    thread_usage_for_state,
     thread_usage_from_state,
 )
 
@@ -104,7 +105,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         return [SystemMessage(self.system_prompt), *msgs] if self.system_prompt else msgs
 
     def _update(self, ctx: StepContext, new_run: bool, ai: AIMessage, total: Any) -> dict[str, Any]:
-        update: dict[str, Any] = {self.messages_key: [ai], THREAD_KEY: total.model_dump()}
+        update: dict[str, Any] = {self.messages_key: [ai], THREAD_KEY: thread_usage_for_state(total)}
         if new_run:
             update[RUN_KEY] = ctx.run_id
         if not ai.tool_calls:  # the agent answers: this run is over

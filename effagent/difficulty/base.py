@@ -5,9 +5,10 @@ Framework-free: integrations turn their own message objects into :class:`Step` r
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -19,6 +20,26 @@ class ToolCall(BaseModel):
 
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
+    _key: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the cached key is not part of a call's identity
+        if not isinstance(other, ToolCall):
+            return NotImplemented
+        return self.name == other.name and self.args == other.args
+
+    __hash__ = None  # type: ignore[assignment]  # args is a dict
+
+    @property
+    def key(self) -> str:
+        """Name and canonical JSON arguments: equal keys = the same call. Computed once per call object (an
+        agent's history is re-read every step; integrations convert each message once)."""
+        private = self.__pydantic_private__  # a slot: much faster than pydantic's private-attribute lookup
+        key = private.get("_key") if private is not None else None
+        if key is None:
+            key = self.name + json.dumps(self.args, sort_keys=True, default=str)
+            if private is not None:
+                private["_key"] = key
+        return key
 
 
 class Message(BaseModel):

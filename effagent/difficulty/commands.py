@@ -117,7 +117,7 @@ def register(subparsers: Any) -> None:
     t = sub.add_parser("train", help="fit the trained estimator on llmrouter_train.json, write the artifact")
     t.add_argument("--train", default=None, help="train JSON (default: <data>/routing/llmrouter_train.json)")
     t.add_argument("--out", default=None, help="artifact path (default: the package artifact)")
-    t.add_argument("--alpha", type=float, default=1.0, help="ridge regularisation")
+    t.add_argument("--alpha", type=float, default=3.0, help="ridge regularisation")
     t.add_argument("--max-terms", type=int, default=20000, help="vocabulary size")
     t.add_argument("--folds", type=int, default=5, help="CV folds for the printed metrics (1 = none)")
     t.set_defaults(func=cmd_train)

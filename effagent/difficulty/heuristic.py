@@ -6,6 +6,7 @@ import math
 import re
 from functools import lru_cache
 
+from effagent._trusted import trusted
 from effagent.difficulty.base import Difficulty, Step, clamp01
 
 _HARD_WORDS = re.compile(
@@ -33,12 +34,12 @@ class HeuristicEstimator:
 
     def estimate(self, step: Step) -> Difficulty:
         s = self.prompt_signals(step.prompt)
-        calls = [(c.name, repr(sorted(c.args.items()))) for c in step.tool_calls]
+        calls = [c.key for c in step.tool_calls]
         s["tool_errors"] = min(1.0, step.tool_errors / 3)
         s["repeats"] = min(1.0, (len(calls) - len(set(calls))) / 2) if calls else 0.0
         s["depth"] = min(1.0, step.index / 10)
         logit = _prompt_logit(s) + 1.2 * s["tool_errors"] + 0.8 * s["repeats"] + 0.4 * s["depth"]
-        return Difficulty(score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
+        return trusted(Difficulty, score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
         return [clamp01(_sigmoid(_prompt_logit(_prompt_signals(p)))) for p in prompts]

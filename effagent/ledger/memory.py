@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from effagent._trusted import trusted
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
     STEP_KINDS,
@@ -104,7 +105,7 @@ class InMemoryLedger(Ledger):
                 thread = self._threads.get(thread_id) or Usage()
             else:
                 thread = Usage()
-            return LedgerState(run=run, thread=thread, steps=len(steps) if steps else 0)
+            return trusted(LedgerState, run=run, thread=thread, steps=len(steps) if steps else 0)
 
     def total(self) -> Usage:
         with self._lock:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 from effagent.difficulty.base import Step
 from effagent.policy import LoopGuard
@@ -15,8 +16,12 @@ _REFLECT = ("let me double-check", "let me verify", "let me re-check", "let me c
             "on second thought", "let me reconsider", "revised", "revision", "critique", "i apologize")
 
 
-def _call_key(name: str, args: dict[str, object]) -> str:
-    return name + json.dumps(args, sort_keys=True, default=str)
+@lru_cache(maxsize=4096)  # every step re-reads the same drafts: compare each pair once
+def _revision(prev: str, cur: str) -> tuple[float, bool]:
+    """How much ``cur`` changed ``prev`` (0 = identical, 1 = nothing in common) and whether it reads as a
+    reflection round."""
+    low = cur.lower()
+    return 1.0 - SequenceMatcher(None, prev, cur, autojunk=False).ratio(), any(w in low for w in _REFLECT)
 
 
 def check(step: Step, cfg: LoopGuard) -> str | None:
@@ -27,7 +32,7 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
         return f"step {step.index} reached loop_guard.max_steps={cfg.max_steps}"
     counts: dict[str, int] = {}
     for call in step.tool_calls:
-        k = _call_key(call.name, call.args)
+        k = call.key
         counts[k] = counts.get(k, 0) + 1
         if counts[k] > cfg.max_repeated_tool_calls:
             return (f"tool call {call.name}({json.dumps(call.args, sort_keys=True, default=str)[:80]}) repeated "
@@ -35,8 +40,7 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
     drafts = [m.content for m in step.messages if m.role == "assistant" and not m.tool_calls and m.content]
     stalled = 0
     for prev, cur in zip(drafts, drafts[1:], strict=False):
-        change = 1.0 - SequenceMatcher(None, prev, cur, autojunk=False).ratio()
-        reflective = any(w in cur.lower() for w in _REFLECT)
+        change, reflective = _revision(prev, cur)
         stalled = stalled + 1 if change < cfg.min_change_ratio or (reflective and change < 0.5) else 0
         if stalled >= cfg.max_reflection_rounds:
             return (f"{stalled} revision rounds changed the draft by less than "
@@ -86,6 +90,7 @@ def scan_verifications(text: str) -> VerificationScan:
     return VerificationScan(len(starts), tuple(starts), tuple(samples))
 
 
+@lru_cache(maxsize=1024)  # the last assistant message's reasoning is re-checked every later step
 def check_reasoning(text: str, limit: int) -> str | None:
     """Why the reasoning is looping on self-verification (more than ``limit`` such sentences), or None."""
     scan = scan_verifications(text)

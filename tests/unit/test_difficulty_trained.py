@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import socket
 
 import pytest
@@ -88,3 +89,42 @@ def test_trained_beats_random_on_held_out_pair() -> None:
     rs = load_llmrouter_pair(data_dir() / "routing" / "llmrouter_test.json", None)
     s = TrainedEstimator().score_prompts(rs.prompts)
     assert apgr(s, rs.cheap_correct, rs.strong_correct) > 0.5
+
+
+def test_word_problem_detector_and_dense_features() -> None:
+    from effagent.difficulty.trained import DENSE_FEATURES, dense_features, looks_like_word_problem
+
+    wp = "Tom has 12 apples and buys 3 more bags with 6 apples each. How many apples does he have now?"
+    assert looks_like_word_problem(wp)
+    assert not looks_like_word_problem("What is the capital of France?")
+    assert not looks_like_word_problem("def f(x):\n    return 2 * x  # how many times is 3 used in 4 lines?")
+    assert not looks_like_word_problem(r"Compute $\frac{3}{4} + 2$ and find how many 5s there are.")
+    for p in (wp, "", "x" * 5000, "1e999 99999999999999999999999999"):
+        f = dense_features(p)
+        assert len(f) == len(DENSE_FEATURES) and all(math.isfinite(v) for v in f)
+
+
+def test_flattened_trees_match_sklearn() -> None:
+    pytest.importorskip("sklearn")
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from effagent.difficulty.trained import _flatten_trees, _Trees
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    y = x[:, 0] * x[:, 1] + np.sin(x[:, 2])
+    hgb = HistGradientBoostingRegressor(max_iter=30, max_depth=3, early_stopping=False).fit(x, y)
+    flat = _flatten_trees(hgb)
+    x_new = rng.normal(size=(50, 5))
+    assert np.allclose(_Trees(flat).predict(x_new, chunk=7), hgb.predict(x_new))
+
+
+def test_batch_and_single_scores_agree() -> None:
+    est = TrainedEstimator()
+    prompts = ["Tom has 12 apples and buys 3 more. How many apples does he have?", "Who wrote Hamlet?", ""]
+    batch = est.score_prompts(prompts)
+    assert batch == pytest.approx([est.estimate(Step.from_prompt(p)).score for p in prompts])
+    art = load_artifact()
+    assert art.version == 2 and len(art.dense_names) * 2 + 1 == len(art.dense_weights)
+    assert art.trees.roots and art.meta["metrics"]["cv_apgr_mean_over_pairs"] > 0.6

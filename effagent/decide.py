@@ -6,6 +6,7 @@ Nothing else in effagent chooses a tier, a thinking budget, a sample count or wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -14,7 +15,7 @@ from effagent._trusted import trusted
 from effagent.difficulty.base import Difficulty
 from effagent.errors import BudgetExceeded
 from effagent.ledger.base import LedgerState
-from effagent.policy import Limit, Policy, Tier
+from effagent.policy import Band, Limit, Policy, Tier
 
 
 class BudgetLeft(BaseModel):
@@ -138,18 +139,10 @@ def decide(
             budget_left=left, loop=loop, fallback=_fallback(policy, name),
         )
 
-    band = policy.band_for(difficulty.score)
-    name = band.tier
-    tier = policy.tier(name)
-    reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"]
-
-    max_tokens = min(x for x in (band.max_tokens, tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
-    thinking = band.thinking and tier.thinking.supported
-    budget: int | None = None
-    if thinking:
-        caps = [c for c in (band.thinking_budget, tier.thinking.max_budget,
-                            policy.budgets.step.max_thinking_tokens) if c]
-        budget = min(caps) if caps else None
+    plan = _band_plans(policy).for_score(difficulty.score)
+    name, tier = plan.tier_name, plan.tier
+    reasons = [f"difficulty {difficulty.score:.2f} {plan.where}"]
+    max_tokens, thinking, budget = plan.max_tokens, plan.thinking, plan.thinking_budget
 
     # stay inside what is left: fewer output tokens, then a cheaper tier if even that does not fit in $.
     tokens_left = left.tokens()
@@ -162,8 +155,9 @@ def decide(
             budget = max(0, max_tokens // 2)
             reasons.append(f"thinking budget cut to {budget}")
     usd_left = left.usd()
+    fallback = plan.fallback
     if usd_left is not None:
-        samples_cost = _worst_cost(tier, max_tokens, input_tokens) * band.samples
+        samples_cost = _worst_cost(tier, max_tokens, input_tokens) * plan.samples
         if samples_cost > usd_left:
             cheaper = sorted(
                 (n for n in policy.tiers if _worst_cost(policy.tiers[n], max_tokens, input_tokens) < samples_cost),
@@ -175,22 +169,84 @@ def decide(
                 new = fitting[-1] if fitting else cheaper[0]
                 reasons.append(f"tier {name} -> {new}: ${usd_left:.6f} left")
                 name, tier = new, policy.tiers[new]
+                fallback = tuple(_fallback(policy, new))
                 thinking = thinking and tier.thinking.supported
                 if not thinking:
                     budget = None
-    samples = band.samples
     if thinking:
         reasons.append(f"thinking on, budget {budget if budget is not None else 'unbounded'}")
     else:
         reasons.append("thinking off")
-    return trusted(Decision,
-        step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
-        max_tokens=max_tokens, samples=samples, prompt_budget=band.prompt_budget, band=band.name,
-        consistency=band.consistency.model_dump() if samples > 1 else None,
-        verify=band.cascade is not None and samples == 1,
+    return trusted(
+        Decision, step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
+        max_tokens=max_tokens, samples=plan.samples, prompt_budget=plan.band.prompt_budget, band=plan.band.name,
+        consistency=dict(plan.consistency) if plan.consistency is not None else None, verify=plan.verify,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
-        budget_left=left, fallback=_fallback(policy, name),
+        budget_left=left, fallback=list(fallback),
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a band gives before any budget is looked at, worked out once per policy (decide runs every step).
+# Policies are treated as immutable once in use.
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _BandPlan:
+    band: Band
+    where: str  # "in band NAME [min, max)"
+    tier_name: str
+    tier: Tier
+    max_tokens: int
+    thinking: bool
+    thinking_budget: int | None
+    samples: int
+    consistency: dict[str, Any] | None
+    verify: bool
+    fallback: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _BandPlans:
+    policy: Policy
+    bands: tuple[tuple[float, float, _BandPlan], ...]
+    top: _BandPlan
+
+    def for_score(self, score: float) -> _BandPlan:
+        for lo, hi, plan in self.bands:  # same rule as Policy.band_for
+            if lo <= score < hi:
+                return plan
+        return self.top
+
+
+def _compile_band(policy: Policy, band: Band) -> _BandPlan:
+    tier = policy.tier(band.tier)
+    max_tokens = min(x for x in (band.max_tokens, tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
+    thinking = band.thinking and tier.thinking.supported
+    budget: int | None = None
+    if thinking:
+        caps = [c for c in (band.thinking_budget, tier.thinking.max_budget,
+                            policy.budgets.step.max_thinking_tokens) if c]
+        budget = min(caps) if caps else None
+    return _BandPlan(band=band, where=f"in band {band.name} [{band.min}, {band.max})", tier_name=band.tier, tier=tier,
+                     max_tokens=max_tokens, thinking=thinking, thinking_budget=budget, samples=band.samples,
+                     consistency=band.consistency.model_dump() if band.samples > 1 else None,
+                     verify=band.cascade is not None and band.samples == 1,
+                     fallback=tuple(_fallback(policy, band.tier)))
+
+
+_PLANS: dict[int, _BandPlans] = {}
+
+
+def _band_plans(policy: Policy) -> _BandPlans:
+    got = _PLANS.get(id(policy))
+    if got is None or got.policy is not policy:
+        plans = {b.name: _compile_band(policy, b) for b in policy.bands}
+        top = max(policy.bands, key=lambda b: b.max)
+        got = _BandPlans(policy, tuple((b.min, b.max, plans[b.name]) for b in policy.bands), plans[top.name])
+        if len(_PLANS) >= 64:  # a process holds a handful of policies; drop the oldest beyond that
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[id(policy)] = got
+    return got
 
 
 def escalate(policy: Policy, decision: Decision, p_wrong: float) -> Decision | None:

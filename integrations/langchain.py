@@ -77,13 +77,8 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         """A model for ``create_agent``'s required argument; every call is re-routed by the middleware."""
         return self.models[self.policy.cheapest_tier]
 
-    # -- run boundaries ---------------------------------------------------------------------------
-    def before_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
-        return {RUN_KEY: self.governor.start_run(thread_id_from_config())}
-
-    async def abefore_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
-        return self.before_agent(state, runtime)
-
+    # -- run boundaries: a run starts with its first model step (its id rides on that step's state update;
+    # no node of its own, which would cost a graph step per run) and ends after the agent ----------------
     def after_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
         run_id = state.get(RUN_KEY)
         if run_id:
@@ -94,11 +89,15 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         return self.after_agent(state, runtime)
 
     # -- model steps --------------------------------------------------------------------------------
-    def _plan(self, request: ModelRequest) -> StepContext:
+    def _plan(self, request: ModelRequest) -> tuple[StepContext, bool]:
+        """The step's context, and whether this step started the run."""
         thread_id = thread_id_from_config()
-        run_id = request.state.get(RUN_KEY) or self.governor.start_run(thread_id)
+        run_id = request.state.get(RUN_KEY)
+        started = not run_id
+        if started:
+            run_id = self.governor.start_run(thread_id)
         base = thread_usage_from_state(request.state, THREAD_KEY)
-        return self.runner.plan(request.messages, request.tools, run_id, thread_id, base)
+        return self.runner.plan(request.messages, request.tools, run_id, thread_id, base), started
 
     def _request_for(self, request: ModelRequest, ctx: StepContext, tier: str,
                      extra: dict[str, Any]) -> ModelRequest:
@@ -110,20 +109,23 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         return request.override(model=self.models[tier], model_settings=settings, messages=messages)
 
     @staticmethod
-    def _extended(response: ModelResponse, thread_total: Usage) -> ExtendedModelResponse:
-        return ExtendedModelResponse(model_response=response,
-                                     command=Command(update={THREAD_KEY: thread_usage_for_state(thread_total)}))
+    def _extended(response: ModelResponse, thread_total: Usage, ctx: StepContext,
+                  started: bool) -> ExtendedModelResponse:
+        update: dict[str, Any] = {THREAD_KEY: thread_usage_for_state(thread_total)}
+        if started:
+            update[RUN_KEY] = ctx.run_id
+        return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        ctx = self._plan(request)
+        ctx, started = self._plan(request)
         response, total = self.runner.run(
             ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai)
-        return self._extended(response, total)
+        return self._extended(response, total, ctx, started)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
-        ctx = self._plan(request)
+        ctx, started = self._plan(request)
         response, total = await self.runner.arun(
             ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai)
-        return self._extended(response, total)
+        return self._extended(response, total, ctx, started)

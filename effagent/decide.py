@@ -56,6 +56,7 @@ class Decision(BaseModel):
     loop: str | None = None  # why a loop was capped, when it was
     fallback: list[str] = Field(default_factory=list)  # tiers to try, in order, if this one fails
     verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
+    early_exit: dict[str, Any] | None = None  # the band's early-exit settings when it thinks with early exit
 
 
 def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | None]:
@@ -181,6 +182,7 @@ def decide(
         Decision, step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=plan.samples, prompt_budget=plan.band.prompt_budget, band=plan.band.name,
         consistency=dict(plan.consistency) if plan.consistency is not None else None, verify=plan.verify,
+        early_exit=dict(plan.early_exit) if plan.early_exit is not None and thinking else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
         budget_left=left, fallback=list(fallback),
     )
@@ -202,6 +204,7 @@ class _BandPlan:
     samples: int
     consistency: dict[str, Any] | None
     verify: bool
+    early_exit: dict[str, Any] | None
     fallback: tuple[str, ...]
 
 
@@ -231,6 +234,7 @@ def _compile_band(policy: Policy, band: Band) -> _BandPlan:
                      max_tokens=max_tokens, thinking=thinking, thinking_budget=budget, samples=band.samples,
                      consistency=band.consistency.model_dump() if band.samples > 1 else None,
                      verify=band.cascade is not None and band.samples == 1,
+                     early_exit=band.early_exit.model_dump() if band.early_exit is not None and thinking else None,
                      fallback=tuple(_fallback(policy, band.tier)))
 
 
@@ -265,7 +269,7 @@ def escalate(policy: Policy, decision: Decision, p_wrong: float) -> Decision | N
     max_tokens = min(x for x in (tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
     return decision.model_copy(update={
         "tier": c.to, "model": tier.model, "thinking": thinking, "thinking_budget": budget, "max_tokens": max_tokens,
-        "verify": False, "fallback": _fallback(policy, c.to),
+        "verify": False, "early_exit": None, "fallback": _fallback(policy, c.to),
         "reason": f"{decision.reason}; cascade: the {decision.tier} answer looks wrong "
                   f"(P={p_wrong:.2f} >= {c.threshold}), escalated to {c.to}",
     })

@@ -64,6 +64,9 @@ class ThinkingControl(_Strict):
     """`reasoning_effort` sent when thinking is on (control: reasoning_effort)."""
     effort_off: str = "none"
     """`reasoning_effort` sent when thinking is off (control: reasoning_effort)."""
+    think_prefix: str = "<think>\n"
+    """What the chat template writes when a thinking turn opens; early exit continues a partial turn after it
+    (the local `smol-think` template writes `<think>\nLet me think step by step.\n`)."""
 
     @property
     def supported(self) -> bool:
@@ -154,6 +157,27 @@ class Cascade(_Strict):
     """Thinking budget of the escalated call (0 = the tier's own cap)."""
 
 
+class EarlyExit(_Strict):
+    """Early exit of thinking (Dynasor-CoT): think in chunks, after each chunk probe for the answer with a few
+    tokens, stop thinking when `agree` probes in a row give the same answer. For answer steps with thinking on
+    (a step that offers tools is called normally); the tier's server must continue a partial assistant turn
+    (vLLM: `continue_final_message`). Every chunk and probe is a ledger record (probes as kind `probe`)."""
+
+    chunk: Annotated[int, Field(ge=1)] = 64
+    """Thinking tokens between probes."""
+    agree: Annotated[int, Field(ge=1)] = 2
+    """Consecutive probes that must give the same (unhedged) answer to stop thinking."""
+    probe_tokens: Annotated[int, Field(ge=1)] = 16
+    """Tokens a probe may generate."""
+    min_thinking: NonNegInt = 0
+    """No probe before this many thinking tokens."""
+    extractor: Literal["number", "boxed", "choice", "exact"] = "number"
+    """How an answer is read from a probe."""
+    answer: Literal["write", "probe"] = "write"
+    """After the thinking stops: `write` closes the thinking and lets the model write its answer (one more
+    call, within the step's max_tokens); `probe` returns the agreed probe's text as the answer (no call)."""
+
+
 class Band(_Strict):
     """A difficulty band [min, max) and what a step in it gets."""
 
@@ -173,6 +197,8 @@ class Band(_Strict):
     cascade: Cascade | None = None
     """Answer on this band's tier first and escalate only when the answer looks wrong (answer steps only;
     a step that calls tools is not verified)."""
+    early_exit: EarlyExit | None = None
+    """Stop thinking early once probes agree on the answer (needs thinking: true; answer steps only)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
@@ -180,6 +206,12 @@ class Band(_Strict):
             raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         if self.thinking_budget and not self.thinking:
             raise ValueError("thinking_budget is set but thinking is false; set thinking: true or drop the budget")
+        if self.early_exit is not None and not self.thinking:
+            raise ValueError("early_exit is set but thinking is false; set thinking: true or drop early_exit")
+        if self.early_exit is not None and self.samples > 1:
+            raise ValueError("early_exit and samples > 1 do not combine; use one of them in a band")
+        if self.early_exit is not None and self.cascade is not None:
+            raise ValueError("early_exit and cascade do not combine; use one of them in a band")
         return self
 
 

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -161,6 +161,16 @@ _TOOL_VOTE = "\x00tool-calls:"  # marks a sample that voted with tool calls (com
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Direct(Generic[T]):
+    """What a step needs to call its tier's endpoint directly (early exit continues a partial turn, which a
+    chat model object cannot): the conversation as the model would see it, and how an answer becomes the
+    integration's result."""
+
+    messages: Sequence[BaseMessage]
+    make: Callable[[AIMessage], T]
+
+
 class StepRunner:
     """Runs one model step for an integration: the governor plans, ``attempt(tier)`` calls the model
     (the integration's way), failures fall through to the next tier, usage is accounted once."""
@@ -170,6 +180,7 @@ class StepRunner:
         self.reasoning_counter = reasoning_counter
         self.cache = MessageCache()
         self.verifier: Any = None  # the cascade verifier, loaded on first use
+        self.complete_fn: Any = None  # early exit's endpoint call (default effagent.llm.client.complete)
 
     def messages_for(self, decision: Decision, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         """The conversation the chosen tier sees: a finalize instruction or a prompt-level budget appended."""
@@ -281,6 +292,64 @@ class StepRunner:
                                 "stopped": sc.stopped, "reason": sc.reason, "counts": sc.counts}}
         return chosen, self._finish(ctx, tier, ai_of(chosen), total, meta)  # type: ignore[arg-type]
 
+    # -- early exit of thinking (decision.early_exit) -------------------------------------------------------
+    def exits_early(self, ctx: StepContext, tier: str) -> bool:
+        """Early exit applies to answer steps (no tools offered) that think, on a tier that can think."""
+        d = ctx.decision
+        return (d.early_exit is not None and d.thinking and d.action == "call" and not ctx.step.tools
+                and self.governor.policy.tier(tier).thinking.supported)
+
+    def _early_exit(self, ctx: StepContext, tier: str,
+                    messages: Sequence[BaseMessage]) -> tuple[AIMessage, Usage, dict[str, Any]]:
+        """Chunked thinking with answer probes on ``tier``'s endpoint; every call is accounted as it returns."""
+        from langchain_core.messages import convert_to_openai_messages
+
+        from effagent.levers.early_exit import EarlyExitConfig
+        from effagent.levers.loopguard import check_reasoning
+        from effagent.llm.early_exit import run_on_tier
+
+        d = ctx.decision
+        opts = dict(d.early_exit or {})
+        answer = opts.pop("answer", "write")
+        t = self.governor.policy.tier(tier)
+        cap = min(d.max_tokens, t.max_tokens)
+        max_thinking = max(1, min(d.thinking_budget or cap, cap))
+        cfg = EarlyExitConfig(max_thinking=max_thinking, **opts)
+        guard = self.governor.policy.loop_guard
+        stop_check = ((lambda r: check_reasoning(r, guard.max_reasoning_verifications)) if guard.enabled else None)
+        total = Usage()
+        thinking_tokens = 0
+        last = [time.perf_counter()]
+
+        def on_call(role: str, c: Any) -> None:
+            nonlocal total, thinking_tokens
+            reasoning = 0
+            if role == "think":
+                reasoning = c.reasoning_tokens if c.reasoning_tokens is not None else c.output_tokens
+                if c.content and c.reasoning and c.reasoning_tokens is None and self.reasoning_counter is not None:
+                    reasoning = self.reasoning_counter(tier, c.reasoning)  # the chunk also holds the answer
+                thinking_tokens += reasoning
+            now = time.perf_counter()
+            rec = self.governor.account(ctx.run_id, ctx.thread_id, d, tier=tier, input_tokens=c.input_tokens,
+                                        output_tokens=c.output_tokens, reasoning_tokens=reasoning,
+                                        kind="probe" if role == "probe" else "model", duration_s=now - last[0],
+                                        response_model=c.model)
+            last[0] = now
+            total = total + rec.usage
+
+        more = {"complete_fn": self.complete_fn} if self.complete_fn is not None else {}
+        result = run_on_tier(t, convert_to_openai_messages(list(messages)), cfg, max_tokens=cap, answer=answer,
+                             stop_check=stop_check, on_call=on_call, **more)
+        ai = AIMessage(content=result.answer, additional_kwargs={"reasoning_content": result.reasoning},
+                       usage_metadata={"input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
+                                       "total_tokens": total.total_tokens,
+                                       "output_token_details": {"reasoning": thinking_tokens}},
+                       response_metadata={"model_name": t.model, "finish_reason": "stop"})
+        meta = {"early_exit": {"exited": result.exited, "reason": result.reason,
+                               "thinking_tokens": result.thinking_tokens, "probes": len(result.probes),
+                               "answer": result.extracted, "calls": len(result.calls)}}
+        return ai, total, meta
+
     def _fail(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str]) -> None:
         msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
         attempts.append(msg)
@@ -295,8 +364,9 @@ class StepRunner:
                            step=step)
 
     def run(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], T],
-            ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
-        """``attempt(tier, extra_settings)`` makes one call on ``tier``; tiers are tried in the decision's order."""
+            ai_of: Callable[[T], AIMessage | None], direct: Direct[T] | None = None) -> tuple[T, Usage]:
+        """``attempt(tier, extra_settings)`` makes one call on ``tier``; tiers are tried in the decision's order.
+        ``direct`` lets a step with early exit call the tier's endpoint itself."""
         sampled = ctx.decision.samples > 1 and ctx.decision.action == "call"
         attempts: list[str] = []
         for tier in [ctx.decision.tier, *ctx.decision.fallback]:
@@ -304,6 +374,9 @@ class StepRunner:
             try:
                 if sampled:
                     return self._sampled(ctx, tier, lambda extra, t=tier: attempt(t, extra), ai_of)
+                if direct is not None and self.exits_early(ctx, tier):
+                    ai, usage, meta = self._early_exit(ctx, tier, direct.messages)
+                    return direct.make(ai), self._finish(ctx, tier, ai, usage, meta)
                 result = attempt(tier, {})
             except Exception as err:
                 if not tier_failed(err):
@@ -327,15 +400,17 @@ class StepRunner:
         raise EndpointError(attempts)
 
     async def arun(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], Awaitable[T]],
-                   ai_of: Callable[[T], AIMessage | None]) -> tuple[T, Usage]:
-        if ctx.decision.samples > 1 and ctx.decision.action == "call":
-            # the stopping rule is sequential: run it in a worker thread that awaits each sample on this loop
+                   ai_of: Callable[[T], AIMessage | None], direct: Direct[T] | None = None) -> tuple[T, Usage]:
+        if (ctx.decision.samples > 1 and ctx.decision.action == "call") or (
+                direct is not None and self.exits_early(ctx, ctx.decision.tier)):
+            # sequential levers (the stopping rule, chunked thinking): run them in a worker thread that awaits
+            # each model call on this loop
             loop = asyncio.get_running_loop()
 
             def attempt_sync(tier: str, extra: dict[str, Any]) -> T:
                 return asyncio.run_coroutine_threadsafe(attempt(tier, extra), loop).result()  # type: ignore[arg-type]
 
-            return await asyncio.to_thread(self.run, ctx, attempt_sync, ai_of)
+            return await asyncio.to_thread(self.run, ctx, attempt_sync, ai_of, direct)
         attempts: list[str] = []
         for tier in [ctx.decision.tier, *ctx.decision.fallback]:
             started = time.perf_counter()

@@ -31,6 +31,7 @@ from effagent.observe import Observer
 from effagent.policy import Policy
 
 from ._lc import (
+    Direct,
     ReasoningCounter,
     StepContext,
     StepRunner,
@@ -116,16 +117,27 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
             update[RUN_KEY] = ctx.run_id
         return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
+    def _direct(self, request: ModelRequest, ctx: StepContext) -> Direct[ModelResponse] | None:
+        """For early exit: the conversation the tier sees (system message first) and the response wrapper."""
+        if not self.runner.exits_early(ctx, ctx.decision.tier):
+            return None
+        msgs = self.runner.messages_for(ctx.decision, request.messages)
+        if request.system_message is not None:
+            msgs = [request.system_message, *msgs]
+        return Direct(msgs, lambda ai: ModelResponse(result=[ai]))
+
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         ctx, started = self._plan(request)
         response, total = self.runner.run(
-            ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai)
+            ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai,
+            self._direct(request, ctx))
         return self._extended(response, total, ctx, started)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         ctx, started = self._plan(request)
         response, total = await self.runner.arun(
-            ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai)
+            ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai,
+            self._direct(request, ctx))
         return self._extended(response, total, ctx, started)

@@ -36,6 +36,7 @@ from effagent.observe import Observer
 from effagent.policy import Policy
 
 from ._lc import (
+    Direct,
     ReasoningCounter,
     StepContext,
     StepRunner,
@@ -115,15 +116,21 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx, new_run = self._plan(state, config)
         msgs = self._messages(ctx, state)
-        ai, total = self.runner.run(ctx, lambda tier, extra: self._bound(ctx, tier, extra).invoke(msgs, config), _as_ai)
+        ai, total = self.runner.run(ctx, lambda tier, extra: self._bound(ctx, tier, extra).invoke(msgs, config), _as_ai,
+                                    Direct(msgs, _identity))
         return self._update(ctx, new_run, ai, total)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx, new_run = self._plan(state, config)
         msgs = self._messages(ctx, state)
         ai, total = await self.runner.arun(
-            ctx, lambda tier, extra: self._bound(ctx, tier, extra).ainvoke(msgs, config), _as_ai)
+            ctx, lambda tier, extra: self._bound(ctx, tier, extra).ainvoke(msgs, config), _as_ai,
+            Direct(msgs, _identity))
         return self._update(ctx, new_run, ai, total)
+
+
+def _identity(ai: AIMessage) -> AIMessage:
+    return ai
 
 
 def _as_ai(msg: Any) -> AIMessage | None:

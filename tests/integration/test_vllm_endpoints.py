@@ -266,3 +266,57 @@ fallback: {{order: [down, up]}}
                                                                                usage["completion_tokens"])
     report["fallback"] = {"failed": records[0].error, "answered_by": "up"}
     record_property("fallback", records[0].error)
+
+
+def test_early_exit_in_an_agent_step_costs_less_than_unbounded_thinking(vllm_server, proxy, report, record_property):
+    """A band with early_exit: chunked thinking + probes continue one partial turn on the real server; every
+    chunk and probe is a ledger record equal to the server's usage; fewer output tokens than thinking to
+    max_tokens on the same prompt."""
+    from effagent.levers.early_exit import THINK_PREFIX
+
+    def policy(extra: str) -> Any:
+        return parse_policy(f"""
+tiers:
+  think:
+    model: hosted_vllm/smol-think
+    api_base: "{proxy.base_url}"
+    thinking: {{control: chat_template_kwargs, think_prefix: {json.dumps(THINK_PREFIX)}}}
+    max_tokens: 256
+    retries: 0
+    timeout_s: 300
+    extra_body: {{temperature: 0, seed: {SEED}}}
+bands:
+  - {{name: all, min: 0, max: 1, tier: think, thinking: true{extra}}}
+""", env={})
+
+    unbounded_agent, unbounded_mw = agent_for(policy(""))
+    last_ai(unbounded_agent.invoke({"messages": [HumanMessage(GSM8K)]}))
+    unbounded = unbounded_mw.ledger.total()
+    n_before = len(proxy.exchanges)
+
+    agent, mw = agent_for(policy(", early_exit: {chunk: 16, agree: 2, probe_tokens: 8}"))
+    answer = last_ai(agent.invoke({"messages": [HumanMessage(GSM8K)]}))
+    ee = answer.response_metadata["effagent"]["early_exit"]
+    assert answer.content.strip(), ee
+    calls = [e for e in proxy.exchanges[n_before:] if e["path"] in ("/v1/chat/completions", "/v1/completions")]
+    answered = [e for e in calls if e["status"] == 200]
+    # thinking chunks and probes continue the open thinking turn on the chat endpoint; a written answer after
+    # the closed thinking goes to /v1/completions where this chat template drops closed thinking (a 400 first)
+    chats = [e for e in answered if e["path"] == "/v1/chat/completions"]
+    assert chats and all(e["request"]["continue_final_message"] is True for e in chats)
+    assert all(e["request"]["messages"][-1]["content"].startswith(THINK_PREFIX) for e in chats)
+    assert all(e["status"] == 400 and e["path"] == "/v1/chat/completions" for e in calls if e not in answered)
+    records = mw.ledger.records()
+    server = [(e["response"]["usage"]["prompt_tokens"], e["response"]["usage"]["completion_tokens"])
+              for e in answered]
+    assert [(r.usage.input_tokens, r.usage.output_tokens) for r in records] == server
+    kinds = [r.kind for r in records]
+    assert kinds.count("probe") == ee["probes"] > 0
+    total = mw.ledger.total()
+    assert total.output_tokens < unbounded.output_tokens, (ee, total, unbounded)
+
+    result = {"exited": ee["exited"], "reason": ee["reason"], "calls": len(records), "probes": ee["probes"],
+              "output_tokens": total.output_tokens, "unbounded_output_tokens": unbounded.output_tokens,
+              "input_tokens": total.input_tokens, "unbounded_input_tokens": unbounded.input_tokens}
+    report["early_exit_agent"] = result
+    record_property("early_exit_agent", json.dumps(result))

@@ -1,0 +1,162 @@
+"""Bands with early_exit: chunked thinking with answer probes inside agent steps, against a fake endpoint
+(a scripted stand-in for the tier's server that continues partial assistant turns)."""
+
+from __future__ import annotations
+
+import pytest
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyNode
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool
+
+from effagent import parse_policy
+from effagent.errors import PolicyError
+from effagent.levers.early_exit import PROBE_CUE
+from effagent.llm.client import Completion, EndpointUnavailable
+from tests.fakes import FakeTierModel, ai
+
+PREFIX = "<think>\n"
+POLICY = """\
+tiers:
+  think:
+    model: hosted_vllm/thinker
+    api_base: http://127.0.0.1:9/v1
+    price: {input_per_mtok: 1, output_per_mtok: 2}
+    thinking: {control: chat_template_kwargs}
+    max_tokens: 512
+  small: {model: hosted_vllm/small, api_base: "http://127.0.0.1:9/v1",
+          price: {input_per_mtok: 0.1, output_per_mtok: 0.2}}
+bands:
+  - {name: all, min: 0, max: 1, tier: think, thinking: true, thinking_budget: 200,
+     early_exit: {chunk: 8, agree: 2, probe_tokens: 4}}
+fallback: {order: [think, small]}
+"""
+
+
+class FakeEndpoint:
+    """Continues a partial assistant turn like vLLM with continue_final_message: thinking chunks of k tokens,
+    probe answers from ``probes`` in order, and a written answer after a closed thinking block."""
+
+    def __init__(self, probes=("maybe 41?", "42", "42"), fail_at: int | None = None, thought: str = "step ") -> None:
+        self.probes = list(probes)
+        self.calls: list[dict] = []
+        self.fail_at = fail_at
+        self.thought = thought
+
+    def __call__(self, tier, messages, *, settings, seed=None, **kw):
+        self.calls.append({"tier": tier.model, "messages": messages, "settings": settings})
+        if self.fail_at is not None and len(self.calls) > self.fail_at:
+            raise EndpointUnavailable(tier.model, tier.api_base, "connection refused")
+        assert settings["extra_body"]["continue_final_message"] is True
+        turn = messages[-1]["content"]
+        if not turn.endswith("</think>\n\n"):  # thinking and probes continue the open thinking turn
+            assert settings["extra_body"]["chat_template_kwargs"] == {"enable_thinking": True}
+        assert messages[-1]["role"] == "assistant" and turn.startswith(PREFIX)
+        inp = 20 + len(turn) // 4
+        if turn.endswith(PROBE_CUE):
+            text = self.probes.pop(0) if self.probes else "42"
+            return [Completion(content=text, input_tokens=inp, output_tokens=2, finish_reason="stop")]
+        if turn.endswith("</think>\n\n"):
+            return [Completion(content="The answer is 42.", input_tokens=inp, output_tokens=6, finish_reason="stop")]
+        k = settings["max_tokens"]
+        return [Completion(reasoning=self.thought * k, input_tokens=inp, output_tokens=k, finish_reason="length")]
+
+
+def middleware(endpoint, policy=POLICY, **models):
+    models = models or {"think": FakeTierModel(tier="think"), "small": FakeTierModel(tier="small")}
+    mw = EfficiencyMiddleware(parse_policy(policy, env={}), models=models)
+    mw.runner.complete_fn = endpoint
+    return mw
+
+
+def test_agent_step_stops_thinking_when_probes_agree_and_every_call_is_in_the_ledger():
+    endpoint = FakeEndpoint()
+    mw = middleware(endpoint)
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    out = agent.invoke({"messages": [HumanMessage("What is 6 * 7?")]})
+    last = out["messages"][-1]
+    assert last.content == "The answer is 42."
+    assert last.additional_kwargs["reasoning_content"] == "step " * 24
+    ee = last.response_metadata["effagent"]["early_exit"]
+    assert ee["exited"] == "probes_agree" and ee["thinking_tokens"] == 24 and ee["probes"] == 3
+    assert last.response_metadata["effagent"]["decision"]["early_exit"]["chunk"] == 8
+    assert not mw.models["think"].calls  # the chat model object is not used: the endpoint is continued directly
+    recs = mw.ledger.records()
+    assert [r.kind for r in recs] == ["model", "probe", "model", "probe", "model", "probe", "model"]
+    assert [r.usage.output_tokens for r in recs] == [8, 2, 8, 2, 8, 2, 6]
+    assert [r.usage.reasoning_tokens for r in recs] == [8, 0, 8, 0, 8, 0, 0]
+    total = mw.ledger.total()
+    assert total.output_tokens == 36 and total.calls == 7
+    assert last.usage_metadata["output_tokens"] == 36
+    assert last.usage_metadata["output_token_details"]["reasoning"] == 24
+    assert total.cost_usd == pytest.approx((total.input_tokens * 1 + total.output_tokens * 2) / 1e6)
+
+
+def test_probe_answer_mode_makes_no_answer_call():
+    endpoint = FakeEndpoint(probes=("42", "42"))
+    mw = middleware(endpoint, POLICY.replace("probe_tokens: 4}", "probe_tokens: 4, answer: probe}"))
+    node = EfficiencyNode(mw.policy, models=mw.models)
+    node.runner.complete_fn = endpoint
+    out = node.invoke({"messages": [HumanMessage("What is 6 * 7?")]})
+    assert out["messages"][-1].content == "42"
+    assert [r.kind for r in node.ledger.records()] == ["model", "probe", "model", "probe"]
+
+
+def test_a_step_that_offers_tools_is_called_normally():
+    @tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return q
+
+    endpoint = FakeEndpoint()
+    think = FakeTierModel(tier="think", script=[ai("done")])
+    mw = middleware(endpoint, think=think, small=FakeTierModel(tier="small"))
+    agent = create_agent(mw.default_model, tools=[lookup], middleware=[mw])
+    agent.invoke({"messages": [HumanMessage("What is 6 * 7?")]})
+    assert len(think.calls) == 1 and not endpoint.calls
+
+
+def test_runaway_self_verification_is_capped_by_the_loop_guard():
+    endpoint = FakeEndpoint(probes=("maybe?",) * 50, thought="Wait, let me double-check. ")
+    policy = POLICY + "loop_guard: {max_reasoning_verifications: 3}\n"
+    mw = middleware(endpoint, policy)
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    last = agent.invoke({"messages": [HumanMessage("What is 6 * 7?")]})["messages"][-1]
+    ee = last.response_metadata["effagent"]["early_exit"]
+    assert ee["exited"] == "stop_check" and "re-verified" in ee["reason"]
+    assert ee["thinking_tokens"] == 8
+
+
+def test_a_failing_endpoint_keeps_what_was_spent_and_falls_back_to_the_next_tier():
+    endpoint = FakeEndpoint(fail_at=3)
+    small = FakeTierModel(tier="small", script=[ai("41", input_tokens=7, output_tokens=1)])
+    mw = middleware(endpoint, think=FakeTierModel(tier="think"), small=small)
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    last = agent.invoke({"messages": [HumanMessage("What is 6 * 7?")]})["messages"][-1]
+    assert last.content == "41" and last.response_metadata["effagent"]["tier"] == "small"
+    recs = mw.ledger.records()
+    assert [(r.tier, r.kind, r.ok) for r in recs] == [
+        ("think", "model", True), ("think", "probe", True), ("think", "model", True), ("think", "model", False),
+        ("small", "model", True)]
+    assert mw.ledger.total().output_tokens == 8 + 2 + 8 + 1
+
+
+async def test_async_agent_step_uses_early_exit():
+    endpoint = FakeEndpoint()
+    mw = middleware(endpoint)
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    out = await agent.ainvoke({"messages": [HumanMessage("What is 6 * 7?")]})
+    assert out["messages"][-1].response_metadata["effagent"]["early_exit"]["exited"] == "probes_agree"
+
+
+@pytest.mark.parametrize(("band", "message"), [
+    ("{name: all, min: 0, max: 1, tier: think, early_exit: {chunk: 8}}", "early_exit is set but thinking is false"),
+    ("{name: all, min: 0, max: 1, tier: think, thinking: true, samples: 4, early_exit: {}}", "do not combine"),
+    ("{name: all, min: 0, max: 1, tier: think, thinking: true, early_exit: {chunk: 0}}", "chunk"),
+])
+def test_bad_early_exit_settings_are_named(band, message):
+    policy = POLICY.split("bands:")[0] + f"bands:\n  - {band}\n"
+    with pytest.raises(PolicyError) as err:
+        parse_policy(policy, env={})
+    assert message in str(err.value)

@@ -134,6 +134,8 @@ class Consistency(_Strict):
     """Stop when P(the leading answer is the majority) reaches this (Beta rule); null = off."""
     window: Annotated[int, Field(ge=2)] | None = None
     """Stop when this many samples in a row agree (ESC); null = off."""
+    decided: bool = True
+    """Stop when the samples still allowed cannot change the majority (exact: never changes the answer)."""
     extractor: Literal["number", "boxed", "choice", "exact"] = "number"
     """How an answer is read from a sample (tool-call steps always vote on the exact call)."""
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.7

@@ -262,6 +262,7 @@ def bench_consistency(chat: Chat, qs: Sequence[str], cfg: consistency.SCConfig, 
     used = [d["adaptive_used"] for d in detail]
     rules = f"beta>={cfg.threshold}" if cfg.threshold is not None else ""
     rules += f"{', ' if rules else ''}window={cfg.window}" if cfg.window else ""
+    rules += f"{', ' if rules else ''}decided" if cfg.decided else ""
     return Row("adaptive SC", len(qs),
                {"samples": float(fixed_n), "out_tokens": _mean([d["fixed_out"] for d in detail]),
                 "in_tokens": _mean([d["fixed_in"] for d in detail]), "calls": 1.0},
@@ -408,7 +409,8 @@ def run(args: argparse.Namespace) -> int:
                     rows.append(bench_early_exit(chat, qs, base, cfg, args.seed, bar))
             if need_server and "sc" in only:
                 sc_cfg = consistency.SCConfig(max_samples=args.samples, batch=args.batch, threshold=args.threshold,
-                                              window=args.window or None, extractor="number", seed=args.seed)
+                                              window=args.window or None, decided=args.decided, extractor="number",
+                                              seed=args.seed)
                 rows.append(bench_consistency(chat, sc_qs, sc_cfg, args.samples, args.temperature,
                                               args.sc_max_tokens, args.seed, bar))
             if "loop" in only:
@@ -439,11 +441,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=16, help="early exit: thinking tokens between probes")
     p.add_argument("--agree", type=int, default=2, help="early exit: consecutive agreeing probes")
     p.add_argument("--probe-tokens", type=int, default=8, help="early exit: tokens a probe may generate")
-    p.add_argument("--sc-prompts", type=int, default=6, help="prompts for adaptive self-consistency")
+    p.add_argument("--sc-prompts", type=int, default=len(SC_PROMPTS), help="prompts for adaptive self-consistency")
     p.add_argument("--samples", type=int, default=8, help="fixed N (and adaptive max_samples)")
     p.add_argument("--batch", type=int, default=2, help="adaptive SC batch size")
     p.add_argument("--threshold", type=float, default=0.95, help="Beta rule threshold")
     p.add_argument("--window", type=int, default=0, help="ESC window (0: off)")
+    p.add_argument("--decided", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop when the remaining samples cannot change the majority (default on)")
     p.add_argument("--temperature", type=float, default=0.3)
     p.add_argument("--sc-max-tokens", type=int, default=12)
     p.add_argument("--recursion-limit", type=int, default=25)

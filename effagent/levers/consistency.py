@@ -11,6 +11,9 @@ Two stopping rules, usable together (the first that fires stops sampling):
   posterior over all answers seen (plus one "other" bucket) by Monte Carlo with a fixed seed.
 - **ESC window** (Early-Stopping Self-Consistency, Li et al. 2024): stop when the last ``window`` samples all
   give the same answer.
+- **Decided** (exact, on by default): stop when the samples still allowed (``max_samples`` minus those drawn)
+  cannot change the majority: the leader has more votes than the runner-up could reach. On the same samples
+  it never changes the answer a fixed ``max_samples`` run gives.
 
 Framework-free: the caller passes ``sample(k, start) -> k samples`` (``start`` is the index of the first
 one; pass ``seed + start`` to the server so the adaptive run draws a prefix of what a fixed-N run would).
@@ -45,7 +48,7 @@ class Sample:
 
 Sampler = Callable[[int, int], Sequence[Sample]]  # (k, start) -> k samples
 
-StopReason = Literal["beta", "dirichlet", "window", "max_samples", "exhausted"]
+StopReason = Literal["beta", "dirichlet", "window", "decided", "max_samples", "exhausted"]
 
 
 class SCConfig(BaseModel):
@@ -59,6 +62,7 @@ class SCConfig(BaseModel):
     threshold: Annotated[float, Field(gt=0.5, lt=1.0)] | None = 0.95  # None: no Beta/Dirichlet rule
     method: Literal["beta", "dirichlet"] = "beta"
     window: Annotated[int, Field(ge=2)] | None = None  # None: no ESC window rule
+    decided: bool = True  # stop when the remaining samples cannot change the majority (exact)
     extractor: str = "number"
     mc_draws: Annotated[int, Field(ge=100)] = 4000
     seed: int = 0
@@ -151,11 +155,15 @@ def should_stop(answers: Sequence[str | None], cfg: SCConfig) -> tuple[StopReaso
         return None
     if cfg.window is not None and window_agrees(answers, cfg.window):
         return "window", f"the last {cfg.window} samples all answered {best!r} (ESC window)", prob
+    top = counts[best] if best is not None else 0
+    second = sorted(counts.values(), reverse=True)[1] if len(counts) > 1 else 0
     if prob is not None and cfg.threshold is not None and prob >= cfg.threshold:
-        top = counts[best] if best is not None else 0
-        rest = sorted(counts.values(), reverse=True)[1:2]
         return cfg.method, (f"P({best!r} is the majority) = {prob:.3f} >= {cfg.threshold} "
-                            f"({top} vs {rest[0] if rest else 0} votes, {cfg.method} rule)"), prob
+                            f"({top} vs {second} votes, {cfg.method} rule)"), prob
+    left = cfg.max_samples - n
+    if cfg.decided and best is not None and left > 0 and top > second + left:
+        return "decided", (f"{best!r} leads {top} to {second} and only {left} more sample(s) are allowed: the "
+                           f"majority cannot change"), prob
     return None
 
 

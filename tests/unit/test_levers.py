@@ -6,6 +6,8 @@ import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from effagent.errors import EffagentError
 from effagent.levers import answers, consistency, early_exit, loopguard
@@ -291,3 +293,28 @@ def test_continuation_callables_send_the_partial_turn():
     assert sent[-1][0][-1]["content"] == early_exit.THINK_PREFIX + " 3 + 5\n" + early_exit.PROBE_CUE
     c2 = think(c.text, 4)
     assert c2.finished and c2.answer == "It is 8."
+
+
+def test_decided_rule_stops_when_the_remaining_samples_cannot_change_the_majority():
+    # 5 vs 1 after 6 of 8 samples: the runner-up can reach 3 at most
+    sample, requests = scripted(["5", "5", "5", "6", "5", "5", "6", "6"])
+    r = consistency.adaptive_consistency(sample, SCConfig(max_samples=8, batch=2, threshold=0.95))
+    assert r.stopped == "decided" and r.used == 6 and r.answer == "5"
+    assert "only 2 more sample(s) are allowed" in r.reason
+    off = consistency.adaptive_consistency(scripted(["5", "5", "5", "6", "5", "5", "6", "6"])[0],
+                                           SCConfig(max_samples=8, batch=2, threshold=0.95, decided=False))
+    assert off.used == 8 and off.answer == "5"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["1", "2", "3", None]), min_size=1, max_size=12), st.integers(1, 4))
+def test_decided_rule_never_changes_the_fixed_n_answer(answers, batch):
+    texts = [f"so the answer is {a}" if a else "no idea" for a in answers]
+
+    def sample(k, start):
+        return [Sample(t) for t in texts[start:start + k]]
+
+    cfg = SCConfig(max_samples=len(texts), batch=batch, threshold=None, min_samples=1)
+    adaptive = consistency.adaptive_consistency(sample, cfg)
+    fixed = consistency.fixed_consistency([Sample(t) for t in texts])
+    assert adaptive.answer == fixed.answer

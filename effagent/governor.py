@@ -179,7 +179,8 @@ class Governor:
             run_id=run_id, thread_id=thread_id, step=decision.step,
             kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
             tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error, ts=time.time())
-        hold = self._take_hold(run_id, decision.step) if ok and kind in ("model", "sample") else None
+        settles = self._reserving and ok and kind in ("model", "sample")  # the step's first paid call settles
+        hold = self._take_hold(run_id, decision.step) if settles else None
         if hold is not None:
             self.ledger.settle(hold, rec)
         else:

@@ -62,11 +62,35 @@ def to_message(m: BaseMessage) -> Message:
 
 class MessageCache:
     """Converted messages by LangChain message id: an agent's history is re-read every step, but each message
-    is converted once. Bounded; messages without an id are converted every time."""
+    is converted once. Bounded; messages without an id are converted every time.
 
-    def __init__(self, size: int = 4096) -> None:
+    ``history`` converts a run's whole conversation: a run's history only grows between its steps, so when
+    the message the run's previous step ended with is still at the same place, the converted prefix is
+    reused and only the new messages are looked at."""
+
+    def __init__(self, size: int = 4096, runs: int = 256) -> None:
         self.size = size
         self._by_id: dict[str, Message] = {}
+        self.runs = runs
+        # run -> (length, first id, last id, converted)
+        self._history: dict[str, tuple[int, str, str, list[Message]]] = {}
+
+    def history(self, run_id: str, messages: Sequence[BaseMessage]) -> list[Message]:
+        n = len(messages)
+        prev = self._history.get(run_id)
+        if (prev is not None and 0 < prev[0] <= n and messages[prev[0] - 1].id == prev[2]
+                and messages[0].id == prev[1]):
+            out = prev[3] + [self.convert(m) for m in messages[prev[0]:]]
+        else:
+            out = [self.convert(m) for m in messages]
+        first, last = (messages[0].id, messages[-1].id) if n else (None, None)
+        if first and last:
+            if run_id not in self._history and len(self._history) >= self.runs:
+                self._history.pop(next(iter(self._history)))
+            self._history[run_id] = (n, first, last, out)
+        else:
+            self._history.pop(run_id, None)
+        return out
 
     def convert(self, m: BaseMessage) -> Message:
         mid = m.id
@@ -80,14 +104,20 @@ class MessageCache:
         return got
 
 
-def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: MessageCache | None = None) -> Step:
+def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: MessageCache | None = None,
+            run_id: str | None = None) -> Step:
     names = []
     for t in tools:
         name = getattr(t, "name", None) or (t.get("name") if isinstance(t, Mapping) else None)
         if name:
             names.append(str(name))
-    convert = cache.convert if cache is not None else to_message
-    return trusted(Step, messages=[convert(m) for m in messages], tools=names, index=0)
+    if cache is None:
+        converted = [to_message(m) for m in messages]
+    elif run_id is not None:
+        converted = cache.history(run_id, messages)
+    else:
+        converted = [cache.convert(m) for m in messages]
+    return trusted(Step, messages=converted, tools=names, index=0)
 
 
 def reasoning_text(msg: AIMessage) -> str:
@@ -105,15 +135,20 @@ MAX_TOKENS_PER_CALL = 2**31  # a reported count above this is not believable
 def usage_of(msg: AIMessage) -> tuple[int | None, int | None, int]:
     """(input, output, reasoning) tokens from ``usage_metadata``; an input/output count that is missing,
     negative, non-finite or not a number is None (the caller estimates it), a bad reasoning count is 0."""
-    um = msg.usage_metadata if isinstance(msg.usage_metadata, Mapping) else {}
-
-    def num(v: Any) -> int | None:
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        return int(v) if ok and 0 <= v < MAX_TOKENS_PER_CALL else None
-
+    um = msg.usage_metadata
+    if not isinstance(um, dict):  # a TypedDict is a dict; anything else is read as a mapping or ignored
+        um = dict(um) if isinstance(um, Mapping) else {}
     details = um.get("output_token_details") or {}
-    reasoning = (num(details.get("reasoning")) or 0) if isinstance(details, Mapping) else 0
-    return num(um.get("input_tokens")), num(um.get("output_tokens")), reasoning
+    reasoning = (_count(details.get("reasoning")) or 0) if isinstance(details, Mapping) else 0
+    return _count(um.get("input_tokens")), _count(um.get("output_tokens")), reasoning
+
+
+def _count(v: Any) -> int | None:
+    """A token count as reported, or None when it is not a believable one."""
+    if type(v) is int:  # the common case
+        return v if 0 <= v < MAX_TOKENS_PER_CALL else None
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return int(v) if ok and 0 <= v < MAX_TOKENS_PER_CALL else None
 
 
 _last_thread_usage: tuple[Any, Usage] = (None, Usage())
@@ -358,7 +393,7 @@ class StepRunner:
 
     def plan(self, messages: Sequence[BaseMessage], tools: Sequence[Any], run_id: str, thread_id: str | None,
              thread_base: Usage | None) -> StepContext:
-        step = to_step(messages, tools, self.cache)
+        step = to_step(messages, tools, self.cache, run_id)
         decision = self.governor.plan(step, run_id, thread_id, thread_base)
         return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
                            step=step)

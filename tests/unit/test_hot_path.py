@@ -90,3 +90,27 @@ def test_thread_usage_written_by_a_step_is_read_back_and_a_tampered_state_is_sti
     assert thread_usage_from_state({"k": dict(raw, input_tokens=11)}, "k").input_tokens == 11  # a new dict
     with pytest.raises(ValidationError):
         thread_usage_from_state({"k": dict(raw, input_tokens=-5)}, "k")
+
+
+def test_a_runs_history_is_converted_incrementally_and_rebuilt_when_it_was_rewritten():
+    from effagent.integrations._lc import MessageCache, to_message, to_step
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    h = HumanMessage("What is 6 * 7?", id="h1")
+    a = AIMessage("", id="a1", tool_calls=[{"name": "calc", "args": {"x": "6*7"}, "id": "c1", "type": "tool_call"}])
+    t = ToolMessage("42", tool_call_id="c1", id="t1")
+    cache = MessageCache()
+    first = to_step([h], cache=cache, run_id="r")
+    grown = to_step([h, a, t], cache=cache, run_id="r")
+    assert grown.messages[0] is first.messages[0]  # the prefix was reused
+    assert grown.messages == [to_message(m) for m in (h, a, t)]
+    # a middleware rewrote the history (e.g. summarised it): the new list is converted as it is
+    summary = HumanMessage("Summary: the user asked for 6 * 7; calc said 42.", id="s1")
+    rewritten = to_step([summary, t], cache=cache, run_id="r")
+    assert [m.content for m in rewritten.messages] == [summary.content, "42"]
+    # the head replaced, the length and the last message kept
+    to_step([h, a, t], cache=cache, run_id="r3")
+    assert to_step([summary, a, t], cache=cache, run_id="r3").messages[0].content == summary.content
+    # another run, and messages without ids, are converted from scratch
+    assert to_step([HumanMessage("hi")], cache=cache, run_id="r2").messages[0].content == "hi"
+    assert to_step([HumanMessage("hi"), HumanMessage("again")], cache=cache, run_id="r2").messages[1].content == "again"

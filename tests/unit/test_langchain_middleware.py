@@ -215,3 +215,33 @@ def test_reasoning_that_keeps_reverifying_itself_forces_a_final_answer():
     assert out["messages"][-1].content == "42" and len(think.calls) == 1
     last = mw.ledger.records()[-1]
     assert last.kind == "finalize" and "re-verified itself" in last.reason
+
+
+def test_each_invocation_is_one_run_that_starts_with_its_first_step_and_ends_after_the_agent():
+    @tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return "Paris"
+
+    pol = policy()
+    small = FakeTierModel(tier="small", script=[ai(tool_calls=[call("lookup", {"q": "capital"})]), ai("Paris.")])
+    events: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            def hook(run_id, *a, **k):
+                if name in ("on_run_start", "on_run_end"):
+                    events.append((name, run_id))
+            return hook
+
+    mw = EfficiencyMiddleware(pol, models={"small": small, "large": FakeTierModel(tier="large")}, observer=Recorder())
+    agent = create_agent(mw.default_model, tools=[lookup], middleware=[mw], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t1"}}
+    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)
+    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)
+    recs = mw.ledger.records()
+    runs = list(dict.fromkeys(r.run_id for r in recs))
+    assert len(runs) == 2 and [r.run_id for r in recs] == [runs[0]] * 2 + [runs[1]] * 2
+    assert events == [("on_run_start", runs[0]), ("on_run_end", runs[0]),
+                      ("on_run_start", runs[1]), ("on_run_end", runs[1])]
+    assert mw.ledger.thread_usage("t1").calls == 4

@@ -409,7 +409,9 @@ class Policy(_Strict):
                          f"(${t.price.input_per_mtok}/${t.price.output_per_mtok} per Mtok, {think})")
         for b in sorted(self.bands, key=lambda b: b.min):
             think = f"thinking {b.thinking_budget or 'unbounded'}" if b.thinking else "no thinking"
-            lines.append(f"  band {b.name} [{b.min}, {b.max}) -> {b.tier}, {think}, samples {b.samples}")
+            more = "".join([f", early exit every {b.early_exit.chunk} tokens" if b.early_exit else "",
+                            f", cascade to {b.cascade.to}" if b.cascade else ""])
+            lines.append(f"  band {b.name} [{b.min}, {b.max}) -> {b.tier}, {think}, samples {b.samples}{more}")
         r, t = self.budgets.run, self.budgets.thread
         lines.append(f"  budgets: run {r.tokens or '-'} tok / ${r.usd if r.usd is not None else '-'}, "
                      f"thread {t.tokens or '-'} tok / ${t.usd if t.usd is not None else '-'}, "

@@ -35,6 +35,13 @@ def merge_settings(*parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+TURN_SLACK_TOKENS = 64  # an early-exit call's turn beyond prompt + thinking: the template's lead-in, the cue
+
+
+def _several_calls(decision: Decision) -> bool:
+    return decision.samples > 1 or decision.early_exit is not None or decision.verify
+
+
 def _copy(value: Any) -> Any:
     """A copy of nested dicts/lists of plain values (much cheaper than ``copy.deepcopy``)."""
     if isinstance(value, dict):
@@ -126,11 +133,36 @@ class Governor:
         limits = {"run": b.run, "team": b.team}
         if self.policy.ledger.backend == "redis":  # the shared store keeps thread totals for every worker
             limits["thread"] = b.thread
+        tokens, usd, calls = self.step_maximum(decision, input_tokens)
         tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
-        tokens = (input_tokens + decision.max_tokens) * decision.samples
-        usd = max(t.price.cost(input_tokens, decision.max_tokens) for t in tiers) * decision.samples
-        ttl = sum(t.timeout_s * (t.retries + 1) for t in tiers) + 30.0
+        ttl = sum(t.timeout_s * (t.retries + 1) for t in tiers) * calls + 30.0
         return self.ledger.reserve(self._scopes(run_id, thread_id), tokens, usd, limits, ttl)
+
+    def step_maximum(self, decision: Decision, input_tokens: int) -> tuple[int, float, int]:
+        """The most tokens and dollars one step can spend (at the dearest of its tiers), and how many calls it
+        can make: one call; ``samples`` calls; early exit's thinking chunks, a probe after each and the answer
+        (each re-sending the prompt and the thinking so far); plus the escalated call of a cascade."""
+        tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
+        out = decision.max_tokens
+        if decision.early_exit:
+            thinking = min(decision.thinking_budget or out, out)
+            chunks = -(-thinking // int(decision.early_exit.get("chunk") or 1))
+            calls = 2 * chunks + 1
+            inp = calls * (input_tokens + thinking + TURN_SLACK_TOKENS)
+            outp = thinking + (chunks + 1) * int(decision.early_exit.get("probe_tokens") or 0) + out
+        else:
+            calls = decision.samples
+            inp, outp = input_tokens * calls, out * calls
+        tokens = inp + outp
+        usd = max(t.price.cost(inp, outp) for t in tiers)
+        band = self.policy.band_named(decision.band) if decision.verify else None
+        if band is not None and band.cascade is not None:
+            up = self.policy.tier(band.cascade.to)
+            up_out = min(x for x in (up.max_tokens, self.policy.budgets.step.max_output_tokens) if x)
+            tokens += input_tokens + up_out
+            usd += up.price.cost(input_tokens, up_out)
+            calls += 1
+        return tokens, usd, calls
 
     def _take_hold(self, run_id: str, step: int) -> Reservation | None:
         with self._holds_lock:
@@ -179,7 +211,9 @@ class Governor:
             run_id=run_id, thread_id=thread_id, step=decision.step,
             kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
             tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error, ts=time.time())
-        settles = self._reserving and ok and kind in ("model", "sample")  # the step's first paid call settles
+        # a one-call step settles its hold with that call; a step of several calls (samples, early exit, a
+        # cascade) records each call and keeps its hold, which end_step frees: spent + held never undercounts
+        settles = self._reserving and ok and kind in ("model", "sample") and not _several_calls(decision)
         hold = self._take_hold(run_id, decision.step) if settles else None
         if hold is not None:
             self.ledger.settle(hold, rec)
@@ -189,4 +223,6 @@ class Governor:
         return rec
 
     def end_step(self, run_id: str, decision: Decision, usage: Usage) -> None:
+        if self._reserving:
+            self.release(run_id, decision)  # what a step of several calls still holds
         self.observer.on_step_end(run_id, decision, usage)

@@ -448,12 +448,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=0, help="ESC window (0: off)")
     p.add_argument("--decided", action=argparse.BooleanOptionalAction, default=True,
                    help="stop when the remaining samples cannot change the majority (default on)")
-    p.add_argument("--temperature", type=float, default=0.3)
-    p.add_argument("--sc-max-tokens", type=int, default=12)
-    p.add_argument("--recursion-limit", type=int, default=25)
+    p.add_argument("--temperature", type=float, default=0.3, help="sampling temperature for self-consistency")
+    p.add_argument("--sc-max-tokens", type=int, default=12, help="max_tokens of each self-consistency sample")
+    p.add_argument("--recursion-limit", type=int, default=25,
+                   help="LangGraph recursion_limit of the loop-guard run without the guard")
     p.add_argument("--repeats", type=int, default=2, help="loop_guard.max_repeated_tool_calls")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="effagent-out/bench/levers.json")
+    p.add_argument("--seed", type=int, default=0, help="request seed (samples use seed + i)")
+    p.add_argument("--out", default="effagent-out/bench/levers.json", help="JSON result path")
     p.set_defaults(func=run)
 
 

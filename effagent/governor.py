@@ -146,9 +146,12 @@ class Governor:
         out = decision.max_tokens
         if decision.early_exit:
             thinking = min(decision.thinking_budget or out, out)
-            chunks = -(-thinking // int(decision.early_exit.get("chunk") or 1))
+            chunk = max(1, int(decision.early_exit.get("chunk") or 1))
+            chunks = -(-thinking // chunk)
             calls = 2 * chunks + 1
-            inp = calls * (input_tokens + thinking + TURN_SLACK_TOKENS)
+            # think call k re-sends the prompt + k chunks, the probe after it k + 1 chunks, the answer all
+            # of it: sum over k < chunks of (2k + 1) chunks = chunks^2 chunks of thinking, plus the answer's
+            inp = calls * (input_tokens + TURN_SLACK_TOKENS) + chunk * chunks * chunks + thinking
             outp = thinking + (chunks + 1) * int(decision.early_exit.get("probe_tokens") or 0) + out
         else:
             calls = decision.samples

@@ -11,6 +11,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from effagent import parse_policy
+from effagent.decide import Decision
 from effagent.errors import PolicyError
 from effagent.levers.early_exit import PROBE_CUE
 from effagent.llm.client import Completion, EndpointUnavailable
@@ -91,6 +92,10 @@ def test_agent_step_stops_thinking_when_probes_agree_and_every_call_is_in_the_le
     assert last.usage_metadata["output_tokens"] == 36
     assert last.usage_metadata["output_token_details"]["reasoning"] == 24
     assert total.cost_usd == pytest.approx((total.input_tokens * 1 + total.output_tokens * 2) / 1e6)
+    # what a shared budget reserves for such a step covers what it spent
+    decision = Decision.model_validate(last.response_metadata["effagent"]["decision"])
+    tokens, usd, calls = mw.governor.step_maximum(decision, len("What is 6 * 7?") // 4)
+    assert total.total_tokens <= tokens and total.cost_usd <= usd and total.calls <= calls
 
 
 def test_probe_answer_mode_makes_no_answer_call():
@@ -160,3 +165,17 @@ def test_bad_early_exit_settings_are_named(band, message):
     with pytest.raises(PolicyError) as err:
         parse_policy(policy, env={})
     assert message in str(err.value)
+
+
+def test_a_step_that_never_settles_thinks_to_its_budget_and_stays_inside_its_reserved_maximum():
+    endpoint = FakeEndpoint(probes=("maybe?",) * 100)
+    mw = middleware(endpoint, POLICY.replace("thinking_budget: 200", "thinking_budget: 32"))
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    last = agent.invoke({"messages": [HumanMessage("What is 6 * 7?")]})["messages"][-1]
+    ee = last.response_metadata["effagent"]["early_exit"]
+    assert ee["exited"] == "max_thinking" and ee["thinking_tokens"] == 32 and ee["probes"] == 4
+    total = mw.ledger.total()
+    decision = Decision.model_validate(last.response_metadata["effagent"]["decision"])
+    tokens, usd, calls = mw.governor.step_maximum(decision, len("What is 6 * 7?") // 4)
+    assert total.calls == 9 == calls  # 4 chunks, 4 probes, the answer: the worst case
+    assert total.total_tokens <= tokens and total.cost_usd <= usd

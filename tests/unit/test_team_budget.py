@@ -106,4 +106,5 @@ fallback: {enabled: false}
     # 4 chunks of 32, a probe after each and the answer: 9 calls, each re-sending prompt + thinking
     tokens, usd, calls = gov.step_maximum(hard, 10)
     assert calls == 9
-    assert tokens == 9 * (10 + 128 + TURN_SLACK_TOKENS) + 128 + 5 * 8 + 300
+    resent = sum(k * 32 for k in range(4)) + sum(k * 32 for k in range(1, 5)) + 128  # thinking sent back
+    assert tokens == 9 * (10 + TURN_SLACK_TOKENS) + resent + 128 + 5 * 8 + 300

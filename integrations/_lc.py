@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -194,6 +194,7 @@ def thread_id_from_config() -> str | None:
 ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
 _TOOL_VOTE = "\x00tool-calls:"  # marks a sample that voted with tool calls (compared exactly)
 T = TypeVar("T")
+Calls = Generator[tuple[str, dict[str, Any]], T, tuple[T, Usage]]  # yields (tier, extra), is sent results
 
 
 @dataclass(frozen=True)
@@ -398,21 +399,20 @@ class StepRunner:
         return StepContext(run_id=run_id, thread_id=thread_id, thread_base=thread_base, decision=decision,
                            step=step)
 
-    def run(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], T],
-            ai_of: Callable[[T], AIMessage | None], direct: Direct[T] | None = None) -> tuple[T, Usage]:
-        """``attempt(tier, extra_settings)`` makes one call on ``tier``; tiers are tried in the decision's order.
-        ``direct`` lets a step with early exit call the tier's endpoint itself."""
-        sampled = ctx.decision.samples > 1 and ctx.decision.action == "call"
+    def _tiers(self, ctx: StepContext, ai_of: Callable[[T], AIMessage | None],
+               whole_step: Callable[[str], tuple[T, Usage] | None] | None = None) -> Calls[T]:
+        """The per-step procedure ``run`` and ``arun`` share: it yields each model call it wants as
+        ``(tier, extra_settings)`` and is sent the result, or thrown the call's error. Tiers are tried in the
+        decision's order; ``whole_step(tier)`` may run the whole step on a tier itself (sampling, early exit)
+        or return None to leave it to the plain call."""
         attempts: list[str] = []
         for tier in [ctx.decision.tier, *ctx.decision.fallback]:
             started = time.perf_counter()
             try:
-                if sampled:
-                    return self._sampled(ctx, tier, lambda extra, t=tier: attempt(t, extra), ai_of)
-                if direct is not None and self.exits_early(ctx, tier):
-                    ai, usage, meta = self._early_exit(ctx, tier, direct.messages)
-                    return direct.make(ai), self._finish(ctx, tier, ai, usage, meta)
-                result = attempt(tier, {})
+                done = whole_step(tier) if whole_step is not None else None
+                if done is not None:
+                    return done
+                result = yield tier, {}
             except Exception as err:
                 if not tier_failed(err):
                     raise
@@ -423,7 +423,7 @@ class StepRunner:
             if up is not None:
                 started = time.perf_counter()
                 try:
-                    better = attempt(up.decision.tier, self.governor.settings(up.decision, up.decision.tier))
+                    better = yield up.decision.tier, self.governor.settings(up.decision, up.decision.tier)
                 except Exception as err:
                     if not tier_failed(err):
                         raise
@@ -433,6 +433,33 @@ class StepRunner:
             return result, self._finish(ctx, tier, ai_of(result), rec.usage)
         self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
+
+    def run(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], T],
+            ai_of: Callable[[T], AIMessage | None], direct: Direct[T] | None = None) -> tuple[T, Usage]:
+        """``attempt(tier, extra_settings)`` makes one call on ``tier``; tiers are tried in the decision's order.
+        ``direct`` lets a step with early exit call the tier's endpoint itself."""
+        sampled = ctx.decision.samples > 1 and ctx.decision.action == "call"
+
+        def whole_step(tier: str) -> tuple[T, Usage] | None:
+            if sampled:
+                return self._sampled(ctx, tier, lambda extra: attempt(tier, extra), ai_of)
+            if direct is not None and self.exits_early(ctx, tier):
+                ai, usage, meta = self._early_exit(ctx, tier, direct.messages)
+                return direct.make(ai), self._finish(ctx, tier, ai, usage, meta)
+            return None
+
+        calls = self._tiers(ctx, ai_of, whole_step)
+        try:
+            call = next(calls)
+            while True:
+                try:
+                    result = attempt(*call)
+                except Exception as err:
+                    call = calls.throw(err)
+                else:
+                    call = calls.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def arun(self, ctx: StepContext, attempt: Callable[[str, dict[str, Any]], Awaitable[T]],
                    ai_of: Callable[[T], AIMessage | None], direct: Direct[T] | None = None) -> tuple[T, Usage]:
@@ -446,31 +473,18 @@ class StepRunner:
                 return asyncio.run_coroutine_threadsafe(attempt(tier, extra), loop).result()  # type: ignore[arg-type]
 
             return await asyncio.to_thread(self.run, ctx, attempt_sync, ai_of, direct)
-        attempts: list[str] = []
-        for tier in [ctx.decision.tier, *ctx.decision.fallback]:
-            started = time.perf_counter()
-            try:
-                result = await attempt(tier, {})
-            except Exception as err:
-                if not tier_failed(err):
-                    raise
-                self._fail(ctx, tier, err, started, attempts)
-                continue
-            rec = self._record(ctx, tier, ai_of(result), started)
-            up = self._escalation(ctx, ai_of(result))
-            if up is not None:
-                started = time.perf_counter()
+        calls = self._tiers(ctx, ai_of)
+        try:
+            call = next(calls)
+            while True:
                 try:
-                    better = await attempt(up.decision.tier, self.governor.settings(up.decision, up.decision.tier))
+                    result = await attempt(*call)
                 except Exception as err:
-                    if not tier_failed(err):
-                        raise
-                    self._fail(up, up.decision.tier, err, started, attempts)  # the cheap answer stands
+                    call = calls.throw(err)
                 else:
-                    return better, self._escalated(up, rec, ai_of(better), started)
-            return result, self._finish(ctx, tier, ai_of(result), rec.usage)
-        self.governor.release(ctx.run_id, ctx.decision)
-        raise EndpointError(attempts)
+                    call = calls.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 def tier_failed(err: BaseException) -> bool:

@@ -211,14 +211,10 @@ class _BandPlan:
 @dataclass(frozen=True, slots=True)
 class _BandPlans:
     policy: Policy
-    bands: tuple[tuple[float, float, _BandPlan], ...]
-    top: _BandPlan
+    by_band: dict[int, _BandPlan]  # id(band) -> its plan (the policy holds the bands)
 
     def for_score(self, score: float) -> _BandPlan:
-        for lo, hi, plan in self.bands:  # same rule as Policy.band_for
-            if lo <= score < hi:
-                return plan
-        return self.top
+        return self.by_band[id(self.policy.band_for(score))]
 
 
 def _compile_band(policy: Policy, band: Band) -> _BandPlan:
@@ -244,9 +240,7 @@ _PLANS: dict[int, _BandPlans] = {}
 def _band_plans(policy: Policy) -> _BandPlans:
     got = _PLANS.get(id(policy))
     if got is None or got.policy is not policy:
-        plans = {b.name: _compile_band(policy, b) for b in policy.bands}
-        top = max(policy.bands, key=lambda b: b.max)
-        got = _BandPlans(policy, tuple((b.min, b.max, plans[b.name]) for b in policy.bands), plans[top.name])
+        got = _BandPlans(policy, {id(b): _compile_band(policy, b) for b in policy.bands})
         if len(_PLANS) >= 64:  # a process holds a handful of policies; drop the oldest beyond that
             _PLANS.pop(next(iter(_PLANS)))
         _PLANS[id(policy)] = got

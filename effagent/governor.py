@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from effagent._trusted import trusted
-from effagent.decide import Decision, decide
+from effagent.decide import Decision, decide, escalate
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator, Step
 from effagent.ledger import ledger_from_policy
@@ -54,7 +54,12 @@ def _copy(value: Any) -> Any:
 def approx_tokens(text: str) -> int:
     """A rough prompt size (4 characters a token) used only to keep a step inside the remaining budget;
     accounting always uses the usage the server reports."""
-    return max(1, len(text) // 4)
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """:func:`approx_tokens` of a text ``chars`` characters long."""
+    return max(1, chars // 4)
 
 
 class Governor:
@@ -96,7 +101,8 @@ class Governor:
         step = step.model_copy(update={"index": state.steps})
         loop = loopguard.check(step, self.policy.loop_guard)
         difficulty = self.estimator.estimate(step)
-        inp = max(1, sum(len(m.content) + 1 for m in step.messages) // 4)  # approx_tokens of the joined text
+        # approx_tokens of the messages joined by spaces, without building the joined text every step
+        inp = tokens_for_chars(sum(len(m.content) for m in step.messages) + max(0, len(step.messages) - 1))
         decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
         if decision.action == "call" and self._reserving:
             hold = self._reserve(decision, run_id, thread_id, inp)
@@ -158,12 +164,10 @@ class Governor:
             inp, outp = input_tokens * calls, out * calls
         tokens = inp + outp
         usd = max(t.price.cost(inp, outp) for t in tiers)
-        band = self.policy.band_named(decision.band) if decision.verify else None
-        if band is not None and band.cascade is not None:
-            up = self.policy.tier(band.cascade.to)
-            up_out = min(x for x in (up.max_tokens, self.policy.budgets.step.max_output_tokens) if x)
-            tokens += input_tokens + up_out
-            usd += up.price.cost(input_tokens, up_out)
+        up = escalate(self.policy, decision, 1.0) if decision.verify else None  # the escalation, if it comes
+        if up is not None:
+            tokens += input_tokens + up.max_tokens
+            usd += self.policy.tier(up.tier).price.cost(input_tokens, up.max_tokens)
             calls += 1
         return tokens, usd, calls
 

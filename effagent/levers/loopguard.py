@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
         k = call.key
         counts[k] = counts.get(k, 0) + 1
         if counts[k] > cfg.max_repeated_tool_calls:
-            return (f"tool call {call.name}({json.dumps(call.args, sort_keys=True, default=str)[:80]}) repeated "
+            return (f"tool call {call.name}({k[len(call.name):][:80]}) repeated "
                     f"{counts[k]} times (limit {cfg.max_repeated_tool_calls})")
     drafts = [m.content for m in step.messages if m.role == "assistant" and not m.tool_calls and m.content]
     stalled = 0

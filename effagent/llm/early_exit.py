@@ -25,7 +25,7 @@ from effagent.levers.early_exit import (
     continuation_callables,
     early_exit,
 )
-from effagent.llm.budget_forcing import continue_message
+from effagent.llm.budget_forcing import continue_message, thinking_call_settings
 from effagent.llm.client import THINK_CLOSE, complete
 from effagent.llm.client import Completion as ServerCompletion
 from effagent.policy import Tier
@@ -33,20 +33,6 @@ from effagent.policy import Tier
 CompleteFn = Callable[..., list[ServerCompletion]]
 Role = Literal["think", "probe", "answer"]
 OnCall = Callable[[Role, ServerCompletion], None]
-
-
-def continuation_settings(tier: Tier, max_tokens: int, temperature: float | None = None) -> dict[str, Any]:
-    """Request settings that continue the partial turn with thinking on."""
-    extra: dict[str, Any] = {**tier.extra_body, **CONTINUE_BODY}
-    out: dict[str, Any] = {"max_tokens": max(1, int(max_tokens))}
-    if tier.thinking.control == "chat_template_kwargs":
-        extra["chat_template_kwargs"] = {**dict(extra.get("chat_template_kwargs") or {}), "enable_thinking": True}
-    elif tier.thinking.control == "reasoning_effort":
-        out["reasoning_effort"] = tier.thinking.effort_on
-    if temperature is not None:
-        out["temperature"] = temperature
-    out["extra_body"] = extra
-    return out
 
 
 def run_on_tier(tier: Tier, messages: Sequence[Mapping[str, Any]], cfg: EarlyExitConfig, *, max_tokens: int,
@@ -61,7 +47,9 @@ def run_on_tier(tier: Tier, messages: Sequence[Mapping[str, Any]], cfg: EarlyExi
     thought = [0]  # thinking tokens spent so far
 
     def call(turn: list[dict[str, str]], k: int) -> ServerCompletion:
-        got = complete_fn(tier, turn, settings=continuation_settings(tier, k), seed=seed)[0]
+        # thinking on, continuing the partial turn, at most k tokens (budget forcing's first-call settings)
+        settings = thinking_call_settings(tier, {"extra_body": {**tier.extra_body, **CONTINUE_BODY}}, k)
+        got = complete_fn(tier, turn, settings=settings, seed=seed)[0]
         if on_call is not None:
             on_call(role[0], got)
         return got

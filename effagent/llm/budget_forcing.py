@@ -25,7 +25,6 @@ Usage is the sum of both calls, the prompt counted for each (the second call re-
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -35,17 +34,13 @@ from effagent.llm.client import (
     THINK_CLOSE,
     THINK_OPEN,
     Completion,
-    EndpointCallError,
     EndpointRejected,
-    EndpointUnavailable,
     MalformedResponse,
-    backoff_s,
-    classify,
     complete,
-    endpoint_error,
     parse_response,
+    with_retries,
 )
-from effagent.llm.tokens import TokenizeUnavailable, counter_for, served_model_name
+from effagent.llm.tokens import counter_for, served_model_name
 from effagent.policy import Tier
 
 Mode = Literal["auto", "chat", "completions"]
@@ -186,30 +181,19 @@ def continue_completions(tier: Tier, messages: list[dict[str, Any]], prefix: str
         payload["seed"] = seed
     url = f"{counter.root}/v1/completions"
     headers = {"Authorization": f"Bearer {tier.api_key.get_secret_value()}"} if tier.api_key is not None else {}
-    tries = 1 + tier.retries
     with httpx.Client(timeout=httpx.Timeout(tier.timeout_s, connect=min(5.0, tier.timeout_s)),
                       trust_env=False) as client:
-        for attempt in range(tries):
+
+        def once() -> Completion:
+            if "prompt" not in payload:
+                prompt_ids = counter.render_chat(messages, model, chat_template_kwargs=ctk, tools=tools)
+                payload["prompt"] = prompt_ids + counter.tokenize(prefix, model)
+            response = client.post(url, json=payload, headers=headers)
+            response.raise_for_status()
             try:
-                if "prompt" not in payload:
-                    prompt_ids = counter.render_chat(messages, model, chat_template_kwargs=ctk, tools=tools)
-                    payload["prompt"] = prompt_ids + counter.tokenize(prefix, model)
-                response = client.post(url, json=payload, headers=headers)
-                response.raise_for_status()
-                try:
-                    body = response.json()
-                except ValueError as err:
-                    raise MalformedResponse(f"the body is not JSON: {response.text[:200]!r}") from err
-                return parse_response(body)[0]
-            except TokenizeUnavailable as err:
-                if attempt + 1 >= tries:
-                    raise EndpointUnavailable(tier.model, tier.api_base, f"rendering the prompt: {err}",
-                                              attempts=attempt + 1) from err
-            except EndpointCallError:
-                raise
-            except Exception as err:
-                retriable, _ = classify(err)
-                if not retriable or attempt + 1 >= tries:
-                    raise endpoint_error(tier, err, attempt + 1) from err
-            time.sleep(backoff_s(attempt))
-    raise AssertionError("unreachable")
+                body = response.json()
+            except ValueError as err:
+                raise MalformedResponse(f"the body is not JSON: {response.text[:200]!r}") from err
+            return parse_response(body)[0]
+
+        return with_retries(tier, once)

@@ -32,13 +32,16 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
 from effagent.errors import EndpointError
+from effagent.llm.tokens import TokenizeUnavailable
 from effagent.policy import Tier
+
+R = TypeVar("R")
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
@@ -109,8 +112,9 @@ class MalformedResponse(ValueError):
 
 
 def classify(err: BaseException) -> tuple[bool, int | None]:
-    """(retriable, HTTP status) of an exception raised by litellm, httpx or the response parser."""
-    if isinstance(err, MalformedResponse):
+    """(retriable, HTTP status) of an exception raised by litellm, httpx, the response parser or the server's
+    tokenizer endpoints (rendering a prompt for ``/v1/completions``)."""
+    if isinstance(err, MalformedResponse | TokenizeUnavailable):
         return True, None
     import httpx
 
@@ -138,13 +142,50 @@ def classify(err: BaseException) -> tuple[bool, int | None]:
 
 def endpoint_error(tier: Tier, err: BaseException, tries: int) -> EndpointCallError:
     retriable, status = classify(err)
-    detail = f"{type(err).__name__}: {str(err)[:300]}"
+    if isinstance(err, TokenizeUnavailable):
+        detail = f"rendering the prompt: {err}"
+    else:
+        detail = f"{type(err).__name__}: {str(err)[:300]}"
     cls = EndpointUnavailable if retriable else EndpointRejected
     return cls(tier.model, tier.api_base, detail, status=status, attempts=tries)
 
 
 def backoff_s(attempt: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
+
+
+def with_retries(tier: Tier, call: Callable[[], R]) -> R:
+    """``call()`` under the tier's retry rule: transient failures (see :func:`classify`) are retried
+    ``tier.retries`` times with exponential backoff, then raise :class:`EndpointUnavailable`; others raise
+    :class:`EndpointRejected` at once; an :class:`EndpointCallError` from ``call`` passes through."""
+    tries = 1 + tier.retries
+    for attempt in range(tries):
+        try:
+            return call()
+        except EndpointCallError:
+            raise
+        except Exception as err:
+            retriable, _ = classify(err)
+            if not retriable or attempt + 1 >= tries:
+                raise endpoint_error(tier, err, attempt + 1) from err
+        time.sleep(backoff_s(attempt))
+    raise AssertionError("unreachable")
+
+
+async def awith_retries(tier: Tier, call: Callable[[], Awaitable[R]]) -> R:
+    """Async :func:`with_retries` (the backoff sleeps without blocking the loop)."""
+    tries = 1 + tier.retries
+    for attempt in range(tries):
+        try:
+            return await call()
+        except EndpointCallError:
+            raise
+        except Exception as err:
+            retriable, _ = classify(err)
+            if not retriable or attempt + 1 >= tries:
+                raise endpoint_error(tier, err, attempt + 1) from err
+        await asyncio.sleep(backoff_s(attempt))
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -355,16 +396,7 @@ def complete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, 
     """
     litellm = _litellm()
     kwargs = request_kwargs(tier, messages, settings, n, logprobs, seed)
-    tries = 1 + tier.retries
-    for attempt in range(tries):
-        try:
-            return parse_response(litellm.completion(**kwargs))
-        except Exception as err:
-            retriable, _ = classify(err)
-            if not retriable or attempt + 1 >= tries:
-                raise endpoint_error(tier, err, attempt + 1) from err
-            time.sleep(backoff_s(attempt))
-    raise AssertionError("unreachable")
+    return with_retries(tier, lambda: parse_response(litellm.completion(**kwargs)))
 
 
 async def acomplete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, Any], n: int = 1,
@@ -372,13 +404,8 @@ async def acomplete(tier: Tier, messages: list[dict[str, Any]], *, settings: dic
     """Async :func:`complete` (same arguments, result and errors)."""
     litellm = _litellm()
     kwargs = request_kwargs(tier, messages, settings, n, logprobs, seed)
-    tries = 1 + tier.retries
-    for attempt in range(tries):
-        try:
-            return parse_response(await litellm.acompletion(**kwargs))
-        except Exception as err:
-            retriable, _ = classify(err)
-            if not retriable or attempt + 1 >= tries:
-                raise endpoint_error(tier, err, attempt + 1) from err
-            await asyncio.sleep(backoff_s(attempt))
-    raise AssertionError("unreachable")
+
+    async def once() -> list[Completion]:
+        return parse_response(await litellm.acompletion(**kwargs))
+
+    return await awith_retries(tier, once)

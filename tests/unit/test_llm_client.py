@@ -447,3 +447,17 @@ bands: [{name: all, min: 0, max: 1, tier: small}]
     models = models_for(pol, temperature=0.0, model_kwargs={"seed": 3})
     assert type(models["small"]).__name__ == "ChatLiteLLM"
     assert isinstance(models["think"], BudgetForcingChatModel) and models["think"].seed == 3
+
+
+def test_completions_continuation_without_a_reachable_tokenizer_is_retried_then_unavailable():
+    import socket
+
+    from effagent.llm.budget_forcing import continue_completions
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tier = Tier(model="hosted_vllm/x", api_base=f"http://127.0.0.1:{port}/v1", retries=1, timeout_s=2)
+    with pytest.raises(EndpointUnavailable, match="rendering the prompt") as err:
+        continue_completions(tier, [{"role": "user", "content": "q"}], "so far", settings={}, max_tokens=4)
+    assert err.value.tries == 2

@@ -179,13 +179,21 @@ def thread_usage_from_state(state: Mapping[str, Any], key: str) -> Usage | None:
     return None
 
 
-def thread_id_from_config() -> str | None:
-    try:
-        cfg = get_config()
-    except Exception:  # outside a graph run
-        return None
-    tid = (cfg.get("configurable") or {}).get("thread_id")
-    return None if tid is None else str(tid)
+_CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph's config key for the graph's checkpointer (or None)
+
+
+def graph_context(config: Mapping[str, Any] | None = None) -> tuple[str | None, bool]:
+    """The thread id of the running graph (from ``config``, or the current graph run's), and whether the graph
+    checkpoints its state. Only a checkpointed state outlives one invocation, so only then is the thread's
+    total kept in graph state; otherwise the ledger's own thread totals are the thread's spending."""
+    if config is None:
+        try:
+            config = get_config()
+        except Exception:  # outside a graph run
+            return None, False
+    conf = config.get("configurable") or {}
+    tid = conf.get("thread_id")
+    return (None if tid is None else str(tid)), bool(conf.get(_CHECKPOINTER_KEY))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from langgraph.types import Command
 
 from effagent.governor import Governor
 from effagent.ledger.base import Ledger, Usage
-from effagent.observe import Observer
+from effagent.observe import NullObserver, Observer
 from effagent.policy import Policy
 
 from ._lc import (
@@ -37,7 +37,7 @@ from ._lc import (
     StepRunner,
     check_models,
     default_reasoning_counter,
-    thread_id_from_config,
+    graph_context,
     thread_usage_for_state,
     thread_usage_from_state,
 )
@@ -56,7 +56,11 @@ def _first_ai(response: ModelResponse) -> AIMessage | None:
 
 
 class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
-    """Applies effagent's per-step decisions inside a ``create_agent`` graph."""
+    """Applies effagent's per-step decisions inside a ``create_agent`` graph.
+
+    The run's end is reported to the observer (telemetry) by an ``after_agent`` hook, a graph node of its own;
+    with no observer (telemetry off) nothing listens for it, so the middleware has no such hook and the graph
+    no such node (the instance is then of :class:`_SilentRunEnd`'s kind, still an ``EfficiencyMiddleware``)."""
 
     state_schema = EfficiencyState
 
@@ -68,6 +72,12 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         self.policy = self.governor.policy
         self.models = check_models(self.policy, models)
         self.runner = StepRunner(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
+        if type(self) is EfficiencyMiddleware and type(self.governor.observer) is NullObserver:
+            self.__class__ = _SilentRunEnd  # create_agent adds a node for every hook a middleware class defines
+
+    @property
+    def name(self) -> str:
+        return "EfficiencyMiddleware"
 
     @property
     def ledger(self) -> Ledger:
@@ -90,15 +100,15 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         return self.after_agent(state, runtime)
 
     # -- model steps --------------------------------------------------------------------------------
-    def _plan(self, request: ModelRequest) -> tuple[StepContext, bool]:
-        """The step's context, and whether this step started the run."""
-        thread_id = thread_id_from_config()
+    def _plan(self, request: ModelRequest) -> tuple[StepContext, bool, bool]:
+        """The step's context, whether this step started the run, and whether the graph checkpoints."""
+        thread_id, checkpointed = graph_context()
         run_id = request.state.get(RUN_KEY)
         started = not run_id
         if started:
             run_id = self.governor.start_run(thread_id)
-        base = thread_usage_from_state(request.state, THREAD_KEY)
-        return self.runner.plan(request.messages, request.tools, run_id, thread_id, base), started
+        base = thread_usage_from_state(request.state, THREAD_KEY) if checkpointed else None
+        return self.runner.plan(request.messages, request.tools, run_id, thread_id, base), started, checkpointed
 
     def _request_for(self, request: ModelRequest, ctx: StepContext, tier: str,
                      extra: dict[str, Any]) -> ModelRequest:
@@ -110,11 +120,17 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         return request.override(model=self.models[tier], model_settings=settings, messages=messages)
 
     @staticmethod
-    def _extended(response: ModelResponse, thread_total: Usage, ctx: StepContext,
-                  started: bool) -> ExtendedModelResponse:
-        update: dict[str, Any] = {THREAD_KEY: thread_usage_for_state(thread_total)}
+    def _extended(response: ModelResponse, thread_total: Usage, ctx: StepContext, started: bool,
+                  checkpointed: bool) -> ModelResponse | ExtendedModelResponse:
+        """The response, with the state update effagent needs: the run's id on its first step, and the thread's
+        total when the state is checkpointed (a state update costs the graph a command of its own)."""
+        update: dict[str, Any] = {}
+        if checkpointed:
+            update[THREAD_KEY] = thread_usage_for_state(thread_total)
         if started:
             update[RUN_KEY] = ctx.run_id
+        if not update:
+            return response
         return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     def _direct(self, request: ModelRequest, ctx: StepContext) -> Direct[ModelResponse] | None:
@@ -128,16 +144,23 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
 
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        ctx, started = self._plan(request)
+        ctx, started, checkpointed = self._plan(request)
         response, total = self.runner.run(
             ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai,
             self._direct(request, ctx))
-        return self._extended(response, total, ctx, started)
+        return self._extended(response, total, ctx, started, checkpointed)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
-        ctx, started = self._plan(request)
+        ctx, started, checkpointed = self._plan(request)
         response, total = await self.runner.arun(
             ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai,
             self._direct(request, ctx))
-        return self._extended(response, total, ctx, started)
+        return self._extended(response, total, ctx, started, checkpointed)
+
+
+class _SilentRunEnd(EfficiencyMiddleware):
+    """An :class:`EfficiencyMiddleware` whose runs have no observer: no ``after_agent`` hook (no graph node)."""
+
+    after_agent = AgentMiddleware.after_agent  # type: ignore[assignment]
+    aafter_agent = AgentMiddleware.aafter_agent  # type: ignore[assignment]

@@ -14,8 +14,9 @@ g.add_conditional_edges("agent", tools_condition)
 g.add_edge("tools", "agent")
 ```
 The node plans a Decision for each call, calls that tier's model (tools bound, decision settings
-applied, next tier on endpoint failure), records usage in the ledger and adds it to
-``effagent_thread_usage`` in graph state, so a thread resumed from a checkpointer keeps its budget.
+applied, next tier on endpoint failure), records usage in the ledger and, when the graph has a checkpointer, adds it to
+``effagent_thread_usage`` in graph state, so a thread resumed from a checkpointer keeps its budget (without
+one, the ledger's own thread totals count).
 Your own state class works too if it has the two keys of :class:`EfficiencyGraphState`.
 """
 
@@ -42,6 +43,7 @@ from ._lc import (
     StepRunner,
     check_models,
     default_reasoning_counter,
+    graph_context,
     thread_usage_for_state,
     thread_usage_from_state,
 )
@@ -56,11 +58,6 @@ class EfficiencyGraphState(MessagesState, total=False):
 
     effagent_thread_usage: dict[str, Any]
     effagent_run_id: Annotated[str, UntrackedValue]
-
-
-def _thread_id(config: RunnableConfig | None) -> str | None:
-    tid = ((config or {}).get("configurable") or {}).get("thread_id")
-    return None if tid is None else str(tid)
 
 
 class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
@@ -84,15 +81,17 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         return self.governor.ledger
 
     # -- one step ---------------------------------------------------------------------------------------
-    def _plan(self, state: dict[str, Any], config: RunnableConfig | None) -> tuple[StepContext, bool]:
-        thread_id = _thread_id(config)
+    def _plan(self, state: dict[str, Any], config: RunnableConfig | None) -> tuple[StepContext, bool, bool]:
+        """The step's context, whether this step started the run, and whether the graph checkpoints (only then
+        is the thread's total kept in graph state)."""
+        thread_id, checkpointed = graph_context(config or {})
         run_id = state.get(RUN_KEY)
         new_run = not run_id
         if new_run:
             run_id = self.governor.start_run(thread_id)
-        base = thread_usage_from_state(state, THREAD_KEY)
+        base = thread_usage_from_state(state, THREAD_KEY) if checkpointed else None
         ctx = self.runner.plan(list(state.get(self.messages_key) or []), self.tools, str(run_id), thread_id, base)
-        return ctx, new_run
+        return ctx, new_run, checkpointed
 
     def _bound(self, ctx: StepContext, tier: str, extra: dict[str, Any]) -> Any:
         settings = {**self.governor.settings(ctx.decision, tier), **extra}
@@ -105,8 +104,10 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         msgs = self.runner.messages_for(ctx.decision, list(state.get(self.messages_key) or []))
         return [SystemMessage(self.system_prompt), *msgs] if self.system_prompt else msgs
 
-    def _update(self, ctx: StepContext, new_run: bool, ai: AIMessage, total: Any) -> dict[str, Any]:
-        update: dict[str, Any] = {self.messages_key: [ai], THREAD_KEY: thread_usage_for_state(total)}
+    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, ai: AIMessage, total: Any) -> dict[str, Any]:
+        update: dict[str, Any] = {self.messages_key: [ai]}
+        if checkpointed:
+            update[THREAD_KEY] = thread_usage_for_state(total)
         if new_run:
             update[RUN_KEY] = ctx.run_id
         if not ai.tool_calls:  # the agent answers: this run is over
@@ -114,19 +115,19 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         return update
 
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        ctx, new_run = self._plan(state, config)
+        ctx, new_run, checkpointed = self._plan(state, config)
         msgs = self._messages(ctx, state)
         ai, total = self.runner.run(ctx, lambda tier, extra: self._bound(ctx, tier, extra).invoke(msgs, config), _as_ai,
                                     Direct(msgs, _identity))
-        return self._update(ctx, new_run, ai, total)
+        return self._update(ctx, new_run, checkpointed, ai, total)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        ctx, new_run = self._plan(state, config)
+        ctx, new_run, checkpointed = self._plan(state, config)
         msgs = self._messages(ctx, state)
         ai, total = await self.runner.arun(
             ctx, lambda tier, extra: self._bound(ctx, tier, extra).ainvoke(msgs, config), _as_ai,
             Direct(msgs, _identity))
-        return self._update(ctx, new_run, ai, total)
+        return self._update(ctx, new_run, checkpointed, ai, total)
 
 
 def _identity(ai: AIMessage) -> AIMessage:

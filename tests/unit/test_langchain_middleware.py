@@ -147,6 +147,36 @@ def test_resumed_thread_keeps_its_budget_across_processes():
     assert agent2.get_state(cfg).values["effagent_thread_usage"]["calls"] == len(kinds) + 2
 
 
+def test_without_a_checkpointer_the_ledger_keeps_the_thread_total_and_state_carries_none():
+    # no checkpointer: graph state ends with the invocation, so the thread's spending is the ledger's total
+    # (the run's later steps included), and no state update is spent on it
+    cfg = {"configurable": {"thread_id": "t-2"}}
+    agent, mw, *_ = build(policy(thread_tokens=40))
+    out = agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 calls x 15 tokens = 30
+    assert "effagent_thread_usage" not in out
+    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 30 + 15 >= 40 after its first step
+    second = [r.kind for r in mw.ledger.records()][2:]
+    assert second == ["model", "finalize"]
+    assert mw.ledger.thread_usage("t-2").calls == 4
+
+
+def test_the_run_end_hook_exists_only_where_an_observer_listens():
+    from effagent.observe import NullObserver
+
+    class Listener(NullObserver):
+        pass
+
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (12, 3, 0)))
+    models = {"small": small, "large": FakeTierModel(tier="large")}
+    silent = EfficiencyMiddleware(policy(), models=models, observer=NullObserver())
+    heard = EfficiencyMiddleware(policy(), models=models, observer=Listener())
+    assert isinstance(silent, EfficiencyMiddleware) and silent.name == heard.name == "EfficiencyMiddleware"
+    nodes = {n for n in create_agent(small, tools=[calculator], middleware=[silent]).get_graph().nodes}
+    assert "EfficiencyMiddleware.after_agent" not in nodes
+    nodes = {n for n in create_agent(small, tools=[calculator], middleware=[heard]).get_graph().nodes}
+    assert "EfficiencyMiddleware.after_agent" in nodes
+
+
 def test_a_different_thread_has_its_own_budget():
     saver = InMemorySaver()
     pol = policy(thread_tokens=50)

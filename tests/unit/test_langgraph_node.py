@@ -56,6 +56,15 @@ def test_each_invocation_is_a_new_run_and_the_thread_budget_survives_a_restart()
     assert graph2.get_state(cfg).values["effagent_thread_usage"]["calls"] == 4
 
 
+def test_without_a_checkpointer_the_thread_total_is_the_ledgers():
+    cfg = {"configurable": {"thread_id": "t"}}
+    graph, node, *_ = build(policy(thread_tokens=40))
+    out = graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 30 of the 40-token thread budget
+    assert "effagent_thread_usage" not in out  # state ends with the invocation: nothing to carry
+    graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)
+    assert [r.kind for r in node.ledger.records()][2:] == ["model", "finalize"]
+
+
 def test_budget_error_and_finalize():
     looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
                                                     input_tokens=60, output_tokens=50)])

@@ -58,6 +58,19 @@ class Decision(BaseModel):
     verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
     early_exit: dict[str, Any] | None = None  # the band's early-exit settings when it thinks with early exit
 
+    def as_dict(self) -> dict[str, Any]:
+        """``model_dump()``, built directly (it is attached to every answer): every field already holds JSON
+        types (the settings dicts hold scalars), so copying the containers is enough."""
+        d = dict(self.__dict__)
+        d["budget_left"] = dict(self.budget_left.__dict__)
+        d["signals"] = dict(self.signals)
+        d["fallback"] = list(self.fallback)
+        if d["consistency"] is not None:
+            d["consistency"] = dict(d["consistency"])
+        if d["early_exit"] is not None:
+            d["early_exit"] = dict(d["early_exit"])
+        return d
+
 
 def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | None]:
     t = None if limit.tokens is None else max(0, limit.tokens - tokens)
@@ -69,6 +82,11 @@ def budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
     rt, rd = _left(policy.budgets.run, state.run.total_tokens, state.run.cost_usd)
     tt, td = _left(policy.budgets.thread, state.thread.total_tokens, state.thread.cost_usd)
     return trusted(BudgetLeft, run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
+
+
+def _least(a: Any, b: Any) -> Any:
+    """The smaller of two limits, None meaning no limit."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _exhausted(policy: Policy, state: LedgerState, left: BudgetLeft) -> tuple[str, str, str] | None:
@@ -116,7 +134,10 @@ def decide(
     """
     step = state.steps if step is None else step
     left = budget_left(policy, state)
-    spent = _exhausted(policy, state, left)
+    tokens_left = _least(left.run_tokens, left.thread_tokens)
+    usd_left = _least(left.run_usd, left.thread_usd)
+    # a budget is spent exactly when what is left of it is 0 (left = max(0, limit - spent))
+    spent = _exhausted(policy, state, left) if tokens_left == 0 or usd_left == 0 else None
     if spent is None and shared_exhausted is not None:
         if policy.budgets.on_exhausted == "error":
             raise BudgetExceeded("team", shared_exhausted, "the team limit")
@@ -146,7 +167,6 @@ def decide(
     max_tokens, thinking, budget = plan.max_tokens, plan.thinking, plan.thinking_budget
 
     # stay inside what is left: fewer output tokens, then a cheaper tier if even that does not fit in $.
-    tokens_left = left.tokens()
     if tokens_left is not None:
         room = max(1, tokens_left - input_tokens)
         if room < max_tokens:
@@ -155,7 +175,6 @@ def decide(
         if budget is not None and budget >= max_tokens:
             budget = max(0, max_tokens // 2)
             reasons.append(f"thinking budget cut to {budget}")
-    usd_left = left.usd()
     fallback = plan.fallback
     if usd_left is not None:
         samples_cost = _worst_cost(tier, max_tokens, input_tokens) * plan.samples

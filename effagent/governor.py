@@ -98,11 +98,13 @@ class Governor:
     def plan(self, step: Step, run_id: str, thread_id: str | None = None,
              thread_base: Usage | None = None) -> Decision:
         state = self.ledger.state(run_id, thread_id, thread_base)
-        step = step.model_copy(update={"index": state.steps})
+        if step.index != state.steps:  # the step's position in the run is the ledger's count
+            step = step.at_index(state.steps)
         loop = loopguard.check(step, self.policy.loop_guard)
         difficulty = self.estimator.estimate(step)
         # approx_tokens of the messages joined by spaces, without building the joined text every step
-        inp = tokens_for_chars(sum(len(m.content) for m in step.messages) + max(0, len(step.messages) - 1))
+        st = step.stats()
+        inp = tokens_for_chars(st.chars + max(0, st.count - 1))
         decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
         if decision.action == "call" and self._reserving:
             hold = self._reserve(decision, run_id, thread_id, inp)

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from effagent.errors import PolicyError
+from effagent.errors import PolicyError, UnknownTierError
 
 NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -386,8 +386,6 @@ class Policy(_Strict):
         return max(self.bands, key=lambda b: b.max)  # score == 1.0 falls in the top band
 
     def tier(self, name: str) -> Tier:
-        from effagent.errors import UnknownTierError
-
         try:
             return self.tiers[name]
         except KeyError:

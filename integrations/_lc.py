@@ -17,7 +17,7 @@ from langgraph.errors import GraphBubbleUp
 
 from effagent._trusted import trusted
 from effagent.decide import Decision, escalate
-from effagent.difficulty.base import Message, Step, ToolCall
+from effagent.difficulty.base import History, Message, Step, StepStats, ToolCall
 from effagent.errors import EffagentError, EndpointError
 from effagent.governor import Governor, approx_tokens
 from effagent.ledger.base import CallKind, StepRecord, Usage
@@ -66,31 +66,48 @@ class MessageCache:
 
     ``history`` converts a run's whole conversation: a run's history only grows between its steps, so when
     the message the run's previous step ended with is still at the same place, the converted prefix is
-    reused and only the new messages are looked at."""
+    reused and only the new messages are looked at, both to convert them and to add them to the run's
+    :class:`History` (the statistics estimators and the loop guard read)."""
 
     def __init__(self, size: int = 4096, runs: int = 256) -> None:
         self.size = size
         self._by_id: dict[str, Message] = {}
         self.runs = runs
-        # run -> (length, first id, last id, converted)
-        self._history: dict[str, tuple[int, str, str, list[Message]]] = {}
+        # run -> (length, first id, last id, converted, statistics)
+        self._history: dict[str, tuple[int, str, str, list[Message], History]] = {}
+        self._tools: tuple[tuple[Any, ...], list[str]] | None = None
 
-    def history(self, run_id: str, messages: Sequence[BaseMessage]) -> list[Message]:
+    def history(self, run_id: str, messages: Sequence[BaseMessage]) -> tuple[list[Message], StepStats | None]:
+        """The run's messages converted, and their statistics (None when they cannot be kept: no ids)."""
         n = len(messages)
         prev = self._history.get(run_id)
         if (prev is not None and 0 < prev[0] <= n and messages[prev[0] - 1].id == prev[2]
                 and messages[0].id == prev[1]):
-            out = prev[3] + [self.convert(m) for m in messages[prev[0]:]]
+            new = [self.convert(m) for m in messages[prev[0]:]]
+            out, hist = prev[3] + new, prev[4]
         else:
-            out = [self.convert(m) for m in messages]
+            out = new = [self.convert(m) for m in messages]
+            hist = History()
         first, last = (messages[0].id, messages[-1].id) if n else (None, None)
-        if first and last:
-            if run_id not in self._history and len(self._history) >= self.runs:
-                self._history.pop(next(iter(self._history)))
-            self._history[run_id] = (n, first, last, out)
-        else:
+        if not (first and last):
             self._history.pop(run_id, None)
-        return out
+            return out, None
+        for m in new:
+            hist.add(m)
+        if run_id not in self._history and len(self._history) >= self.runs:
+            self._history.pop(next(iter(self._history)))
+        self._history[run_id] = (n, first, last, out, hist)
+        return out, hist.stats()
+
+    def tool_names(self, tools: Sequence[Any]) -> list[str]:
+        """The tools' names; an agent offers the same tools at every step, so they are read once."""
+        key = tuple(tools)  # compared by identity first: the same tool objects match at once
+        last = self._tools
+        if last is not None and last[0] == key:
+            return last[1]
+        names = tool_names(tools)
+        self._tools = (key, names)
+        return names
 
     def convert(self, m: BaseMessage) -> Message:
         mid = m.id
@@ -104,20 +121,27 @@ class MessageCache:
         return got
 
 
-def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: MessageCache | None = None,
-            run_id: str | None = None) -> Step:
+def tool_names(tools: Sequence[Any]) -> list[str]:
     names = []
     for t in tools:
         name = getattr(t, "name", None) or (t.get("name") if isinstance(t, Mapping) else None)
         if name:
             names.append(str(name))
+    return names
+
+
+def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: MessageCache | None = None,
+            run_id: str | None = None) -> Step:
+    names = tool_names(tools) if cache is None else cache.tool_names(tools)
+    stats = None
     if cache is None:
         converted = [to_message(m) for m in messages]
     elif run_id is not None:
-        converted = cache.history(run_id, messages)
+        converted, stats = cache.history(run_id, messages)
     else:
         converted = [cache.convert(m) for m in messages]
-    return trusted(Step, messages=converted, tools=names, index=0)
+    step = trusted(Step, messages=converted, tools=names, index=0)
+    return step if stats is None else step.with_stats(stats)
 
 
 def reasoning_text(msg: AIMessage) -> str:
@@ -226,18 +250,15 @@ class StepRunner:
         self.verifier: Any = None  # the cascade verifier, loaded on first use
         self.complete_fn: Any = None  # early exit's endpoint call (default effagent.llm.client.complete)
 
-    def messages_for(self, decision: Decision, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """The conversation the chosen tier sees: a finalize instruction or a prompt-level budget appended."""
-        out = list(messages)
+    def messages_for(self, decision: Decision, messages: Sequence[BaseMessage]) -> Sequence[BaseMessage]:
+        """The conversation the chosen tier sees: a finalize instruction or a prompt-level budget appended
+        (a new list), or ``messages`` itself when nothing is added."""
         if decision.action == "finalize":
-            out.append(HumanMessage(self.governor.policy.budgets.finalize.instruction))
-            return out
+            return [*messages, HumanMessage(self.governor.policy.budgets.finalize.instruction)]
         if decision.prompt_budget == "none":
-            return out
-        extra = prompt_budget_instruction(decision.prompt_budget, to_step(out).prompt, decision.difficulty)
-        if extra:
-            out.append(HumanMessage(extra))
-        return out
+            return messages
+        extra = prompt_budget_instruction(decision.prompt_budget, to_step(messages).prompt, decision.difficulty)
+        return [*messages, HumanMessage(extra)] if extra else messages
 
     def _record(self, ctx: StepContext, tier: str, ai: AIMessage | None, started: float,
                 kind: CallKind = "model") -> StepRecord:
@@ -272,8 +293,11 @@ class StepRunner:
                 # the final call must end the run: a model that still asks for tools gets its calls dropped
                 ai.tool_calls = []
                 ai.content = ai.content or "(no final answer: the model asked for a tool after the budget was spent)"
-            meta = {"tier": tier, "decision": decision.model_dump(), **(extra_meta or {})}  # JSON types only
-            ai.response_metadata = {**(ai.response_metadata or {}), "effagent": meta}
+            meta = {"tier": tier, "decision": decision.as_dict(), **(extra_meta or {})}  # JSON types only
+            if isinstance(ai.response_metadata, dict):  # each message has its own dict: no re-assignment needed
+                ai.response_metadata["effagent"] = meta
+            else:
+                ai.response_metadata = {**(ai.response_metadata or {}), "effagent": meta}
         self.governor.end_step(ctx.run_id, decision, usage)
         return (ctx.thread_base if ctx.thread_base is not None else Usage()) + usage
 

@@ -115,9 +115,11 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         settings = {**request.model_settings, **self.governor.settings(ctx.decision, tier), **extra}
         messages = self.runner.messages_for(ctx.decision, request.messages)
         if ctx.decision.action == "finalize":
-            return request.override(model=self.models[tier], model_settings=settings, messages=messages,
+            return request.override(model=self.models[tier], model_settings=settings, messages=list(messages),
                                     tools=[], tool_choice=None)
-        return request.override(model=self.models[tier], model_settings=settings, messages=messages)
+        if messages is request.messages:
+            return request.override(model=self.models[tier], model_settings=settings)
+        return request.override(model=self.models[tier], model_settings=settings, messages=list(messages))
 
     @staticmethod
     def _extended(response: ModelResponse, thread_total: Usage, ctx: StepContext, started: bool,

@@ -102,7 +102,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
 
     def _messages(self, ctx: StepContext, state: dict[str, Any]) -> list[BaseMessage]:
         msgs = self.runner.messages_for(ctx.decision, list(state.get(self.messages_key) or []))
-        return [SystemMessage(self.system_prompt), *msgs] if self.system_prompt else msgs
+        return [SystemMessage(self.system_prompt), *msgs] if self.system_prompt else list(msgs)
 
     def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, ai: AIMessage, total: Any) -> dict[str, Any]:
         update: dict[str, Any] = {self.messages_key: [ai]}

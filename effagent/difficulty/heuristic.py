@@ -33,10 +33,10 @@ class HeuristicEstimator:
         return dict(_prompt_signals(prompt))  # a copy: callers add the run's own signals to it
 
     def estimate(self, step: Step) -> Difficulty:
-        s = self.prompt_signals(step.prompt)
-        calls = [c.key for c in step.tool_calls]
-        s["tool_errors"] = min(1.0, step.tool_errors / 3)
-        s["repeats"] = min(1.0, (len(calls) - len(set(calls))) / 2) if calls else 0.0
+        st = step.stats()
+        s = self.prompt_signals(st.prompt)
+        s["tool_errors"] = min(1.0, st.tool_errors / 3)
+        s["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
         s["depth"] = min(1.0, step.index / 10)
         logit = _prompt_logit(s) + 1.2 * s["tool_errors"] + 0.8 * s["repeats"] + 0.4 * s["depth"]
         return trusted(Difficulty, score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)

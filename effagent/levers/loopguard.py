@@ -29,14 +29,16 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
         return None
     if cfg.max_steps is not None and step.index >= cfg.max_steps:
         return f"step {step.index} reached loop_guard.max_steps={cfg.max_steps}"
-    counts: dict[str, int] = {}
-    for call in step.tool_calls:
-        k = call.key
-        counts[k] = counts.get(k, 0) + 1
-        if counts[k] > cfg.max_repeated_tool_calls:
-            return (f"tool call {call.name}({k[len(call.name):][:80]}) repeated "
-                    f"{counts[k]} times (limit {cfg.max_repeated_tool_calls})")
-    drafts = [m.content for m in step.messages if m.role == "assistant" and not m.tool_calls and m.content]
+    stats = step.stats()
+    if stats.max_call_repeats > cfg.max_repeated_tool_calls:  # name the first call that went over the limit
+        counts: dict[str, int] = {}
+        for call in step.tool_calls:
+            k = call.key
+            counts[k] = counts.get(k, 0) + 1
+            if counts[k] > cfg.max_repeated_tool_calls:
+                return (f"tool call {call.name}({k[len(call.name):][:80]}) repeated "
+                        f"{counts[k]} times (limit {cfg.max_repeated_tool_calls})")
+    drafts = stats.drafts
     stalled = 0
     for prev, cur in zip(drafts, drafts[1:], strict=False):
         change, reflective = _revision(prev, cur)
@@ -44,9 +46,8 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
         if stalled >= cfg.max_reflection_rounds:
             return (f"{stalled} revision rounds changed the draft by less than "
                     f"{max(cfg.min_change_ratio, 0.5) if reflective else cfg.min_change_ratio:.0%}")
-    last = next((m for m in reversed(step.messages) if m.role == "assistant"), None)
-    if last is not None and last.reasoning:
-        return check_reasoning(last.reasoning, cfg.max_reasoning_verifications)
+    if stats.last_reasoning:  # the last assistant message's thinking
+        return check_reasoning(stats.last_reasoning, cfg.max_reasoning_verifications)
     return None
 
 

@@ -114,3 +114,88 @@ def test_a_runs_history_is_converted_incrementally_and_rebuilt_when_it_was_rewri
     # another run, and messages without ids, are converted from scratch
     assert to_step([HumanMessage("hi")], cache=cache, run_id="r2").messages[0].content == "hi"
     assert to_step([HumanMessage("hi"), HumanMessage("again")], cache=cache, run_id="r2").messages[1].content == "again"
+
+
+SETTINGS_POLICY = POLICY.replace(
+    "  - {name: hard, min: 0.5, max: 1.0, tier: large, thinking: true, thinking_budget: 512}",
+    "  - {name: mid, min: 0.5, max: 0.8, tier: large, thinking: true, early_exit: {chunk: 32}}\n"
+    "  - {name: hard, min: 0.8, max: 1.0, tier: large, samples: 5}")
+
+
+@pytest.mark.parametrize("prompt_score", [0.1, 0.6, 0.9])
+def test_decision_as_dict_is_model_dump_and_independent(prompt_score):
+    from effagent.decide import decide
+
+    pol = parse_policy(SETTINGS_POLICY, env={})
+    d = decide(pol, Difficulty(score=prompt_score, signals={"x": 0.5}), LedgerState(), step=1)
+    assert (d.consistency is not None) == (prompt_score == 0.9) and (d.early_exit is not None) == (prompt_score == 0.6)
+    out = d.as_dict()
+    assert out == d.model_dump()
+    for key in ("budget_left", "signals", "fallback", "consistency", "early_exit"):  # copies, not the decision's
+        if out[key] is not None:
+            assert out[key] is not getattr(d, key) and out[key] == d.model_dump()[key]
+
+
+# -- a run's message statistics, grown one step at a time, equal a fresh scan of the step ---------------------
+def _reference(messages):
+    """What estimators and the loop guard computed by scanning the messages (before statistics were kept)."""
+    users = [m.content for m in messages if m.role == "user"]
+    calls = [c.key for m in messages if m.role == "assistant" for c in m.tool_calls]
+    last = next((m for m in reversed(messages) if m.role == "assistant"), None)
+    return {
+        "prompt": users[-1] if users else "",
+        "calls": len(calls), "distinct_calls": len(set(calls)),
+        "max_call_repeats": max((calls.count(k) for k in calls), default=0),
+        "tool_errors": sum(1 for m in messages if m.role == "tool" and m.is_error),
+        "drafts": tuple(m.content for m in messages if m.role == "assistant" and not m.tool_calls and m.content),
+        "last_reasoning": last.reasoning if last is not None else "",
+        "chars": sum(len(m.content) for m in messages), "count": len(messages),
+    }
+
+
+def _lc_messages(spec):
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    out = []
+    for i, (kind, text, call, flag) in enumerate(spec):
+        if kind == "user":
+            out.append(HumanMessage(text, id=f"m{i}"))
+        elif kind == "assistant":
+            calls = [{"name": "lookup", "args": {"q": call}, "id": f"c{i}", "type": "tool_call"}] if call else []
+            out.append(AIMessage(text, id=f"m{i}", tool_calls=calls,
+                                 additional_kwargs={"reasoning_content": "wait, " + text} if flag else {}))
+        else:
+            out.append(ToolMessage(text, id=f"m{i}", tool_call_id=f"c{i}", status="error" if flag else "success"))
+    return out
+
+
+def test_run_statistics_kept_across_steps_equal_a_fresh_scan():
+    from effagent.integrations._lc import MessageCache, to_step
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    message = st.tuples(st.sampled_from(["user", "assistant", "tool"]), st.sampled_from(["", "a", "same", "Paris!"]),
+                        st.sampled_from([None, "x", "y"]), st.booleans())
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(message, min_size=1, max_size=14), st.lists(st.integers(1, 14), max_size=5))
+    def check(spec, cuts):
+        msgs = _lc_messages(spec)
+        cache = MessageCache()
+        for end in sorted({min(c, len(msgs)) for c in cuts} | {len(msgs)}):  # the steps of one run
+            step = to_step(msgs[:end], (), cache, "run")
+            got = step.__pydantic_private__["_stats"]  # what the run's history handed in, before any rescan
+            assert got is not None and step.stats() is got
+            ref = _reference(step.messages)
+            assert {k: getattr(got, k) for k in ref} == ref
+            fresh = Step(messages=step.messages)  # no statistics handed in: scanned once
+            assert fresh.stats() == got and fresh.prompt == step.prompt and fresh.tool_errors == step.tool_errors
+
+    check()
+
+
+def test_statistics_follow_messages_changed_after_they_were_read():
+    step = Step(messages=[Message(role="user", content="first")])
+    assert step.prompt == "first"
+    step.messages.append(Message(role="user", content="second"))
+    assert step.prompt == "second" and step.at_index(3).prompt == "second" and step.at_index(3).index == 3

@@ -17,7 +17,7 @@ from effagent.decide import Decision, decide, escalate
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator, Step
 from effagent.ledger import ledger_from_policy
-from effagent.ledger.base import CallKind, Ledger, Reservation, StepRecord, Usage
+from effagent.ledger.base import CallKind, Ledger, Reservation, StepRecord, Usage, make_usage
 from effagent.levers import length, loopguard, thinking
 from effagent.observe import Observer
 from effagent.policy import Policy
@@ -212,9 +212,7 @@ class Governor:
         t = self.policy.tier(tier)
         # counts are clamped to non-negative ints here, so the records are built without re-validation
         inp, out = max(0, int(input_tokens)), max(0, int(output_tokens))
-        usage = trusted(Usage, input_tokens=inp, output_tokens=out,
-                                      reasoning_tokens=min(max(0, int(reasoning_tokens)), out),
-                                      cost_usd=t.price.cost(inp, out), calls=1)
+        usage = make_usage(inp, out, min(max(0, int(reasoning_tokens)), out), t.price.cost(inp, out), 1)
         rec = trusted(
             StepRecord,
             run_id=run_id, thread_id=thread_id, step=decision.step,

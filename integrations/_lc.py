@@ -299,7 +299,7 @@ class StepRunner:
             else:
                 ai.response_metadata = {**(ai.response_metadata or {}), "effagent": meta}
         self.governor.end_step(ctx.run_id, decision, usage)
-        return (ctx.thread_base if ctx.thread_base is not None else Usage()) + usage
+        return usage if ctx.thread_base is None else ctx.thread_base + usage
 
     # -- cascade: verify the cheap answer, escalate when it looks wrong -------------------------------------
     def _escalation(self, ctx: StepContext, ai: AIMessage | None) -> StepContext | None:
@@ -450,8 +450,9 @@ class StepRunner:
                     raise
                 self._fail(ctx, tier, err, started, attempts)
                 continue
-            rec = self._record(ctx, tier, ai_of(result), started)
-            up = self._escalation(ctx, ai_of(result))
+            ai = ai_of(result)
+            rec = self._record(ctx, tier, ai, started)
+            up = self._escalation(ctx, ai)
             if up is not None:
                 started = time.perf_counter()
                 try:
@@ -462,7 +463,7 @@ class StepRunner:
                     self._fail(up, up.decision.tier, err, started, attempts)  # the cheap answer stands
                 else:
                     return better, self._escalated(up, rec, ai_of(better), started)
-            return result, self._finish(ctx, tier, ai_of(result), rec.usage)
+            return result, self._finish(ctx, tier, ai, rec.usage)
         self.governor.release(ctx.run_id, ctx.decision)
         raise EndpointError(attempts)
 

@@ -52,7 +52,10 @@ class EfficiencyState(AgentState[Any]):
 
 
 def _first_ai(response: ModelResponse) -> AIMessage | None:
-    return next((m for m in response.result if isinstance(m, AIMessage)), None)
+    for m in response.result:
+        if isinstance(m, AIMessage):
+            return m
+    return None
 
 
 class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):

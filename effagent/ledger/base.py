@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from effagent._trusted import trusted
-
 if TYPE_CHECKING:
     from effagent.policy import Limit
 
@@ -35,13 +33,30 @@ class Usage(BaseModel):
 
     def __add__(self, other: Usage) -> Usage:
         # sums of validated non-negative counts: no need to validate again (this runs several times a step)
-        return trusted(Usage,
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-            cost_usd=self.cost_usd + other.cost_usd,
-            calls=self.calls + other.calls,
-        )
+        return make_usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+                      self.reasoning_tokens + other.reasoning_tokens, self.cost_usd + other.cost_usd,
+                      self.calls + other.calls)
+
+
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "calls")
+_set_attr = object.__setattr__
+
+
+def make_usage(inp: int, out: int, reasoning: int, cost: float, calls: int) -> Usage:
+    """A Usage from checked counts, without validation (what ``trusted(Usage, ...)`` builds, for the commonest
+    record of the hot path)."""
+    u = Usage.__new__(Usage)
+    _set_attr(u, "__dict__", {"input_tokens": inp, "output_tokens": out, "reasoning_tokens": reasoning,
+                              "cost_usd": cost, "calls": calls})
+    _set_attr(u, "__pydantic_fields_set__", set(_USAGE_FIELDS))
+    _set_attr(u, "__pydantic_extra__", None)
+    _set_attr(u, "__pydantic_private__", None)
+    return u
+
+
+def zero_usage() -> Usage:
+    """``Usage()``, without validation."""
+    return make_usage(0, 0, 0, 0.0, 0)
 
 
 class StepRecord(BaseModel):
@@ -150,7 +165,7 @@ class Ledger(ABC):
         elif thread_id is not None:
             thread = self.thread_usage(thread_id)
         else:
-            thread = Usage()
+            thread = zero_usage()
         return LedgerState(run=self.run_usage(run_id), thread=thread, steps=self.steps(run_id))
 
     async def arecord(self, rec: StepRecord) -> None:

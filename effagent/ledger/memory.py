@@ -20,6 +20,7 @@ from effagent.ledger.base import (
     over_limit,
     record_scopes,
     to_nano,
+    zero_usage,
 )
 
 if TYPE_CHECKING:
@@ -69,11 +70,11 @@ class InMemoryLedger(Ledger):
 
     def run_usage(self, run_id: str) -> Usage:
         with self._lock:
-            return self._runs.get(run_id, Usage())
+            return self._runs.get(run_id) or zero_usage()
 
     def thread_usage(self, thread_id: str) -> Usage:
         with self._lock:
-            return self._threads.get(thread_id, Usage())
+            return self._threads.get(thread_id) or zero_usage()
 
     def scope_usage(self, scope: str, key: str) -> Usage:
         if scope == "run":
@@ -97,14 +98,14 @@ class InMemoryLedger(Ledger):
     def state(self, run_id: str, thread_id: str | None = None, thread_base: Usage | None = None) -> LedgerState:
         """One lock round instead of three (this runs before every model step)."""
         with self._lock:
-            run = self._runs.get(run_id) or Usage()
+            run = self._runs.get(run_id) or zero_usage()
             steps = self._steps.get(run_id)
             if thread_base is not None:
                 thread = thread_base
             elif thread_id is not None:
-                thread = self._threads.get(thread_id) or Usage()
+                thread = self._threads.get(thread_id) or zero_usage()
             else:
-                thread = Usage()
+                thread = zero_usage()
             return trusted(LedgerState, run=run, thread=thread, steps=len(steps) if steps else 0)
 
     def total(self) -> Usage:

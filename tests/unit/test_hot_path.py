@@ -199,3 +199,13 @@ def test_statistics_follow_messages_changed_after_they_were_read():
     assert step.prompt == "first"
     step.messages.append(Message(role="user", content="second"))
     assert step.prompt == "second" and step.at_index(3).prompt == "second" and step.at_index(3).index == 3
+
+
+def test_fast_usage_equals_validated():
+    from effagent.ledger.base import make_usage, zero_usage
+
+    assert zero_usage() == Usage() and zero_usage().model_dump_json() == Usage().model_dump_json()
+    fast, slow = make_usage(3, 4, 1, 0.5, 2), Usage(input_tokens=3, output_tokens=4, reasoning_tokens=1, cost_usd=0.5,
+                                                    calls=2)
+    assert fast == slow and repr(fast) == repr(slow) and fast.model_fields_set == slow.model_fields_set
+    assert (fast + slow).total_tokens == 14

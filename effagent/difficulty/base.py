@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from effagent._trusted import trusted
 
 Role = Literal["system", "user", "assistant", "tool"]
+# json.dumps(args, sort_keys=True, default=str), without building an encoder for every call
+_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
 class ToolCall(BaseModel):
@@ -39,7 +41,7 @@ class ToolCall(BaseModel):
         private = self.__pydantic_private__  # a slot: much faster than pydantic's private-attribute lookup
         key = private.get("_key") if private is not None else None
         if key is None:
-            key = self.name + json.dumps(self.args, sort_keys=True, default=str)
+            key = self.name + _KEY_JSON.encode(self.args)
             if private is not None:
                 private["_key"] = key
         return key

@@ -4,8 +4,9 @@
 call, which shows up when a model step builds a dozen records. :func:`trusted` does the same job from a
 per-class template: defaults are copied from it, default factories are called, nothing is validated.
 Callers pass only field names with values of the declared types (they come from the validated policy,
-the ledger or clamped counts); private attributes get their defaults; models with a post-init hook of
-their own (or private default factories) go through ``model_construct``.
+the ledger or clamped counts); a call that gives every field hands its keyword dict to the instance as is.
+Private attributes get their defaults; models with a post-init hook of their own (or private default
+factories) go through ``model_construct``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ M = TypeVar("M", bound=BaseModel)
 _MISSING = object()
 _Plan = tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], dict[str, Any] | None]
 _plans: dict[type, _Plan | None] = {}
+_set = object.__setattr__
 
 
 def _plan(cls: type[BaseModel]) -> _Plan | None:
@@ -56,13 +58,16 @@ def trusted(cls: type[M], /, **values: Any) -> M:
     if plan is None:
         return cls.model_construct(**values)
     template, factories, private = plan
-    data = {**template, **values}
-    for name, factory in factories:
-        if name not in values:
-            data[name] = factory()
+    if len(values) == len(template):  # every field given: the call's own kwargs dict becomes the instance's
+        data = values
+    else:
+        data = {**template, **values}
+        for name, factory in factories:
+            if name not in values:
+                data[name] = factory()
     m = cls.__new__(cls)
-    object.__setattr__(m, "__dict__", data)
-    object.__setattr__(m, "__pydantic_fields_set__", set(values))
-    object.__setattr__(m, "__pydantic_extra__", None)
-    object.__setattr__(m, "__pydantic_private__", None if private is None else dict(private))
+    _set(m, "__dict__", data)
+    _set(m, "__pydantic_fields_set__", set(values))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None if private is None else dict(private))
     return m

@@ -11,6 +11,9 @@ per model step, p50/p99 over runs:
   code is not part of ``added``);
 - ``absolute``: per-step time of each variant.
 
+``--checkpointer`` compiles every graph with an in-memory checkpointer (each run on a new thread): the
+configuration where effagent also writes the thread's total into graph state at every step.
+
 The framework is imported by module name at run time (like ``effagent.cli``), so the core keeps no import
 of it; this command needs the ``langchain`` extra, which effagent installs by default.
 """
@@ -117,7 +120,7 @@ def _timed_middleware(base: type, samples: list[float]) -> type:
 
 
 def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "memory", redis_url: str | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, checkpointer: bool = False) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result."""
     from effagent.ledger import InMemoryLedger
     from effagent.observe import NullObserver
@@ -137,7 +140,11 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
     policy = parse_policy(POLICY, source="<bench>", env={})
     model_cls = _fake_model_class()
     model = model_cls(steps=steps)
-    baseline = agents.create_agent(model, tools=[noop])
+
+    def saver() -> Any:  # with --checkpointer every graph checkpoints its state (each run on a thread of its own)
+        return importlib.import_module("langgraph.checkpoint.memory").InMemorySaver() if checkpointer else None
+
+    baseline = agents.create_agent(model, tools=[noop], checkpointer=saver())
 
     in_step: list[float] = []
     if ledger == "redis":
@@ -149,17 +156,20 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         led = InMemoryLedger()
     mw = lc_mw.EfficiencyMiddleware(policy, models={"small": model, "large": model}, ledger=led,
                                     observer=NullObserver())
-    plugged = agents.create_agent(mw.default_model, tools=[noop], middleware=[mw])
+    plugged = agents.create_agent(mw.default_model, tools=[noop], middleware=[mw], checkpointer=saver())
     # the in-step split comes from a separately built, instrumented copy, so the timing code is not part of
     # what "added" measures
     timed_mw = _timed_middleware(lc_mw.EfficiencyMiddleware, in_step)(
         policy, models={"small": model, "large": model}, ledger=led, observer=NullObserver())
-    timed = agents.create_agent(timed_mw.default_model, tools=[noop], middleware=[timed_mw])
+    timed = agents.create_agent(timed_mw.default_model, tools=[noop], middleware=[timed_mw], checkpointer=saver())
     inputs = {"messages": [lc_messages.HumanMessage("What is the capital of France?")]}
 
+    threads = iter(range(1 << 62))
+
     def once(agent: Any) -> float:
+        config = {"configurable": {"thread_id": f"bench-{next(threads)}"}} if checkpointer else None
         t = time.perf_counter()
-        out = agent.invoke(inputs)
+        out = agent.invoke(inputs, config)
         dt = time.perf_counter() - t
         n = sum(1 for m in out["messages"] if isinstance(m, lc_messages.AIMessage))
         if n != steps:
@@ -198,6 +208,7 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         "runs": runs,
         "warmup": warmup,
         "ledger": ledger,
+        "checkpointer": checkpointer,
         "python": sys.version.split()[0],
         "per_step": {
             "added": _stats(added),
@@ -216,7 +227,8 @@ def render(result: dict[str, Any]) -> str:
             ("per step without effagent", "baseline_abs"), ("per step with effagent", "effagent_abs")]
     ps = result["per_step"]
     lines = [f"effagent overhead: {result['runs']} runs x {result['steps_per_run']} model steps, "
-             f"zero-latency fake model, {result['ledger']} ledger",
+             f"zero-latency fake model, {result['ledger']} ledger"
+             + (", checkpointed graphs" if result.get("checkpointer") else ""),
              f"{'':30s} {'p50 ms':>9s} {'p99 ms':>9s} {'mean ms':>9s}"]
     for label, key in rows:
         s = ps[key]
@@ -228,7 +240,7 @@ def render(result: dict[str, Any]) -> str:
 
 def _cmd(args: argparse.Namespace) -> int:
     result = measure(steps=args.steps, runs=args.runs, warmup=args.warmup, ledger=args.ledger,
-                     redis_url=args.redis_url, progress=not args.no_progress)
+                     redis_url=args.redis_url, progress=not args.no_progress, checkpointer=args.checkpointer)
     print(render(result))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +259,9 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument("--ledger", choices=["memory", "redis"], default="memory", help="ledger backend (default memory)")
     p.add_argument("--redis-url", default=None, help="Redis URL for --ledger redis (default redis://127.0.0.1:6379/0)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result path (default {DEFAULT_OUT})")
+    p.add_argument("--checkpointer", action="store_true",
+                   help="compile both graphs with an in-memory checkpointer (effagent then also keeps the thread's "
+                        "total in graph state at every step)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd)
 

@@ -18,3 +18,13 @@ def test_overhead_bench_measures_both_variants_and_writes_json(tmp_path, capsys)
     assert result["meets_target"] == (ps["added"]["p50_ms"] <= overhead.TARGET_P50_MS)
     printed = capsys.readouterr().out
     assert "added per step (end to end)" in printed and f"wrote {out}" in printed
+
+
+def test_overhead_bench_with_checkpointed_graphs(tmp_path, capsys):
+    # each run on a thread of its own: a shared thread would carry the earlier runs' messages into the next
+    out = tmp_path / "overhead.json"
+    args = ["--steps", "3", "--runs", "3", "--warmup", "1", "--no-progress", "--checkpointer", "--out", str(out)]
+    assert overhead.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["checkpointer"] is True and result["per_step"]["added"]["n"] == 3
+    assert "checkpointed graphs" in capsys.readouterr().out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -27,23 +27,40 @@ if TYPE_CHECKING:
     from effagent.policy import Limit
 
 
+DEFAULT_MAX_RECORDS = 100_000
+DEFAULT_MAX_RUNS = 50_000
+
+
 class InMemoryLedger(Ledger):
     """Totals per run, thread and any other scope (``user``, ``team``...), plus reservations, for one process.
 
     ``scopes`` are counted by every ``record`` (e.g. ``{"team": "research"}``); ``clock`` (epoch seconds) is
     what reservation expiry is measured with.
+
+    Memory stays bounded in a long-running process: the ledger keeps the last ``max_records`` call records,
+    and the totals and records of the ``max_runs`` most recently active runs (threads likewise); the oldest
+    are dropped first. A run is active at every step, so only a run idle while ``max_runs`` others ran is
+    forgotten. ``total()`` stays exact. None keeps everything. Workers that need every record, or more runs,
+    share a :class:`~effagent.ledger.redis.RedisLedger`.
     """
 
     supports_reservations = True
 
-    def __init__(self, *, scopes: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, scopes: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
+                 max_records: int | None = DEFAULT_MAX_RECORDS, max_runs: int | None = DEFAULT_MAX_RUNS) -> None:
+        for name, v in (("max_records", max_records), ("max_runs", max_runs)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer or None (keep everything), got {v!r}")
         self._lock = threading.Lock()
-        self._records: list[StepRecord] = []
-        self._by_run: dict[str, list[StepRecord]] = defaultdict(list)
-        self._steps: dict[str, set[int]] = defaultdict(set)  # per run: model/finalize step numbers
-        self._runs: dict[str, Usage] = defaultdict(Usage)
-        self._threads: dict[str, Usage] = defaultdict(Usage)
+        self._records: deque[StepRecord] = deque(maxlen=max_records)
+        self._max_runs = max_runs
+        # per run, in order of last activity (oldest first): its records, step numbers and total
+        self._by_run: dict[str, list[StepRecord]] = {}
+        self._steps: dict[str, set[int]] = {}  # per run: model/finalize step numbers
+        self._runs: dict[str, Usage] = {}
+        self._threads: dict[str, Usage] = {}  # in order of last activity too
         self._scopes: dict[tuple[str, str], Usage] = {}
+        self._total = zero_usage()
         self._static = {k: v for k, v in (scopes or {}).items() if k not in ("run", "thread")}
         self._clock = clock
         self._holds: dict[str, Reservation] = {}
@@ -52,17 +69,38 @@ class InMemoryLedger(Ledger):
     # -- recording ------------------------------------------------------------------------------------
     def _add(self, rec: StepRecord, extra: Mapping[str, str]) -> None:
         self._records.append(rec)
-        self._by_run[rec.run_id].append(rec)
-        if rec.kind in STEP_KINDS:
-            self._steps[rec.run_id].add(rec.step)
-        self._runs[rec.run_id] = self._runs[rec.run_id] + rec.usage
+        run, usage = rec.run_id, rec.usage
+        runs = self._runs
+        prev = runs.pop(run, None)  # re-inserted below: the most recently active run is last
+        if prev is None:
+            runs[run] = usage
+            self._by_run[run] = [rec]
+            self._steps[run] = {rec.step} if rec.kind in STEP_KINDS else set()
+            if self._max_runs is not None and len(runs) > self._max_runs:
+                self._forget_oldest_run()
+        else:
+            runs[run] = prev + usage
+            self._by_run[run].append(rec)
+            if rec.kind in STEP_KINDS:
+                self._steps[run].add(rec.step)
         if rec.thread_id is not None:
-            self._threads[rec.thread_id] = self._threads[rec.thread_id] + rec.usage
+            threads = self._threads
+            prev = threads.pop(rec.thread_id, None)
+            threads[rec.thread_id] = usage if prev is None else prev + usage
+            if prev is None and self._max_runs is not None and len(threads) > self._max_runs:
+                threads.pop(next(iter(threads)))
+        self._total = self._total + usage
         for scope, key in extra.items():
             if scope in ("run", "thread"):
                 continue
             k = (scope, key)
-            self._scopes[k] = self._scopes.get(k, Usage()) + rec.usage
+            self._scopes[k] = self._scopes.get(k, zero_usage()) + usage
+
+    def _forget_oldest_run(self) -> None:  # lock held
+        oldest = next(iter(self._runs))
+        del self._runs[oldest]
+        self._by_run.pop(oldest, None)
+        self._steps.pop(oldest, None)
 
     def record(self, rec: StepRecord) -> None:
         with self._lock:
@@ -82,9 +120,10 @@ class InMemoryLedger(Ledger):
         if scope == "thread":
             return self.thread_usage(key)
         with self._lock:
-            return self._scopes.get((scope, key), Usage())
+            return self._scopes.get((scope, key)) or zero_usage()
 
     def records(self, run_id: str | None = None) -> list[StepRecord]:
+        """The records kept (all of them, oldest first, or one run's)."""
         with self._lock:
             if run_id is None:
                 return list(self._records)
@@ -109,16 +148,17 @@ class InMemoryLedger(Ledger):
             return trusted(LedgerState, run=run, thread=thread, steps=len(steps) if steps else 0)
 
     def total(self) -> Usage:
+        """Everything recorded since the ledger was made (forgotten runs included)."""
         with self._lock:
-            return sum((u for u in self._runs.values()), Usage())
+            return self._total
 
     # -- reservations -------------------------------------------------------------------------------
     def _spent(self, scope: str, key: str) -> Usage:  # lock held
         if scope == "run":
-            return self._runs.get(key, Usage())
+            return self._runs.get(key) or zero_usage()
         if scope == "thread":
-            return self._threads.get(key, Usage())
-        return self._scopes.get((scope, key), Usage())
+            return self._threads.get(key) or zero_usage()
+        return self._scopes.get((scope, key)) or zero_usage()
 
     def _drop(self, res_id: str) -> bool:  # lock held
         res = self._holds.pop(res_id, None)

@@ -17,6 +17,7 @@ from effagent.ledger.base import (
     Reservation,
     StepRecord,
     Usage,
+    make_usage,
     over_limit,
     record_scopes,
     to_nano,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 
 DEFAULT_MAX_RECORDS = 100_000
+_NO_THREAD = zero_usage()  # the thread total of a step outside any thread (read, never changed)
 DEFAULT_MAX_RUNS = 50_000
 
 
@@ -60,7 +62,7 @@ class InMemoryLedger(Ledger):
         self._runs: dict[str, Usage] = {}
         self._threads: dict[str, Usage] = {}  # in order of last activity too
         self._scopes: dict[tuple[str, str], Usage] = {}
-        self._total = zero_usage()
+        self._total = [0, 0, 0, 0.0, 0]  # input, output, reasoning, usd, calls: summed here, a Usage on request
         self._static = {k: v for k, v in (scopes or {}).items() if k not in ("run", "thread")}
         self._clock = clock
         self._holds: dict[str, Reservation] = {}
@@ -89,7 +91,12 @@ class InMemoryLedger(Ledger):
             threads[rec.thread_id] = usage if prev is None else prev + usage
             if prev is None and self._max_runs is not None and len(threads) > self._max_runs:
                 threads.pop(next(iter(threads)))
-        self._total = self._total + usage
+        t = self._total
+        t[0] += usage.input_tokens
+        t[1] += usage.output_tokens
+        t[2] += usage.reasoning_tokens
+        t[3] += usage.cost_usd
+        t[4] += usage.calls
         for scope, key in extra.items():
             if scope in ("run", "thread"):
                 continue
@@ -144,13 +151,13 @@ class InMemoryLedger(Ledger):
             elif thread_id is not None:
                 thread = self._threads.get(thread_id) or zero_usage()
             else:
-                thread = zero_usage()
+                thread = _NO_THREAD
             return trusted(LedgerState, run=run, thread=thread, steps=len(steps) if steps else 0)
 
     def total(self) -> Usage:
         """Everything recorded since the ledger was made (forgotten runs included)."""
         with self._lock:
-            return self._total
+            return make_usage(*self._total)
 
     # -- reservations -------------------------------------------------------------------------------
     def _spent(self, scope: str, key: str) -> Usage:  # lock held

@@ -203,7 +203,7 @@ def decide(
         consistency=dict(plan.consistency) if plan.consistency is not None else None, verify=plan.verify,
         early_exit=dict(plan.early_exit) if plan.early_exit is not None and thinking else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
-        budget_left=left, fallback=list(fallback),
+        budget_left=left, loop=None, fallback=list(fallback),
     )
 
 

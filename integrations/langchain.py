@@ -80,7 +80,9 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
 
     @property
     def name(self) -> str:
-        return "EfficiencyMiddleware"
+        """The class's name (graph nodes and traces are named after it); the hookless kind keeps its parent's."""
+        cls = type(self)
+        return EfficiencyMiddleware.__name__ if cls is _SilentRunEnd else cls.__name__
 
     @property
     def ledger(self) -> Ledger:

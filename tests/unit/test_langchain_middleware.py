@@ -176,6 +176,12 @@ def test_the_run_end_hook_exists_only_where_an_observer_listens():
     nodes = {n for n in create_agent(small, tools=[calculator], middleware=[heard]).get_graph().nodes}
     assert "EfficiencyMiddleware.after_agent" in nodes
 
+    class MyMiddleware(EfficiencyMiddleware):  # a subclass keeps its own name (and its run-end hook)
+        pass
+
+    mine = MyMiddleware(policy(), models=models, observer=NullObserver())
+    assert mine.name == "MyMiddleware" and type(mine) is MyMiddleware
+
 
 def test_a_different_thread_has_its_own_budget():
     saver = InMemorySaver()

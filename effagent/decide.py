@@ -18,6 +18,11 @@ from effagent.ledger.base import LedgerState
 from effagent.policy import Band, Limit, Policy, Tier
 
 
+def _least(a: Any, b: Any) -> Any:
+    """The smaller of two limits, None meaning no limit."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 class BudgetLeft(BaseModel):
     """Remaining budget before this step (None = no limit set)."""
 
@@ -27,12 +32,10 @@ class BudgetLeft(BaseModel):
     thread_usd: float | None = None
 
     def tokens(self) -> int | None:
-        vals = [v for v in (self.run_tokens, self.thread_tokens) if v is not None]
-        return min(vals) if vals else None
+        return _least(self.run_tokens, self.thread_tokens)
 
     def usd(self) -> float | None:
-        vals = [v for v in (self.run_usd, self.thread_usd) if v is not None]
-        return min(vals) if vals else None
+        return _least(self.run_usd, self.thread_usd)
 
 
 class Decision(BaseModel):
@@ -84,11 +87,6 @@ def budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
     return trusted(BudgetLeft, run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
 
 
-def _least(a: Any, b: Any) -> Any:
-    """The smaller of two limits, None meaning no limit."""
-    return b if a is None else a if b is None else min(a, b)
-
-
 def _exhausted(policy: Policy, state: LedgerState, left: BudgetLeft) -> tuple[str, str, str] | None:
     scopes = (("run", policy.budgets.run, state.run), ("thread", policy.budgets.thread, state.thread))
     for scope, limit, usage in scopes:
@@ -134,8 +132,7 @@ def decide(
     """
     step = state.steps if step is None else step
     left = budget_left(policy, state)
-    tokens_left = _least(left.run_tokens, left.thread_tokens)
-    usd_left = _least(left.run_usd, left.thread_usd)
+    tokens_left, usd_left = left.tokens(), left.usd()
     # a budget is spent exactly when what is left of it is 0 (left = max(0, limit - spent))
     spent = _exhausted(policy, state, left) if tokens_left == 0 or usd_left == 0 else None
     if spent is None and shared_exhausted is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import itertools
 import json
 import statistics
 import sys
@@ -164,7 +165,7 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
     timed = agents.create_agent(timed_mw.default_model, tools=[noop], middleware=[timed_mw], checkpointer=saver())
     inputs = {"messages": [lc_messages.HumanMessage("What is the capital of France?")]}
 
-    threads = iter(range(1 << 62))
+    threads = itertools.count()
 
     def once(agent: Any) -> float:
         config = {"configurable": {"thread_id": f"bench-{next(threads)}"}} if checkpointer else None

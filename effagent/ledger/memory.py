@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 
 DEFAULT_MAX_RECORDS = 100_000
-_NO_THREAD = zero_usage()  # the thread total of a step outside any thread (read, never changed)
 DEFAULT_MAX_RUNS = 50_000
+_NO_THREAD = zero_usage()  # the thread total of a step outside any thread (read, never changed)
 
 
 class InMemoryLedger(Ledger):

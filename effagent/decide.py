@@ -82,8 +82,9 @@ def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | No
 
 
 def budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
-    rt, rd = _left(policy.budgets.run, state.run.total_tokens, state.run.cost_usd)
-    tt, td = _left(policy.budgets.thread, state.thread.total_tokens, state.thread.cost_usd)
+    b, run, thread = policy.budgets, state.run, state.thread
+    rt, rd = _left(b.run, run.total_tokens, run.cost_usd)
+    tt, td = _left(b.thread, thread.total_tokens, thread.cost_usd)
     return trusted(BudgetLeft, run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
 
 
@@ -158,10 +159,35 @@ def decide(
             budget_left=left, loop=loop, fallback=_fallback(policy, name),
         )
 
-    plan = _band_plans(policy).for_score(difficulty.score)
+    score = difficulty.score
+    plan = _band_plans(policy).for_score(score)
     name, tier = plan.tier_name, plan.tier
-    reasons = [f"difficulty {difficulty.score:.2f} {plan.where}"]
     max_tokens, thinking, budget = plan.max_tokens, plan.thinking, plan.thinking_budget
+    fallback = plan.fallback
+    # the common case: what is left covers the band's plan as it is
+    if (tokens_left is None or (tokens_left - input_tokens >= max_tokens
+                                and (budget is None or budget < max_tokens))) and (
+            usd_left is None or tier.price.cost(input_tokens, max_tokens) * plan.samples <= usd_left):
+        return trusted(
+            Decision, step=step, action="call", tier=name, model=tier.model, thinking=thinking,
+            thinking_budget=budget, max_tokens=max_tokens, samples=plan.samples,
+            prompt_budget=plan.band.prompt_budget, band=plan.band.name,
+            consistency=None if plan.consistency is None else dict(plan.consistency), verify=plan.verify,
+            early_exit=None if plan.early_exit is None else dict(plan.early_exit),
+            difficulty=score, signals=dict(difficulty.signals), reason=f"difficulty {score:.2f} {plan.where_thinking}",
+            budget_left=left, loop=None, fallback=list(fallback),
+        )
+    return _fitted(policy, plan, difficulty, step, left, tokens_left, usd_left, input_tokens)
+
+
+def _fitted(policy: Policy, plan: _BandPlan, difficulty: Difficulty, step: int, left: BudgetLeft,
+            tokens_left: int | None, usd_left: float | None, input_tokens: int) -> Decision:
+    """The band's plan cut down to what is left of the budget (``decide`` builds the plan as it is directly
+    when it fits)."""
+    name, tier = plan.tier_name, plan.tier
+    max_tokens, thinking, budget = plan.max_tokens, plan.thinking, plan.thinking_budget
+    fallback = plan.fallback
+    reasons = [f"difficulty {difficulty.score:.2f} {plan.where}"]
 
     # stay inside what is left: fewer output tokens, then a cheaper tier if even that does not fit in $.
     if tokens_left is not None:
@@ -172,7 +198,6 @@ def decide(
         if budget is not None and budget >= max_tokens:
             budget = max(0, max_tokens // 2)
             reasons.append(f"thinking budget cut to {budget}")
-    fallback = plan.fallback
     if usd_left is not None:
         samples_cost = _worst_cost(tier, max_tokens, input_tokens) * plan.samples
         if samples_cost > usd_left:
@@ -190,10 +215,7 @@ def decide(
                 thinking = thinking and tier.thinking.supported
                 if not thinking:
                     budget = None
-    if thinking:
-        reasons.append(f"thinking on, budget {budget if budget is not None else 'unbounded'}")
-    else:
-        reasons.append("thinking off")
+    reasons.append(_thinking_reason(thinking, budget))
     return trusted(
         Decision, step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=plan.samples, prompt_budget=plan.band.prompt_budget, band=plan.band.name,
@@ -208,10 +230,15 @@ def decide(
 # What a band gives before any budget is looked at, worked out once per policy (decide runs every step).
 # Policies are treated as immutable once in use.
 # ---------------------------------------------------------------------------------------------------
+def _thinking_reason(thinking: bool, budget: int | None) -> str:
+    return f"thinking on, budget {budget if budget is not None else 'unbounded'}" if thinking else "thinking off"
+
+
 @dataclass(frozen=True, slots=True)
 class _BandPlan:
     band: Band
     where: str  # "in band NAME [min, max)"
+    where_thinking: str  # where, then the thinking part of the reason when no budget changes the plan
     tier_name: str
     tier: Tier
     max_tokens: int
@@ -242,7 +269,9 @@ def _compile_band(policy: Policy, band: Band) -> _BandPlan:
         caps = [c for c in (band.thinking_budget, tier.thinking.max_budget,
                             policy.budgets.step.max_thinking_tokens) if c]
         budget = min(caps) if caps else None
-    return _BandPlan(band=band, where=f"in band {band.name} [{band.min}, {band.max})", tier_name=band.tier, tier=tier,
+    where = f"in band {band.name} [{band.min}, {band.max})"
+    return _BandPlan(band=band, where=where, where_thinking=f"{where}; {_thinking_reason(thinking, budget)}",
+                     tier_name=band.tier, tier=tier,
                      max_tokens=max_tokens, thinking=thinking, thinking_budget=budget, samples=band.samples,
                      consistency=band.consistency.model_dump() if band.samples > 1 else None,
                      verify=band.cascade is not None and band.samples == 1,

@@ -73,7 +73,8 @@ class Governor:
             policy.ledger.backend == "redis" or team.tokens is not None or team.usd is not None)
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
-        self._settings: dict[tuple[str, bool, int | None, int], dict[str, Any]] = {}
+        # decision's (tier, thinking, budget, max_tokens) -> (request settings, whether they hold only scalars)
+        self._settings: dict[tuple[str, bool, int | None, int], tuple[dict[str, Any], bool]] = {}
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
         if observer is None:
             from effagent.telemetry import observer_from_policy
@@ -115,7 +116,8 @@ class Governor:
                 with self._holds_lock:
                     self._holds[(run_id, decision.step)] = hold
         self.observer.on_step_start(run_id, decision)
-        self._account_probe(run_id, thread_id, decision, difficulty.signals)
+        if self._probe is not None:
+            self._account_probe(run_id, thread_id, decision, difficulty.signals)
         return decision
 
     def _account_probe(self, run_id: str, thread_id: str | None, decision: Decision, signals: dict[str, float]) -> None:
@@ -195,14 +197,15 @@ class Governor:
             budget = decision.thinking_budget if on else None
             if on and budget is not None and tier.thinking.max_budget:
                 budget = min(budget, tier.thinking.max_budget)
-            got = merge_settings(
+            merged = merge_settings(
                 {"extra_body": dict(tier.extra_body)} if tier.extra_body else {},
                 thinking.thinking_settings(tier, on) if tier.thinking.supported else {},
                 length.length_settings(tier, min(decision.max_tokens, tier.max_tokens), on, budget),
             )
+            got = (merged, not any(isinstance(v, dict | list) for v in merged.values()))
             if len(self._settings) < 4096:  # a policy has few distinct settings; the bound guards odd callers
                 self._settings[key] = got
-        return _copy(got)  # callers may change their copy
+        return dict(got[0]) if got[1] else _copy(got[0])  # callers may change their copy
 
     def account(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                 input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",

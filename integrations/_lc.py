@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -45,19 +46,24 @@ def _text(content: Any) -> str:
 
 def to_message(m: BaseMessage) -> Message:
     role = _ROLES.get(m.type, "user")
+    content = m.content if type(m.content) is str else _text(m.content)
     calls: list[ToolCall] = []
-    if isinstance(m, AIMessage):
-        for c in m.tool_calls or []:
-            args = c.get("args") if isinstance(c.get("args"), dict) else {}
-            calls.append(trusted(ToolCall, name=str(c.get("name") or ""), args=dict(args or {})))
-    content = _text(m.content)
-    is_error = isinstance(m, ToolMessage) and (getattr(m, "status", "success") == "error"
-                                                or content[:5].lower() == "error")
-    name = getattr(m, "name", None)
+    reasoning = ""
+    is_error = False
+    if role == "assistant":
+        if isinstance(m, AIMessage):
+            for c in m.tool_calls or ():
+                args = c.get("args")
+                calls.append(trusted(ToolCall, name=str(c.get("name") or ""),
+                                     args=dict(args) if isinstance(args, dict) else {}))
+            reasoning = reasoning_text(m)
+    elif role == "tool":
+        is_error = isinstance(m, ToolMessage) and (getattr(m, "status", "success") == "error"
+                                                    or content[:5].lower() == "error")
+    name = m.name
     # every field is already a str/bool/list of the right type here: build without re-validation
     return trusted(Message, role=role, content=content, tool_calls=calls,
-                   name=name if isinstance(name, str) else None, is_error=is_error,
-                   reasoning=reasoning_text(m) if isinstance(m, AIMessage) else "")
+                   name=name if isinstance(name, str) else None, is_error=is_error, reasoning=reasoning)
 
 
 class MessageCache:
@@ -73,31 +79,38 @@ class MessageCache:
         self.size = size
         self._by_id: dict[str, Message] = {}
         self.runs = runs
-        # run -> (length, first id, last id, converted, statistics)
-        self._history: dict[str, tuple[int, str, str, list[Message], History]] = {}
+        # run -> (length, first id, last id, converted, statistics, steps seen)
+        self._history: dict[str, tuple[int, str, str, list[Message], History, int]] = {}
         self._tools: tuple[tuple[Any, ...], list[str]] | None = None
 
-    def history(self, run_id: str, messages: Sequence[BaseMessage]) -> tuple[list[Message], StepStats | None]:
-        """The run's messages converted, and their statistics (None when they cannot be kept: no ids)."""
+    def history(self, run_id: str, messages: Sequence[BaseMessage]) -> tuple[list[Message], StepStats | None, int]:
+        """The run's messages converted, their statistics (None when they cannot be kept: no ids), and how many
+        steps of the run came before this one (as far as this cache has seen the run)."""
         n = len(messages)
         prev = self._history.get(run_id)
-        if (prev is not None and 0 < prev[0] <= n and messages[prev[0] - 1].id == prev[2]
-                and messages[0].id == prev[1]):
-            new = [self.convert(m) for m in messages[prev[0]:]]
-            out, hist = prev[3] + new, prev[4]
-        else:
-            out = new = [self.convert(m) for m in messages]
+        convert = self.convert
+        if prev is None:
+            index = 0
+            out = new = [convert(m) for m in messages]
             hist = History()
+        else:
+            index = prev[5]
+            if 0 < prev[0] <= n and messages[prev[0] - 1].id == prev[2] and messages[0].id == prev[1]:
+                new = [convert(m) for m in messages[prev[0]:]]
+                out, hist = prev[3] + new, prev[4]
+            else:  # the history was rewritten (summarised, trimmed): start over
+                out = new = [convert(m) for m in messages]
+                hist = History()
         first, last = (messages[0].id, messages[-1].id) if n else (None, None)
         if not (first and last):
-            self._history.pop(run_id, None)
-            return out, None
+            self._history[run_id] = (0, "", "", [], History(), index + 1)  # only the step count is kept
+            return out, None, index
         for m in new:
             hist.add(m)
-        if run_id not in self._history and len(self._history) >= self.runs:
+        if prev is None and len(self._history) >= self.runs:
             self._history.pop(next(iter(self._history)))
-        self._history[run_id] = (n, first, last, out, hist)
-        return out, hist.stats()
+        self._history[run_id] = (n, first, last, out, hist, index + 1)
+        return out, hist.stats(), index
 
     def tool_names(self, tools: Sequence[Any]) -> list[str]:
         """The tools' names; an agent offers the same tools at every step, so they are read once."""
@@ -113,11 +126,15 @@ class MessageCache:
         mid = m.id
         if not mid:
             return to_message(m)
-        got = self._by_id.get(mid)
+        by_id = self._by_id
+        got = by_id.get(mid)
         if got is None:
-            if len(self._by_id) >= self.size:
-                self._by_id.pop(next(iter(self._by_id)))
-            got = self._by_id[mid] = to_message(m)
+            if len(by_id) >= self.size:
+                # drop the older half at once: dropping the oldest entry on every insert would make each
+                # drop scan past the ones removed before it
+                for old in list(itertools.islice(by_id, max(1, len(by_id) // 2))):
+                    del by_id[old]
+            got = by_id[mid] = to_message(m)
         return got
 
 
@@ -134,13 +151,14 @@ def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: M
             run_id: str | None = None) -> Step:
     names = tool_names(tools) if cache is None else cache.tool_names(tools)
     stats = None
+    index = 0
     if cache is None:
         converted = [to_message(m) for m in messages]
-    elif run_id is not None:
-        converted, stats = cache.history(run_id, messages)
+    elif run_id is not None:  # the run's position comes with its history (the governor checks it)
+        converted, stats, index = cache.history(run_id, messages)
     else:
         converted = [cache.convert(m) for m in messages]
-    step = trusted(Step, messages=converted, tools=names, index=0)
+    step = trusted(Step, messages=converted, tools=names, index=index)
     return step if stats is None else step.with_stats(stats)
 
 
@@ -481,7 +499,7 @@ class StepRunner:
                 return direct.make(ai), self._finish(ctx, tier, ai, usage, meta)
             return None
 
-        calls = self._tiers(ctx, ai_of, whole_step)
+        calls = self._tiers(ctx, ai_of, whole_step if sampled or direct is not None else None)
         try:
             call = next(calls)
             while True:

@@ -15,6 +15,7 @@ ledger, and the thread's total is kept in graph state so a checkpointed thread k
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NotRequired
 
@@ -117,7 +118,9 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
 
     def _request_for(self, request: ModelRequest, ctx: StepContext, tier: str,
                      extra: dict[str, Any]) -> ModelRequest:
-        settings = {**request.model_settings, **self.governor.settings(ctx.decision, tier), **extra}
+        settings = self.governor.settings(ctx.decision, tier)  # a copy of its own
+        if request.model_settings or extra:
+            settings = {**request.model_settings, **settings, **extra}
         messages = self.runner.messages_for(ctx.decision, request.messages)
         if ctx.decision.action == "finalize":
             return request.override(model=self.models[tier], model_settings=settings, messages=list(messages),
@@ -154,7 +157,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         ctx, started, checkpointed = self._plan(request)
         response, total = self.runner.run(
             ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai,
-            self._direct(request, ctx))
+            None if ctx.decision.early_exit is None else self._direct(request, ctx))
         return self._extended(response, total, ctx, started, checkpointed)
 
     async def awrap_model_call(self, request: ModelRequest,
@@ -162,8 +165,15 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         ctx, started, checkpointed = self._plan(request)
         response, total = await self.runner.arun(
             ctx, lambda tier, extra: handler(self._request_for(request, ctx, tier, extra)), _first_ai,
-            self._direct(request, ctx))
+            None if ctx.decision.early_exit is None else self._direct(request, ctx))
         return self._extended(response, total, ctx, started, checkpointed)
+
+
+# ``create_agent`` runs each ``wrap_*`` hook through a LangSmith ``traceable`` wrapper that asks for the hook's
+# signature on every call, traced or not (``inspect.signature`` of a bound method: about 10 us a model step).
+# A signature stored on the function is read back instead of being worked out again; it is the same signature.
+for _hook in (EfficiencyMiddleware.wrap_model_call, EfficiencyMiddleware.awrap_model_call):
+    _hook.__signature__ = inspect.signature(_hook)  # type: ignore[attr-defined]
 
 
 class _SilentRunEnd(EfficiencyMiddleware):

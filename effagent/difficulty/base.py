@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -58,9 +58,9 @@ class Message(BaseModel):
     reasoning: str = ""  # an assistant message's thinking text, when the server returned it
 
 
-@dataclass(frozen=True, slots=True)
-class StepStats:
-    """What estimators and the loop guard read off a step's messages, worked out in one pass."""
+class StepStats(NamedTuple):
+    """What estimators and the loop guard read off a step's messages, worked out in one pass (immutable, and
+    a tuple: built once per model step, so it is cheap to build)."""
 
     count: int = 0  # messages
     chars: int = 0  # characters of their contents

@@ -209,3 +209,89 @@ def test_fast_usage_equals_validated():
                                                     calls=2)
     assert fast == slow and repr(fast) == repr(slow) and fast.model_fields_set == slow.model_fields_set
     assert (fast + slow).total_tokens == 14
+
+
+def test_settings_without_nested_values_are_copied_too():
+    flat = POLICY.replace(",\n          extra_body: {top_k: 20, stop: [\"</s>\"]}}", "}")
+    gov = Governor(parse_policy(flat, env={}), ledger=InMemoryLedger(), observer=NullObserver())
+    easy = gov.plan(Step.from_prompt("hi"), "run")
+    first = gov.settings(easy)
+    assert first == {"max_tokens": 256}
+    first["max_tokens"] = 1
+    first["temperature"] = 0.0
+    assert gov.settings(easy) == {"max_tokens": 256}
+
+
+def test_a_decision_that_fits_the_budget_is_what_the_budget_fitting_path_gives():
+    """``decide`` builds the band's plan directly when what is left covers it; that shortcut must give exactly
+    what fitting the plan to the budget gives, and the fitting path must take over as soon as a budget binds."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from effagent.decide import _band_plans, _fitted, budget_left, decide
+
+    policy_text = SETTINGS_POLICY + "budgets: {run: {tokens: 5000, usd: 0.02}, thread: {tokens: 8000}}\n"
+    policy = parse_policy(policy_text, env={})
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.floats(0, 1), st.integers(0, 9000), st.floats(0, 0.03), st.integers(0, 9000), st.integers(0, 3000))
+    def check(score, run_tokens, run_usd, thread_tokens, input_tokens):
+        state = LedgerState(run=Usage(input_tokens=run_tokens, cost_usd=run_usd),
+                            thread=Usage(input_tokens=thread_tokens), steps=2)
+        diff = Difficulty(score=score, signals={"s": score})
+        try:
+            got = decide(policy, diff, state, input_tokens=input_tokens)
+        except Exception as err:  # exhausted budgets end the run the same way on either path
+            assert "budget" in str(err).lower()
+            return
+        if got.action != "call":
+            return
+        left = budget_left(policy, state)
+        ref = _fitted(policy, _band_plans(policy).for_score(score), diff, 2, left, left.tokens(), left.usd(),
+                      input_tokens)
+        assert got.model_dump() == ref.model_dump()
+
+    check()
+
+
+def test_a_runs_steps_are_numbered_by_the_message_cache():
+    from effagent.integrations._lc import MessageCache, to_step
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    cache = MessageCache()
+    h, a = HumanMessage("q", id="h1"), AIMessage("draft", id="a1")
+    assert [to_step(msgs, cache=cache, run_id="r").index for msgs in ([h], [h, a], [h, a])] == [0, 1, 2]
+    assert to_step([h], cache=cache, run_id="other").index == 0
+    # messages without ids: statistics are not kept, the count still is
+    assert [to_step([HumanMessage("x")], cache=cache, run_id="n").index for _ in range(2)] == [0, 1]
+
+
+def test_the_message_cache_stays_bounded_and_keeps_converting_correctly():
+    from effagent.integrations._lc import MessageCache, to_message
+    from langchain_core.messages import HumanMessage
+
+    cache = MessageCache(size=8)
+    msgs = [HumanMessage(f"m{i}", id=f"id{i}") for i in range(50)]
+    for m in msgs:
+        assert cache.convert(m) == to_message(m)
+        assert len(cache._by_id) <= 8
+    assert cache.convert(msgs[-1]) is cache.convert(msgs[-1])  # a recent message is still cached
+
+
+def test_the_middleware_hook_signature_is_unchanged_by_its_stored_copy():
+    import inspect
+
+    from effagent.integrations.langchain import EfficiencyMiddleware
+
+    mw = EfficiencyMiddleware(parse_policy(POLICY, env={}), models={"small": object(), "large": object()},
+                              ledger=InMemoryLedger(), observer=NullObserver())
+    for name in ("wrap_model_call", "awrap_model_call"):
+        fn = getattr(EfficiencyMiddleware, name)
+        stored = fn.__signature__
+        del fn.__signature__
+        try:
+            worked_out = inspect.signature(getattr(mw, name))
+        finally:
+            fn.__signature__ = stored
+        assert inspect.signature(getattr(mw, name)) == worked_out
+        assert list(worked_out.parameters) == ["request", "handler"]

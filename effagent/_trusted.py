@@ -19,7 +19,8 @@ from pydantic._internal._model_construction import init_private_attributes
 
 M = TypeVar("M", bound=BaseModel)
 _MISSING = object()
-_Plan = tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], dict[str, Any] | None]
+# (field defaults, their number, default factories, private attribute defaults)
+_Plan = tuple[dict[str, Any], int, tuple[tuple[str, Callable[[], Any]], ...], dict[str, Any] | None]
 _plans: dict[type, _Plan | None] = {}
 _set = object.__setattr__
 
@@ -46,7 +47,7 @@ def _plan(cls: type[BaseModel]) -> _Plan | None:
             template[name] = _MISSING
         else:
             template[name] = field.default
-    return template, tuple(factories), private
+    return template, len(template), tuple(factories), private
 
 
 def trusted(cls: type[M], /, **values: Any) -> M:
@@ -57,8 +58,8 @@ def trusted(cls: type[M], /, **values: Any) -> M:
         plan = _plans[cls] = _plan(cls)
     if plan is None:
         return cls.model_construct(**values)
-    template, factories, private = plan
-    if len(values) == len(template):  # every field given: the call's own kwargs dict becomes the instance's
+    template, fields, factories, private = plan
+    if len(values) == fields:  # every field given: the call's own kwargs dict becomes the instance's
         data = values
     else:
         data = {**template, **values}

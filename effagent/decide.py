@@ -15,7 +15,7 @@ from effagent._trusted import trusted
 from effagent.difficulty.base import Difficulty
 from effagent.errors import BudgetExceeded
 from effagent.ledger.base import LedgerState
-from effagent.policy import Band, Limit, Policy, Tier
+from effagent.policy import Band, Policy, Tier
 
 
 def _least(a: Any, b: Any) -> Any:
@@ -75,17 +75,20 @@ class Decision(BaseModel):
         return d
 
 
-def _left(limit: Limit, tokens: int, usd: float) -> tuple[int | None, float | None]:
-    t = None if limit.tokens is None else max(0, limit.tokens - tokens)
-    d = None if limit.usd is None else max(0.0, limit.usd - usd)
-    return t, d
-
-
 def budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
-    b, run, thread = policy.budgets, state.run, state.thread
-    rt, rd = _left(b.run, run.total_tokens, run.cost_usd)
-    tt, td = _left(b.thread, thread.total_tokens, thread.cost_usd)
-    return trusted(BudgetLeft, run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
+    return _budget_left(_band_plans(policy).limits, state)[0]
+
+
+def _budget_left(limits: _Limits, state: LedgerState) -> tuple[BudgetLeft, int | None, float | None]:
+    """What is left, and its tokens and dollars (the smaller of the run's and the thread's)."""
+    run, thread = state.run, state.thread
+    run_tokens, run_usd, thread_tokens, thread_usd = limits
+    rt = None if run_tokens is None else max(0, run_tokens - run.input_tokens - run.output_tokens)
+    rd = None if run_usd is None else max(0.0, run_usd - run.cost_usd)
+    tt = None if thread_tokens is None else max(0, thread_tokens - thread.input_tokens - thread.output_tokens)
+    td = None if thread_usd is None else max(0.0, thread_usd - thread.cost_usd)
+    left = trusted(BudgetLeft, run_tokens=rt, run_usd=rd, thread_tokens=tt, thread_usd=td)
+    return left, _least(rt, tt), _least(rd, td)
 
 
 def _exhausted(policy: Policy, state: LedgerState, left: BudgetLeft) -> tuple[str, str, str] | None:
@@ -132,8 +135,8 @@ def decide(
     (team) budget had no room for this step's reservation.
     """
     step = state.steps if step is None else step
-    left = budget_left(policy, state)
-    tokens_left, usd_left = left.tokens(), left.usd()
+    plans = _band_plans(policy)
+    left, tokens_left, usd_left = _budget_left(plans.limits, state)
     # a budget is spent exactly when what is left of it is 0 (left = max(0, limit - spent))
     spent = _exhausted(policy, state, left) if tokens_left == 0 or usd_left == 0 else None
     if spent is None and shared_exhausted is not None:
@@ -160,22 +163,21 @@ def decide(
         )
 
     score = difficulty.score
-    plan = _band_plans(policy).for_score(score)
-    name, tier = plan.tier_name, plan.tier
-    max_tokens, thinking, budget = plan.max_tokens, plan.thinking, plan.thinking_budget
-    fallback = plan.fallback
-    # the common case: what is left covers the band's plan as it is
+    plan = plans.for_score(score)
+    max_tokens, budget = plan.max_tokens, plan.thinking_budget
+    # the common case: what is left covers the band's plan as it is (the cost is Price.cost's sum)
     if (tokens_left is None or (tokens_left - input_tokens >= max_tokens
                                 and (budget is None or budget < max_tokens))) and (
-            usd_left is None or tier.price.cost(input_tokens, max_tokens) * plan.samples <= usd_left):
+            usd_left is None
+            or (input_tokens * plan.price_in + max_tokens * plan.price_out) / 1e6 * plan.samples <= usd_left):
         return trusted(
-            Decision, step=step, action="call", tier=name, model=tier.model, thinking=thinking,
+            Decision, step=step, action="call", tier=plan.tier_name, model=plan.model, thinking=plan.thinking,
             thinking_budget=budget, max_tokens=max_tokens, samples=plan.samples,
-            prompt_budget=plan.band.prompt_budget, band=plan.band.name,
+            prompt_budget=plan.prompt_budget, band=plan.band_name,
             consistency=None if plan.consistency is None else dict(plan.consistency), verify=plan.verify,
             early_exit=None if plan.early_exit is None else dict(plan.early_exit),
             difficulty=score, signals=dict(difficulty.signals), reason=f"difficulty {score:.2f} {plan.where_thinking}",
-            budget_left=left, loop=None, fallback=list(fallback),
+            budget_left=left, loop=None, fallback=list(plan.fallback),
         )
     return _fitted(policy, plan, difficulty, step, left, tokens_left, usd_left, input_tokens)
 
@@ -234,9 +236,17 @@ def _thinking_reason(thinking: bool, budget: int | None) -> str:
     return f"thinking on, budget {budget if budget is not None else 'unbounded'}" if thinking else "thinking off"
 
 
+_Limits = tuple[int | None, float | None, int | None, float | None]  # run tokens, run $, thread tokens, thread $
+
+
 @dataclass(frozen=True, slots=True)
 class _BandPlan:
     band: Band
+    band_name: str
+    prompt_budget: Literal["none", "tale", "draft"]
+    model: str  # the tier's
+    price_in: float  # the tier's, per million tokens
+    price_out: float
     where: str  # "in band NAME [min, max)"
     where_thinking: str  # where, then the thinking part of the reason when no budget changes the plan
     tier_name: str
@@ -254,10 +264,16 @@ class _BandPlan:
 @dataclass(frozen=True, slots=True)
 class _BandPlans:
     policy: Policy
-    by_band: dict[int, _BandPlan]  # id(band) -> its plan (the policy holds the bands)
+    limits: _Limits
+    ranges: tuple[tuple[float, float, _BandPlan], ...]  # (min, max, plan) in the policy's band order
+    top: _BandPlan  # the band with the highest max (a score of 1.0 falls in it)
 
     def for_score(self, score: float) -> _BandPlan:
-        return self.by_band[id(self.policy.band_for(score))]
+        """The plan of ``Policy.band_for(score)``."""
+        for lo, hi, plan in self.ranges:
+            if lo <= score < hi:
+                return plan
+        return self.top
 
 
 def _compile_band(policy: Policy, band: Band) -> _BandPlan:
@@ -270,7 +286,9 @@ def _compile_band(policy: Policy, band: Band) -> _BandPlan:
                             policy.budgets.step.max_thinking_tokens) if c]
         budget = min(caps) if caps else None
     where = f"in band {band.name} [{band.min}, {band.max})"
-    return _BandPlan(band=band, where=where, where_thinking=f"{where}; {_thinking_reason(thinking, budget)}",
+    return _BandPlan(band=band, band_name=band.name, prompt_budget=band.prompt_budget, model=tier.model,
+                     price_in=tier.price.input_per_mtok, price_out=tier.price.output_per_mtok,
+                     where=where, where_thinking=f"{where}; {_thinking_reason(thinking, budget)}",
                      tier_name=band.tier, tier=tier,
                      max_tokens=max_tokens, thinking=thinking, thinking_budget=budget, samples=band.samples,
                      consistency=band.consistency.model_dump() if band.samples > 1 else None,
@@ -285,7 +303,11 @@ _PLANS: dict[int, _BandPlans] = {}
 def _band_plans(policy: Policy) -> _BandPlans:
     got = _PLANS.get(id(policy))
     if got is None or got.policy is not policy:
-        got = _BandPlans(policy, {id(b): _compile_band(policy, b) for b in policy.bands})
+        plans = {id(b): _compile_band(policy, b) for b in policy.bands}
+        top = max(policy.bands, key=lambda b: b.max)
+        b = policy.budgets
+        got = _BandPlans(policy, (b.run.tokens, b.run.usd, b.thread.tokens, b.thread.usd),
+                         tuple((band.min, band.max, plans[id(band)]) for band in policy.bands), plans[id(top)])
         if len(_PLANS) >= 64:  # a process holds a handful of policies; drop the oldest beyond that
             _PLANS.pop(next(iter(_PLANS)))
         _PLANS[id(policy)] = got

@@ -75,6 +75,9 @@ class Governor:
         self._holds_lock = threading.Lock()
         # decision's (tier, thinking, budget, max_tokens) -> (request settings, whether they hold only scalars)
         self._settings: dict[tuple[str, bool, int | None, int], tuple[dict[str, Any], bool]] = {}
+        # tier -> (model, $ per million input tokens, per million output tokens): read on every call accounted
+        # (Price.cost's sum); the policy is not changed once in use
+        self._prices: dict[str, tuple[str, float, float]] = {}
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
         if observer is None:
             from effagent.telemetry import observer_from_policy
@@ -212,15 +215,19 @@ class Governor:
                 ok: bool = True, error: str | None = None, duration_s: float = 0.0,
                 response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
         """Record one call's usage (cost at the tier's prices) in the ledger and tell the observer."""
-        t = self.policy.tier(tier)
+        priced = self._prices.get(tier)
+        if priced is None:
+            t = self.policy.tier(tier)  # an unknown tier raises here
+            priced = self._prices[tier] = (t.model, t.price.input_per_mtok, t.price.output_per_mtok)
+        model, per_in, per_out = priced
         # counts are clamped to non-negative ints here, so the records are built without re-validation
         inp, out = max(0, int(input_tokens)), max(0, int(output_tokens))
-        usage = make_usage(inp, out, min(max(0, int(reasoning_tokens)), out), t.price.cost(inp, out), 1)
+        usage = make_usage(inp, out, min(max(0, int(reasoning_tokens)), out), (inp * per_in + out * per_out) / 1e6, 1)
         rec = trusted(
             StepRecord,
             run_id=run_id, thread_id=thread_id, step=decision.step,
-            kind="finalize" if decision.action == "finalize" and kind == "model" else kind,
-            tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error, ts=time.time())
+            kind="finalize" if kind == "model" and decision.action == "finalize" else kind,
+            tier=tier, model=model, usage=usage, reason=decision.reason, ok=ok, error=error, ts=time.time())
         # a one-call step settles its hold with that call; a step of several calls (samples, early exit, a
         # cascade) records each call and keeps its hold, which end_step frees: spent + held never undercounts
         settles = self._reserving and ok and kind in ("model", "sample") and not _several_calls(decision)

@@ -264,6 +264,7 @@ class StepRunner:
     def __init__(self, governor: Governor, reasoning_counter: ReasoningCounter | None = None) -> None:
         self.governor = governor
         self.reasoning_counter = reasoning_counter
+        self._record_content = governor.policy.telemetry.record_content
         self.cache = MessageCache()
         self.verifier: Any = None  # the cascade verifier, loaded on first use
         self.complete_fn: Any = None  # early exit's endpoint call (default effagent.llm.client.complete)
@@ -294,7 +295,7 @@ class StepRunner:
             if text:
                 reasoning = self.reasoning_counter(tier, text)
         content = None
-        if ai is not None and self.governor.policy.telemetry.record_content:
+        if ai is not None and self._record_content:
             content = {"prompt": ctx.prompt, "completion": _text(ai.content)}
         return self.governor.account(ctx.run_id, ctx.thread_id, ctx.decision, tier=tier, input_tokens=inp,
                                      output_tokens=out, reasoning_tokens=reasoning, kind=kind,

@@ -16,6 +16,27 @@ from effagent._trusted import trusted
 Role = Literal["system", "user", "assistant", "tool"]
 # json.dumps(args, sort_keys=True, default=str), without building an encoder for every call
 _KEY_JSON = json.JSONEncoder(sort_keys=True, default=str)
+_JSON_STR = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _args_json(args: dict[str, Any]) -> str:
+    """``_KEY_JSON.encode(args)``; arguments of plain strings, integers, booleans and nulls (most tool calls)
+    are written directly, which is several times faster than the encoder."""
+    parts = []
+    for k in sorted(args) if all(type(k) is str for k in args) else ():
+        v = args[k]
+        t = type(v)
+        if t is str:
+            parts.append(f"{_JSON_STR(k)}: {_JSON_STR(v)}")
+        elif t is int:
+            parts.append(f"{_JSON_STR(k)}: {int.__repr__(v)}")
+        elif v is None or t is bool:
+            parts.append(f"{_JSON_STR(k)}: {'null' if v is None else 'true' if v else 'false'}")
+        else:
+            return _KEY_JSON.encode(args)
+    if len(parts) != len(args):
+        return _KEY_JSON.encode(args)
+    return "{" + ", ".join(parts) + "}"
 
 
 class ToolCall(BaseModel):
@@ -41,7 +62,7 @@ class ToolCall(BaseModel):
         private = self.__pydantic_private__  # a slot: much faster than pydantic's private-attribute lookup
         key = private.get("_key") if private is not None else None
         if key is None:
-            key = self.name + _KEY_JSON.encode(self.args)
+            key = self.name + _args_json(self.args)
             if private is not None:
                 private["_key"] = key
         return key

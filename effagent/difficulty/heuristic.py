@@ -30,15 +30,16 @@ class HeuristicEstimator:
     name = "heuristic"
 
     def prompt_signals(self, prompt: str) -> dict[str, float]:
-        return dict(_prompt_signals(prompt))  # a copy: callers add the run's own signals to it
+        return dict(_prompt_features(prompt)[0])  # a copy: callers add the run's own signals to it
 
     def estimate(self, step: Step) -> Difficulty:
         st = step.stats()
-        s = self.prompt_signals(st.prompt)
-        s["tool_errors"] = min(1.0, st.tool_errors / 3)
-        s["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
-        s["depth"] = min(1.0, step.index / 10)
-        logit = _prompt_logit(s) + 1.2 * s["tool_errors"] + 0.8 * s["repeats"] + 0.4 * s["depth"]
+        signals, prompt_logit = _prompt_features(st.prompt)
+        s = dict(signals)
+        errors = s["tool_errors"] = min(1.0, st.tool_errors / 3)
+        repeats = s["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
+        depth = s["depth"] = min(1.0, step.index / 10)
+        logit = prompt_logit + 1.2 * errors + 0.8 * repeats + 0.4 * depth
         return trusted(Difficulty, score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
@@ -46,6 +47,12 @@ class HeuristicEstimator:
 
 
 @lru_cache(maxsize=1024)  # an agent re-reads the same task every step; the features are a pure function of it
+def _prompt_features(prompt: str) -> tuple[dict[str, float], float]:
+    """The prompt's signals (shared: copy before changing) and their logit."""
+    s = _prompt_signals(prompt)
+    return s, _prompt_logit(s)
+
+
 def _prompt_signals(prompt: str) -> dict[str, float]:
     words = len(prompt.split())
     return {

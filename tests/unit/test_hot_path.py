@@ -295,3 +295,45 @@ def test_the_middleware_hook_signature_is_unchanged_by_its_stored_copy():
             fn.__signature__ = stored
         assert inspect.signature(getattr(mw, name)) == worked_out
         assert list(worked_out.parameters) == ["request", "handler"]
+
+
+def test_the_compiled_band_lookup_is_the_policys():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from effagent.decide import _band_plans
+
+    policy = parse_policy(SETTINGS_POLICY, env={})
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.5, 0.8, 1.0])))
+    def check(score):
+        assert _band_plans(policy).for_score(score).band is policy.band_for(score)
+
+    check()
+
+
+def test_tool_call_keys_are_the_canonical_json_of_the_arguments():
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.floats(allow_nan=False))
+    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4),
+                                                                                              inner, max_size=3),
+                         max_leaves=6)
+    keys = st.one_of(st.text(max_size=6), st.integers(-3, 3))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(keys, value, max_size=5))
+    def check(args):
+        try:
+            expected = json.dumps(args, sort_keys=True, default=str)
+        except TypeError:  # keys of mixed types cannot be sorted: neither can the key be built
+            with pytest.raises(TypeError):
+                trusted(ToolCall, name="t", args=args).key  # noqa: B018
+            return
+        assert trusted(ToolCall, name="t", args=args).key == "t" + expected  # as converted from a framework
+
+    check()

@@ -61,6 +61,11 @@ class Decision(BaseModel):
     verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
     early_exit: dict[str, Any] | None = None  # the band's early-exit settings when it thinks with early exit
 
+    def summary(self) -> dict[str, Any]:
+        """The few fields that say what a step got (``telemetry.answer_metadata: summary``)."""
+        return {"step": self.step, "action": self.action, "band": self.band, "difficulty": self.difficulty,
+                "thinking": self.thinking, "max_tokens": self.max_tokens}
+
     def as_dict(self) -> dict[str, Any]:
         """``model_dump()``, built directly (it is attached to every answer): every field already holds JSON
         types (the settings dicts hold scalars), so copying the containers is enough."""

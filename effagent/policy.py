@@ -285,6 +285,11 @@ class Telemetry(_Strict):
     project: str | None = None
     record_content: bool = False
     """Record prompt and completion text in spans (off by default)."""
+    answer_metadata: Literal["decision", "summary"] = "decision"
+    """What each answer carries in `response_metadata["effagent"]`: `decision`, the whole decision (tier,
+    thinking, budgets, signals, reason, what was left of the budget); or `summary`, its tier, band, action,
+    difficulty, thinking and max_tokens only. A checkpointer stores every answer again at every step, so
+    `summary` makes checkpointed agents cheaper to run."""
 
 
 class RedisLedger(_Strict):

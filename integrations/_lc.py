@@ -265,6 +265,7 @@ class StepRunner:
         self.governor = governor
         self.reasoning_counter = reasoning_counter
         self._record_content = governor.policy.telemetry.record_content
+        self._full_metadata = governor.policy.telemetry.answer_metadata == "decision"
         self.cache = MessageCache()
         self.verifier: Any = None  # the cascade verifier, loaded on first use
         self.complete_fn: Any = None  # early exit's endpoint call (default effagent.llm.client.complete)
@@ -312,7 +313,11 @@ class StepRunner:
                 # the final call must end the run: a model that still asks for tools gets its calls dropped
                 ai.tool_calls = []
                 ai.content = ai.content or "(no final answer: the model asked for a tool after the budget was spent)"
-            meta = {"tier": tier, "decision": decision.as_dict(), **(extra_meta or {})}  # JSON types only
+            # JSON types only
+            if self._full_metadata:
+                meta = {"tier": tier, "decision": decision.as_dict(), **(extra_meta or {})}
+            else:
+                meta = {"tier": tier, **decision.summary(), **(extra_meta or {})}
             if isinstance(ai.response_metadata, dict):  # each message has its own dict: no re-assignment needed
                 ai.response_metadata["effagent"] = meta
             else:

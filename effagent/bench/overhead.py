@@ -12,7 +12,9 @@ per model step, p50/p99 over runs:
 - ``absolute``: per-step time of each variant.
 
 ``--checkpointer`` compiles every graph with an in-memory checkpointer (each run on a new thread): the
-configuration where effagent also writes the thread's total into graph state at every step.
+configuration where effagent also writes the thread's total into graph state at every step, and where what
+each answer carries (``--answer-metadata``, the policy's ``telemetry.answer_metadata``) is stored again at
+every step.
 
 The framework is imported by module name at run time (like ``effagent.cli``), so the core keeps no import
 of it; this command needs the ``langchain`` extra, which effagent installs by default.
@@ -121,7 +123,7 @@ def _timed_middleware(base: type, samples: list[float]) -> type:
 
 
 def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "memory", redis_url: str | None = None,
-            progress: bool = True, checkpointer: bool = False) -> dict[str, Any]:
+            progress: bool = True, checkpointer: bool = False, answer_metadata: str = "decision") -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result."""
     from effagent.ledger import InMemoryLedger
     from effagent.observe import NullObserver
@@ -139,6 +141,8 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         return str(i)
 
     policy = parse_policy(POLICY, source="<bench>", env={})
+    policy = policy.model_copy(update={"telemetry": policy.telemetry.model_validate(
+        {**policy.telemetry.model_dump(), "answer_metadata": answer_metadata})})
     model_cls = _fake_model_class()
     model = model_cls(steps=steps)
 
@@ -210,6 +214,7 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         "warmup": warmup,
         "ledger": ledger,
         "checkpointer": checkpointer,
+        "answer_metadata": answer_metadata,
         "python": sys.version.split()[0],
         "per_step": {
             "added": _stats(added),
@@ -229,7 +234,9 @@ def render(result: dict[str, Any]) -> str:
     ps = result["per_step"]
     lines = [f"effagent overhead: {result['runs']} runs x {result['steps_per_run']} model steps, "
              f"zero-latency fake model, {result['ledger']} ledger"
-             + (", checkpointed graphs" if result.get("checkpointer") else ""),
+             + (", checkpointed graphs" if result.get("checkpointer") else "")
+             + (f", answer metadata: {result['answer_metadata']}" if result.get("answer_metadata", "decision")
+                != "decision" else ""),
              f"{'':30s} {'p50 ms':>9s} {'p99 ms':>9s} {'mean ms':>9s}"]
     for label, key in rows:
         s = ps[key]
@@ -241,7 +248,8 @@ def render(result: dict[str, Any]) -> str:
 
 def _cmd(args: argparse.Namespace) -> int:
     result = measure(steps=args.steps, runs=args.runs, warmup=args.warmup, ledger=args.ledger,
-                     redis_url=args.redis_url, progress=not args.no_progress, checkpointer=args.checkpointer)
+                     redis_url=args.redis_url, progress=not args.no_progress, checkpointer=args.checkpointer,
+                     answer_metadata=args.answer_metadata)
     print(render(result))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +271,8 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument("--checkpointer", action="store_true",
                    help="compile both graphs with an in-memory checkpointer (effagent then also keeps the thread's "
                         "total in graph state at every step)")
+    p.add_argument("--answer-metadata", choices=["decision", "summary"], default="decision",
+                   help="what each answer carries (the policy's telemetry.answer_metadata; default decision)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd)
 

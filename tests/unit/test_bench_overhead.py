@@ -27,4 +27,8 @@ def test_overhead_bench_with_checkpointed_graphs(tmp_path, capsys):
     assert overhead.main(args) == 0
     result = json.loads(out.read_text())
     assert result["checkpointer"] is True and result["per_step"]["added"]["n"] == 3
+    assert result["answer_metadata"] == "decision"
     assert "checkpointed graphs" in capsys.readouterr().out
+    assert overhead.main([*args, "--answer-metadata", "summary"]) == 0
+    assert json.loads(out.read_text())["answer_metadata"] == "summary"
+    assert "answer metadata: summary" in capsys.readouterr().out

@@ -87,6 +87,23 @@ def test_easy_and_hard_steps_go_to_different_tiers_with_policy_settings():
     assert meta["tier"] == "large" and meta["decision"]["thinking"] is True
 
 
+def test_answers_carry_a_summary_of_the_decision_when_the_policy_asks_for_it():
+    full_agent, *_ = build(policy())
+    text = POLICY.replace("RUN_TOKENS", "100000").replace("THREAD_TOKENS", "1000000").replace(
+        "ON_EXHAUSTED", "finalize") + "telemetry: {enabled: false, answer_metadata: summary}\n"
+    slim_agent, *_ = build(parse_policy(text, env={}), checkpointer=InMemorySaver())
+    full = full_agent.invoke({"messages": [HumanMessage(HARD)]})["messages"]
+    slim = slim_agent.invoke({"messages": [HumanMessage(HARD)]}, {"configurable": {"thread_id": "t"}})["messages"]
+    for a, b in zip(full, slim, strict=True):
+        if not isinstance(a, AIMessage):
+            continue
+        decision, summary = a.response_metadata["effagent"]["decision"], b.response_metadata["effagent"]
+        assert "decision" not in summary and summary["tier"] == "large"
+        assert summary == {"tier": "large", **{k: decision[k] for k in ("step", "action", "band", "difficulty",
+                                                                          "thinking", "max_tokens")}}
+    assert slim[-1].content == full[-1].content == "42"
+
+
 def test_ledger_equals_sum_of_reported_usage():
     ledger = InMemoryLedger()
     agent, mw, small, large = build(policy(), ledger=ledger)

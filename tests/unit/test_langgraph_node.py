@@ -82,3 +82,17 @@ async def test_async_graph():
     out = await graph.ainvoke({"messages": [HumanMessage(HARD)]})
     assert out["messages"][-1].content == "42" and len(large.calls) == 2
     assert node.ledger.total().calls == 2
+
+
+def test_answers_carry_the_decision_or_its_summary():
+    from effagent import parse_policy
+    from tests.unit.test_langchain_middleware import POLICY
+
+    text = POLICY.replace("RUN_TOKENS", "100000").replace("THREAD_TOKENS", "1000000").replace(
+        "ON_EXHAUSTED", "finalize")
+    full, *_ = build(parse_policy(text, env={}))
+    slim, *_ = build(parse_policy(text + "telemetry: {enabled: false, answer_metadata: summary}\n", env={}))
+    a = full.invoke({"messages": [HumanMessage(HARD)]})["messages"][-1].response_metadata["effagent"]
+    b = slim.invoke({"messages": [HumanMessage(HARD)]})["messages"][-1].response_metadata["effagent"]
+    assert a["decision"]["band"] == b["band"] == "hard" and "decision" not in b
+    assert b["thinking"] is True and b["max_tokens"] == a["decision"]["max_tokens"]

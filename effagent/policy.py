@@ -30,7 +30,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True, frozen=True)
 
 
 class Price(_Strict):
@@ -307,7 +307,8 @@ class LedgerConfig(_Strict):
 
 
 class Policy(_Strict):
-    """A validated budget policy."""
+    """A validated budget policy. Immutable (every section is frozen): effagent works its per-step plans out
+    once per policy, so a changed policy is a new one (``policy.model_copy(update=...)``, or parse again)."""
 
     version: Literal[1] = 1
     name: str = "policy"

@@ -337,3 +337,14 @@ def test_tool_call_keys_are_the_canonical_json_of_the_arguments():
         assert trusted(ToolCall, name="t", args=args).key == "t" + expected  # as converted from a framework
 
     check()
+
+
+def test_a_policy_in_use_cannot_be_changed_in_place():
+    """The per-policy plans (bands, limits, prices) are worked out once: a policy cannot be changed under them."""
+    policy = parse_policy(POLICY, env={})
+    with pytest.raises(ValidationError, match="frozen"):
+        policy.budgets.run.tokens = 5
+    with pytest.raises(ValidationError, match="frozen"):
+        policy.tiers["small"].price.input_per_mtok = 0.0
+    cheaper = policy.model_copy(update={"name": "other"})
+    assert cheaper.name == "other" and policy.name != "other"

@@ -551,7 +551,7 @@ def tier_failed(err: BaseException) -> bool:
     return isinstance(err, EndpointError) or not isinstance(err, EffagentError | GraphBubbleUp)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepContext:
     run_id: str
     thread_id: str | None

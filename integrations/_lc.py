@@ -27,7 +27,9 @@ from effagent.levers.consistency import Sample, SCConfig, adaptive_consistency
 from effagent.levers.length import prompt_budget_instruction
 from effagent.policy import Policy
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",  # message type -> role
+          "HumanMessageChunk": "user", "AIMessageChunk": "assistant", "SystemMessageChunk": "system",
+          "ToolMessageChunk": "tool"}
 
 
 def _text(content: Any) -> str:
@@ -101,14 +103,14 @@ class MessageCache:
             else:  # the history was rewritten (summarised, trimmed): start over
                 out = new = [convert(m) for m in messages]
                 hist = History()
+        if prev is None and len(self._history) >= self.runs:
+            self._history.pop(next(iter(self._history)))
         first, last = (messages[0].id, messages[-1].id) if n else (None, None)
         if not (first and last):
             self._history[run_id] = (0, "", "", [], History(), index + 1)  # only the step count is kept
             return out, None, index
         for m in new:
             hist.add(m)
-        if prev is None and len(self._history) >= self.runs:
-            self._history.pop(next(iter(self._history)))
         self._history[run_id] = (n, first, last, out, hist, index + 1)
         return out, hist.stats(), index
 

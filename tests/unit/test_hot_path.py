@@ -348,3 +348,24 @@ def test_a_policy_in_use_cannot_be_changed_in_place():
         policy.tiers["small"].price.input_per_mtok = 0.0
     cheaper = policy.model_copy(update={"name": "other"})
     assert cheaper.name == "other" and policy.name != "other"
+
+
+def test_the_run_cache_stays_bounded_with_or_without_message_ids():
+    from effagent.integrations._lc import MessageCache, to_step
+    from langchain_core.messages import HumanMessage
+
+    cache = MessageCache(runs=4)
+    for i in range(20):
+        to_step([HumanMessage("q", id=f"h{i}")], cache=cache, run_id=f"with-{i}")
+        to_step([HumanMessage("q")], cache=cache, run_id=f"without-{i}")
+        assert len(cache._history) <= 4
+
+
+def test_streamed_message_chunks_convert_like_whole_messages():
+    from effagent.integrations._lc import to_message
+    from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage, ToolMessageChunk
+
+    calls = [{"name": "f", "args": {"x": 1}, "id": "c1", "type": "tool_call"}]
+    assert to_message(AIMessageChunk(content="hi", tool_calls=calls)) == to_message(AIMessage("hi", tool_calls=calls))
+    err = to_message(ToolMessageChunk(content="x", tool_call_id="c1", status="error"))
+    assert err == to_message(ToolMessage("x", tool_call_id="c1", status="error")) and err.is_error

@@ -308,7 +308,8 @@ class LedgerConfig(_Strict):
 
 class Policy(_Strict):
     """A validated budget policy. Immutable (every section is frozen): effagent works its per-step plans out
-    once per policy, so a changed policy is a new one (``policy.model_copy(update=...)``, or parse again)."""
+    once per policy, so a changed policy is a new one, validated like the first
+    (``Policy.model_validate({**policy.model_dump(), ...})``, or load the file again)."""
 
     version: Literal[1] = 1
     name: str = "policy"

@@ -346,8 +346,12 @@ def test_a_policy_in_use_cannot_be_changed_in_place():
         policy.budgets.run.tokens = 5
     with pytest.raises(ValidationError, match="frozen"):
         policy.tiers["small"].price.input_per_mtok = 0.0
-    cheaper = policy.model_copy(update={"name": "other"})
-    assert cheaper.name == "other" and policy.name != "other"
+    from effagent.policy import Policy
+
+    other = Policy.model_validate({**policy.model_dump(), "name": "other"})  # a change is a new, validated policy
+    assert other.name == "other" and policy.name != "other" and other.tiers == policy.tiers
+    with pytest.raises(ValidationError):
+        Policy.model_validate({**policy.model_dump(), "bands": []})
 
 
 def test_the_run_cache_stays_bounded_with_or_without_message_ids():

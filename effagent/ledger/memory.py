@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -59,8 +59,10 @@ class InMemoryLedger(Ledger):
         # per run, in order of last activity (oldest first): its records, step numbers and total
         self._by_run: dict[str, list[StepRecord]] = {}
         self._steps: dict[str, set[int]] = {}  # per run: model/finalize step numbers
-        self._runs: dict[str, Usage] = {}
-        self._threads: dict[str, Usage] = {}  # in order of last activity too
+        # in order of last activity: an OrderedDict moves a key to the end and drops the first one in O(1)
+        # (a plain dict re-inserting keys has to scan past the ones it removed to find its first)
+        self._runs: OrderedDict[str, Usage] = OrderedDict()
+        self._threads: OrderedDict[str, Usage] = OrderedDict()
         self._scopes: dict[tuple[str, str], Usage] = {}
         self._total = [0, 0, 0, 0.0, 0]  # input, output, reasoning, usd, calls: summed here, a Usage on request
         self._static = {k: v for k, v in (scopes or {}).items() if k not in ("run", "thread")}
@@ -73,7 +75,7 @@ class InMemoryLedger(Ledger):
         self._records.append(rec)
         run, usage = rec.run_id, rec.usage
         runs = self._runs
-        prev = runs.pop(run, None)  # re-inserted below: the most recently active run is last
+        prev = runs.get(run)
         if prev is None:
             runs[run] = usage
             self._by_run[run] = [rec]
@@ -82,15 +84,20 @@ class InMemoryLedger(Ledger):
                 self._forget_oldest_run()
         else:
             runs[run] = prev + usage
+            runs.move_to_end(run)  # the most recently active run is last
             self._by_run[run].append(rec)
             if rec.kind in STEP_KINDS:
                 self._steps[run].add(rec.step)
         if rec.thread_id is not None:
             threads = self._threads
-            prev = threads.pop(rec.thread_id, None)
-            threads[rec.thread_id] = usage if prev is None else prev + usage
-            if prev is None and self._max_runs is not None and len(threads) > self._max_runs:
-                threads.pop(next(iter(threads)))
+            prev = threads.get(rec.thread_id)
+            if prev is None:
+                threads[rec.thread_id] = usage
+                if self._max_runs is not None and len(threads) > self._max_runs:
+                    threads.popitem(last=False)
+            else:
+                threads[rec.thread_id] = prev + usage
+                threads.move_to_end(rec.thread_id)
         t = self._total
         t[0] += usage.input_tokens
         t[1] += usage.output_tokens
@@ -104,8 +111,7 @@ class InMemoryLedger(Ledger):
             self._scopes[k] = self._scopes.get(k, zero_usage()) + usage
 
     def _forget_oldest_run(self) -> None:  # lock held
-        oldest = next(iter(self._runs))
-        del self._runs[oldest]
+        oldest, _ = self._runs.popitem(last=False)
         self._by_run.pop(oldest, None)
         self._steps.pop(oldest, None)
 

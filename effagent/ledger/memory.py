@@ -56,7 +56,7 @@ class InMemoryLedger(Ledger):
         self._lock = threading.Lock()
         self._records: deque[StepRecord] = deque(maxlen=max_records)
         self._max_runs = max_runs
-        # per run, in order of last activity (oldest first): its records, step numbers and total
+        # per run: its records, step numbers and total
         self._by_run: dict[str, list[StepRecord]] = {}
         self._steps: dict[str, set[int]] = {}  # per run: model/finalize step numbers
         # in order of last activity: an OrderedDict moves a key to the end and drops the first one in O(1)

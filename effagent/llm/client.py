@@ -154,37 +154,38 @@ def backoff_s(attempt: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
 
 
+def _retry_delay(tier: Tier, err: Exception, attempt: int) -> float:
+    """The backoff before trying again after ``err`` on try ``attempt`` (0-based), or the endpoint error
+    raised when ``err`` is not worth retrying or the tier's tries are spent."""
+    if isinstance(err, EndpointCallError):
+        raise err
+    retriable, _ = classify(err)
+    if not retriable or attempt >= tier.retries:
+        raise endpoint_error(tier, err, attempt + 1) from err
+    return backoff_s(attempt)
+
+
 def with_retries(tier: Tier, call: Callable[[], R]) -> R:
     """``call()`` under the tier's retry rule: transient failures (see :func:`classify`) are retried
     ``tier.retries`` times with exponential backoff, then raise :class:`EndpointUnavailable`; others raise
     :class:`EndpointRejected` at once; an :class:`EndpointCallError` from ``call`` passes through."""
-    tries = 1 + tier.retries
-    for attempt in range(tries):
+    for attempt in range(1 + tier.retries):
         try:
             return call()
-        except EndpointCallError:
-            raise
         except Exception as err:
-            retriable, _ = classify(err)
-            if not retriable or attempt + 1 >= tries:
-                raise endpoint_error(tier, err, attempt + 1) from err
-        time.sleep(backoff_s(attempt))
+            delay = _retry_delay(tier, err, attempt)
+        time.sleep(delay)
     raise AssertionError("unreachable")
 
 
 async def awith_retries(tier: Tier, call: Callable[[], Awaitable[R]]) -> R:
     """Async :func:`with_retries` (the backoff sleeps without blocking the loop)."""
-    tries = 1 + tier.retries
-    for attempt in range(tries):
+    for attempt in range(1 + tier.retries):
         try:
             return await call()
-        except EndpointCallError:
-            raise
         except Exception as err:
-            retriable, _ = classify(err)
-            if not retriable or attempt + 1 >= tries:
-                raise endpoint_error(tier, err, attempt + 1) from err
-        await asyncio.sleep(backoff_s(attempt))
+            delay = _retry_delay(tier, err, attempt)
+        await asyncio.sleep(delay)
     raise AssertionError("unreachable")
 
 

@@ -11,12 +11,12 @@ from effagent.errors import EffagentError, PolicyError
 
 # modules that add their own sub-commands: (module, function, parent group or None)
 _REGISTRARS: list[tuple[str, str, str | None]] = [
-    ("effagent.integrations.demo", "register", None),
+    ("effagent.demo", "register", None),
     ("effagent.difficulty.commands", "register", None),
     ("effagent.bench.replay", "register", "bench"),
     ("effagent.bench.levers", "register", "bench"),
     ("effagent.bench.overhead", "register", "bench"),
-    ("effagent.integrations.vllm_local", "register", "local-vllm"),
+    ("effagent.serving.vllm_local", "register", "local-vllm"),
     ("effagent.telemetry.report", "register", None),
 ]
 

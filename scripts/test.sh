@@ -23,7 +23,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 echo "== lint (ruff)"
-.venv/bin/ruff check effagent integrations tests examples
+.venv/bin/ruff check effagent tests examples
 
 echo "== running tests"
 set +e

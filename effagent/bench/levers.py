@@ -359,7 +359,7 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
 def _server(url: str | None) -> tuple[str, list[str], Any]:
     if url:
         os.environ["EFFAGENT_VLLM_URL"] = url
-    vllm_local = importlib.import_module("effagent.integrations.vllm_local")
+    vllm_local = importlib.import_module("effagent.serving.vllm_local")
     srv = vllm_local.LocalVLLM()
     srv.start()
     return srv.base_url, list(srv.names), srv

@@ -1,7 +1,7 @@
 """Integration fixtures: one real vLLM server for the whole test session.
 
 The server is ``$EFFAGENT_VLLM_URL`` when set (nothing is started), else the one recorded by
-``python -m effagent.integrations.vllm_local serve``, else a local CPU server started for the session
+``python -m effagent.serving.vllm_local serve``, else a local CPU server started for the session
 (the first run provisions ~3.5 GB and converts the bundled model: several minutes).
 
 Tests that use it are marked ``vllm``; deselect them with ``-m "not vllm"``.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from effagent.integrations.vllm_local import LocalVLLM, LocalVLLMError, ProvisionError
+from effagent.serving.vllm_local import LocalVLLM, LocalVLLMError, ProvisionError
 
 VLLM_MARKER_HELP = (
     "vllm: needs a real vLLM server ($EFFAGENT_VLLM_URL, a recorded `vllm_local serve`, "

@@ -1,7 +1,7 @@
 """A real Arize Phoenix trace backend for the tracing tests.
 
 ``phoenix_server`` (session): ``$EFFAGENT_PHOENIX_URL`` when set (a running Phoenix; nothing is started), else
-a Phoenix started on free loopback ports in a temp dir by :mod:`effagent.integrations.phoenix_local`, which
+a Phoenix started on free loopback ports in a temp dir by :mod:`effagent.serving.phoenix_local`, which
 provisions ``arize-phoenix`` into its own venv (``~/.cache/effagent/phoenix/venv``) on first use (~1.5 min,
 ~850 MB), and stopped at the end. When it cannot be provisioned or started the tests are skipped, or fail
 when ``CI=true``.
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from effagent.integrations.phoenix_local import LocalPhoenix, PhoenixError
+from effagent.serving.phoenix_local import LocalPhoenix, PhoenixError
 
 
 def _in_ci() -> bool:
@@ -44,7 +44,7 @@ def phoenix_server() -> Iterator[Phoenix]:
         server = launcher.start()
     except (PhoenixError, OSError) as exc:
         message = (f"Phoenix could not be provisioned or started ({time.perf_counter() - started:.0f}s): {exc}\n"
-                   "provision it with `python -m effagent.integrations.phoenix_local provision`, or point "
+                   "provision it with `python -m effagent.serving.phoenix_local provision`, or point "
                    "$EFFAGENT_PHOENIX_URL at a running Phoenix")
         if _in_ci():
             pytest.fail(message + "\n(CI=true: the Phoenix tracing test must run in CI)", pytrace=False)

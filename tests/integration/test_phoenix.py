@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from effagent.integrations.phoenix_local import LocalPhoenix
+from effagent.serving.phoenix_local import LocalPhoenix
 
 from effagent.telemetry import OTelObserver, observer_from_policy, split_model
 from tests.integration.phoenix_fixture import Phoenix, phoenix_server  # noqa: F401

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from effagent.integrations.langchain import EfficiencyMiddleware
-from effagent.integrations.vllm import BUDGET_KWARG, BudgetForcingChatModel, models_for
+from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage
 

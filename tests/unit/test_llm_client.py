@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from effagent.integrations.vllm import BUDGET_KWARG, BudgetForcingChatModel, models_for, split_budget
+from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for, split_budget
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from effagent.integrations import vllm_local as vl
+from effagent.serving import vllm_local as vl
 
 FAKE_NAMES = ["fake-small", "fake-large"]
 

@@ -584,7 +584,7 @@ def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel
 
 def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> dict[str, BaseChatModel]:
     if models is None:
-        from .models import tier_models
+        from .chat_models import models_for as tier_models
 
         return tier_models(policy)
     missing = sorted(set(policy.tiers) - set(models))

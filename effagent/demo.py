@@ -197,7 +197,7 @@ def render_table(rows: list[RunRow]) -> str:
 @contextmanager
 def vllm_endpoint(url: str | None) -> Iterator[str]:
     """The vLLM base URL: the given one, or a local CPU server with the bundled model (started, then stopped)."""
-    from effagent.integrations.vllm_local import LocalVLLM, normalize_base_url, probe
+    from effagent.serving.vllm_local import LocalVLLM, normalize_base_url, probe
 
     if url:
         url = normalize_base_url(url)
@@ -223,7 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         trace_path = out_dir / "traces.jsonl"
         policy = policy.model_copy(update={"telemetry": policy.telemetry.model_copy(update={"path": str(trace_path)})})
         plain = baseline_policy(policy)
-        from effagent.integrations.models import tier_models
+        from effagent.integrations.chat_models import models_for as tier_models
 
         models = tier_models(policy)
         counter = _reasoning_counter(policy)

@@ -13,8 +13,8 @@ Library use::
 
 Command line::
 
-    python -m effagent.integrations.phoenix_local provision
-    python -m effagent.integrations.phoenix_local serve [--port 6006]     # Ctrl-C stops it
+    python -m effagent.serving.phoenix_local provision
+    python -m effagent.serving.phoenix_local serve [--port 6006]     # Ctrl-C stops it
 
 Phoenix's gRPC receiver binds every interface whatever ``PHOENIX_HOST`` says; effagent exports over
 OTLP/HTTP and gives gRPC a free port only so it does not clash.
@@ -228,7 +228,7 @@ def running(port: int | None = None) -> Iterator[PhoenixServer]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m effagent.integrations.phoenix_local",
+    ap = argparse.ArgumentParser(prog="python -m effagent.serving.phoenix_local",
                                  description="A local Phoenix trace backend in its own venv.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("provision", help="install arize-phoenix into its own venv (once)")

@@ -12,10 +12,10 @@ Library use::
 
 Command line (also wired as ``effagent local-vllm ...`` through :func:`register`)::
 
-    python -m effagent.integrations.vllm_local prepare
-    python -m effagent.integrations.vllm_local serve --port 8000 [--daemon]
-    python -m effagent.integrations.vllm_local status
-    python -m effagent.integrations.vllm_local stop
+    python -m effagent.serving.vllm_local prepare
+    python -m effagent.serving.vllm_local serve --port 8000 [--daemon]
+    python -m effagent.serving.vllm_local status
+    python -m effagent.serving.vllm_local stop
 
 Environment:
     EFFAGENT_VLLM_HOME  cache folder (default ``~/.cache/effagent/vllm-cpu``): venv, model, logs, state.
@@ -729,7 +729,7 @@ class LocalVLLM:
         except (OSError, ValueError, KeyError) as exc:
             raise ServerUnreachableError(
                 f"{URL_ENV}={url} does not answer GET {base_url}/models ({exc}). Start a server "
-                f"(python -m effagent.integrations.vllm_local serve --port 8000) or unset {URL_ENV}."
+                f"(python -m effagent.serving.vllm_local serve --port 8000) or unset {URL_ENV}."
             ) from exc
         self._check_names(served, f"{URL_ENV}={url}")
         self.base_url, self.names, self.source = base_url, served, "env"
@@ -972,7 +972,7 @@ def register(subparsers: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m effagent.integrations.vllm_local",
+        prog="python -m effagent.serving.vllm_local",
         description="Local CPU vLLM server for effagent's demo and integration tests "
         f"(vllm-cpu {VLLM_VERSION}, SmolLM2-135M with <think> tokens, served on 127.0.0.1).",
     )

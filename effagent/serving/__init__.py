@@ -1,0 +1,1 @@
+"""Local services for the demo, the tests and benchmarks: the CPU vLLM test bed and a Phoenix trace backend."""

@@ -137,9 +137,10 @@ class RunRow(BaseModel):
 def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str, Any], tools: list[Any],
               prices: Policy, observer: Any = None, reasoning_counter: Any = None,
               progress: bool = True) -> tuple[RunRow, list[dict[str, Any]]]:
-    from effagent.integrations.langchain import EfficiencyMiddleware
     from langchain.agents import create_agent
     from tqdm import tqdm
+
+    from effagent.integrations.langchain import EfficiencyMiddleware
 
     ledger = InMemoryLedger()
     mw = EfficiencyMiddleware(policy, models=models, ledger=ledger, observer=observer,

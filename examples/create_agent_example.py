@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from effagent.integrations.langchain import EfficiencyMiddleware
 from langchain.agents import create_agent
 from langchain_core.tools import tool
 
 from effagent import load_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
 
 HERE = Path(__file__).parent
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from effagent import load_policy
+from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
 
 HERE = Path(__file__).parent
 

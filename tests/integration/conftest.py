@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+
 from effagent.serving.vllm_local import LocalVLLM, LocalVLLMError, ProvisionError
 
 VLLM_MARKER_HELP = (

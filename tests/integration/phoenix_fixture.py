@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from effagent.serving.phoenix_local import LocalPhoenix, PhoenixError
 
 

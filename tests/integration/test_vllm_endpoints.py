@@ -19,12 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-from effagent.integrations.langchain import EfficiencyMiddleware
-from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage
 
 from effagent import InMemoryLedger, parse_policy
+from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for
+from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.llm import complete, reasoning_counter_for
 from effagent.policy import Tier
 

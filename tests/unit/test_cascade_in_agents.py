@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from effagent.integrations.langchain import EfficiencyMiddleware
-from effagent.integrations.langgraph import EfficiencyNode
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 
 from effagent import EndpointError, parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyNode
 from tests.fakes import FakeTierModel, ai
 
 POLICY = """\

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from effagent.integrations.langchain import EfficiencyMiddleware
-from effagent.integrations.langgraph import EfficiencyNode
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 
 from effagent import parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyNode
 from tests.fakes import FakeTierModel, ai
 
 POLICY = """\

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from effagent.integrations.langchain import EfficiencyMiddleware
-from effagent.integrations.langgraph import EfficiencyNode
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
@@ -13,6 +11,8 @@ from langchain_core.tools import tool
 from effagent import parse_policy
 from effagent.decide import Decision
 from effagent.errors import PolicyError
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyNode
 from effagent.levers.early_exit import PROBE_CUE
 from effagent.llm.client import Completion, EndpointUnavailable
 from tests.fakes import FakeTierModel, ai

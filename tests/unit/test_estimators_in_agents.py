@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from effagent.integrations.langchain import EfficiencyMiddleware
-from effagent.integrations.langgraph import EfficiencyNode
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
 from effagent import parse_policy
 from effagent.difficulty import Step, build_estimator
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyNode
 from tests.fakes import FakeTierModel, ai, call
 
 POLICY = """\

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from effagent.integrations.langchain import EfficiencyMiddleware
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from langchain.agents import create_agent
@@ -21,6 +20,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
 from effagent import EffagentError, Governor, PolicyError, Step, parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.ledger import InMemoryLedger
 from effagent.observe import NullObserver
 from tests.fakes import FakeTierModel, call

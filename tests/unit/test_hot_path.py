@@ -93,8 +93,9 @@ def test_thread_usage_written_by_a_step_is_read_back_and_a_tampered_state_is_sti
 
 
 def test_a_runs_history_is_converted_incrementally_and_rebuilt_when_it_was_rewritten():
-    from effagent.integrations._lc import MessageCache, to_message, to_step
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from effagent.integrations._lc import MessageCache, to_message, to_step
 
     h = HumanMessage("What is 6 * 7?", id="h1")
     a = AIMessage("", id="a1", tool_calls=[{"name": "calc", "args": {"x": "6*7"}, "id": "c1", "type": "tool_call"}])
@@ -170,9 +171,10 @@ def _lc_messages(spec):
 
 
 def test_run_statistics_kept_across_steps_equal_a_fresh_scan():
-    from effagent.integrations._lc import MessageCache, to_step
     from hypothesis import given, settings
     from hypothesis import strategies as st
+
+    from effagent.integrations._lc import MessageCache, to_step
 
     message = st.tuples(st.sampled_from(["user", "assistant", "tool"]), st.sampled_from(["", "a", "same", "Paris!"]),
                         st.sampled_from([None, "x", "y"]), st.booleans())
@@ -255,8 +257,9 @@ def test_a_decision_that_fits_the_budget_is_what_the_budget_fitting_path_gives()
 
 
 def test_a_runs_steps_are_numbered_by_the_message_cache():
-    from effagent.integrations._lc import MessageCache, to_step
     from langchain_core.messages import AIMessage, HumanMessage
+
+    from effagent.integrations._lc import MessageCache, to_step
 
     cache = MessageCache()
     h, a = HumanMessage("q", id="h1"), AIMessage("draft", id="a1")
@@ -267,8 +270,9 @@ def test_a_runs_steps_are_numbered_by_the_message_cache():
 
 
 def test_the_message_cache_stays_bounded_and_keeps_converting_correctly():
-    from effagent.integrations._lc import MessageCache, to_message
     from langchain_core.messages import HumanMessage
+
+    from effagent.integrations._lc import MessageCache, to_message
 
     cache = MessageCache(size=8)
     msgs = [HumanMessage(f"m{i}", id=f"id{i}") for i in range(50)]
@@ -355,8 +359,9 @@ def test_a_policy_in_use_cannot_be_changed_in_place():
 
 
 def test_the_run_cache_stays_bounded_with_or_without_message_ids():
-    from effagent.integrations._lc import MessageCache, to_step
     from langchain_core.messages import HumanMessage
+
+    from effagent.integrations._lc import MessageCache, to_step
 
     cache = MessageCache(runs=4)
     for i in range(20):
@@ -366,8 +371,9 @@ def test_the_run_cache_stays_bounded_with_or_without_message_ids():
 
 
 def test_streamed_message_chunks_convert_like_whole_messages():
-    from effagent.integrations._lc import to_message
     from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage, ToolMessageChunk
+
+    from effagent.integrations._lc import to_message
 
     calls = [{"name": "f", "args": {"x": 1}, "id": "c1", "type": "tool_call"}]
     assert to_message(AIMessageChunk(content="hi", tool_calls=calls)) == to_message(AIMessage("hi", tool_calls=calls))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from effagent.integrations.langchain import EfficiencyMiddleware
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from effagent import BudgetExceeded, EndpointError, InMemoryLedger, parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
 from tests.fakes import FakeTierModel, ai, call
 
 POLICY = """\

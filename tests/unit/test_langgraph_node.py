@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from effagent import BudgetExceeded, InMemoryLedger
+from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
 from tests.fakes import FakeTierModel, ai, call
 from tests.unit.test_langchain_middleware import EASY, HARD, calculator, policy, tool_then_answer
 

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for, split_budget
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from effagent import EndpointError, parse_policy
+from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for, split_budget
 from effagent.llm import budget_forcing as bf
 from effagent.llm import client
 from effagent.llm.budget_forcing import budget_forced_complete, close_prefix, thinking_call_settings

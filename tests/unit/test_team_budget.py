@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from effagent.integrations.langchain import EfficiencyMiddleware
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 
 from effagent import InMemoryLedger, parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
 from tests.fakes import FakeTierModel, ai, call
 from tests.unit.test_langchain_middleware import calculator
 

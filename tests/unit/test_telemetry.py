@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from effagent.integrations.langchain import EfficiencyMiddleware
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from effagent import InMemoryLedger, parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.observe import NullObserver
 from effagent.telemetry import OTelObserver, observer_from_policy, split_model
 from effagent.telemetry.exporters import (
@@ -537,9 +537,10 @@ def test_observer_from_policy_file_exporter_writes_at_run_end(tmp_path, monkeypa
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_langgraph_node_is_traced_the_same(otel, mode):
     """The LangGraph integration (EfficiencyNode in a hand-built StateGraph) gives the same span tree."""
-    from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
     from langgraph.graph import START, StateGraph
     from langgraph.prebuilt import ToolNode, tools_condition
+
+    from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
 
     tp, mp, exporter, _ = otel
     pol = make_policy()

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from effagent.serving import vllm_local as vl
 
 FAKE_NAMES = ["fake-small", "fake-large"]

@@ -1,15 +1,25 @@
-"""``effagent bench overhead``: the time effagent adds per model step.
+"""``effagent bench overhead``: the time effagent adds per model step, next to LangChain's own middleware.
 
 The same ``create_agent`` graph (a tool-calling loop of N model steps against a zero-latency fake model)
-runs with and without :class:`~effagent.integrations.langchain.EfficiencyMiddleware`, interleaved. Reported
-per model step, p50/p99 over runs:
+runs in one process in three variants, interleaved (every iteration runs each once, in an order that
+rotates through all six, so a swing in machine speed hits all three alike):
 
-- ``added``: (run time with effagent - run time without, paired per iteration) / N -- everything the plugin
-  costs end to end, its graph nodes and state channels included;
-- ``in-step``: the time spent inside the middleware's ``wrap_model_call`` minus the model call itself
-  (planning, settings, accounting), from a separately built instrumented copy run alongside (its timing
-  code is not part of ``added``);
-- ``absolute``: per-step time of each variant.
+- ``plain``: no middleware;
+- ``+ModelCallLimitMiddleware``: LangChain's ``ModelCallLimitMiddleware`` with a limit it never reaches
+  (a ``before_model`` check and an ``after_model`` count: a yardstick of what one small middleware costs);
+- ``+effagent``: :class:`~effagent.integrations.langchain.EfficiencyMiddleware`, built through its public
+  constructor.
+
+Reported per model step, p50/p99/mean over runs:
+
+- absolute time of each variant;
+- ``added``: (run time of a variant - run time of the plain graph, paired per iteration) / N -- everything a
+  middleware costs end to end, its graph nodes and state channels included -- and the ratio
+  effagent-added / ModelCallLimit-added;
+- ``in-step``: the time spent inside effagent's ``wrap_model_call`` apart from the model call (planning,
+  settings, accounting). Two more graphs, run alongside and not part of ``added``, carry a pair of timing
+  middlewares: one outside effagent's and one inside it, and the same pair with nothing between them; the
+  in-step time is the gap between the pair with effagent minus the gap without it.
 
 ``--checkpointer`` compiles every graph with an in-memory checkpointer (each run on a new thread): the
 configuration where effagent also writes the thread's total into graph state at every step, and where what
@@ -35,22 +45,26 @@ from typing import Any
 
 DEFAULT_OUT = "effagent-out/bench/overhead.json"
 TARGET_P50_MS = 0.3
+CALL_LIMIT = 1_000_000  # ModelCallLimitMiddleware's run and thread limits: never reached, it only counts
 
 POLICY = """\
 name: overhead-bench
 tiers:
-  small: {model: fake/small, price: {input_per_mtok: 0.05, output_per_mtok: 0.10}, max_tokens: 512}
+  small: {{model: fake/small, price: {{input_per_mtok: 0.05, output_per_mtok: 0.10}}, max_tokens: 512}}
   large:
     model: fake/large
-    price: {input_per_mtok: 0.50, output_per_mtok: 1.50}
-    thinking: {control: chat_template_kwargs, max_budget: 2048}
+    price: {{input_per_mtok: 0.50, output_per_mtok: 1.50}}
+    thinking: {{control: chat_template_kwargs, max_budget: 2048}}
     max_tokens: 1024
 bands:
-  - {name: easy, min: 0.0, max: 0.4, tier: small}
-  - {name: hard, min: 0.4, max: 1.0, tier: large, thinking: true, thinking_budget: 512}
-budgets: {run: {tokens: 100000000, usd: 1000}, thread: {tokens: 1000000000}}
-telemetry: {enabled: false}
+  - {{name: easy, min: 0.0, max: 0.4, tier: small}}
+  - {{name: hard, min: 0.4, max: 1.0, tier: large, thinking: true, thinking_budget: 512}}
+budgets: {{run: {{tokens: 100000000, usd: 1000}}, thread: {{tokens: 1000000000}}}}
+telemetry: {{enabled: false, answer_metadata: {answer_metadata}}}
 """
+
+VARIANTS = ("plain", "call_limit", "effagent")  # the graphs whose run times are compared
+LABELS = {"plain": "plain graph", "call_limit": "+ModelCallLimitMiddleware", "effagent": "+effagent"}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -68,14 +82,19 @@ def _stats(xs_s: list[float]) -> dict[str, float]:
             "n": len(ms)}
 
 
+def _ratio(num: float, den: float) -> float | None:
+    """``num / den``; None where the yardstick added no time (the ratio would say nothing)."""
+    return num / den if den > 0 else None
+
+
 def _fake_model_class() -> type:
-    """A zero-latency chat model: a tool call per step until the last, then an answer (usage reported)."""
+    """A zero-latency fake chat model: a tool call per step until the last, then an answer (usage reported)."""
     lc_models = importlib.import_module("langchain_core.language_models")
     lc_messages = importlib.import_module("langchain_core.messages")
     lc_outputs = importlib.import_module("langchain_core.outputs")
     AIMessage = lc_messages.AIMessage
 
-    class ZeroLatencyModel(lc_models.BaseChatModel):  # type: ignore[misc, name-defined]
+    class FakeZeroLatencyModel(lc_models.BaseChatModel):  # type: ignore[misc, name-defined]
         steps: int = 10
 
         @property
@@ -96,43 +115,47 @@ def _fake_model_class() -> type:
                 msg = AIMessage(content="done", usage_metadata=usage)
             return lc_outputs.ChatResult(generations=[lc_outputs.ChatGeneration(message=msg)])
 
-    return ZeroLatencyModel
+    return FakeZeroLatencyModel
 
 
-def _timed_middleware(base: type, samples: list[float]) -> type:
-    """The middleware, recording the time ``wrap_model_call`` spends outside the model call."""
+def _timing_pair() -> tuple[Any, Any, list[float]]:
+    """Two middlewares for one graph: the first in the list times its ``wrap_model_call`` handler (all the
+    middlewares inside it and the model), the last times the model call alone. Returns them and the list that
+    receives, per model step, the outer time minus the inner time."""
+    AgentMiddleware = importlib.import_module("langchain.agents.middleware").AgentMiddleware
     perf = time.perf_counter
+    gaps: list[float] = []
+    inner_t = [0.0]
 
-    class TimedEfficiencyMiddleware(base):  # type: ignore[misc, valid-type]
+    class OuterTimer(AgentMiddleware):  # type: ignore[misc, valid-type]
         def wrap_model_call(self, request: Any, handler: Any) -> Any:
-            inner = [0.0]
-
-            def timed(req: Any) -> Any:
-                t = perf()
-                try:
-                    return handler(req)
-                finally:
-                    inner[0] += perf() - t
-
-            t0 = perf()
-            out = super().wrap_model_call(request, timed)
-            samples.append(perf() - t0 - inner[0])
+            inner_t[0] = 0.0
+            t = perf()
+            out = handler(request)
+            gaps.append(perf() - t - inner_t[0])
             return out
 
-    return TimedEfficiencyMiddleware
+    class InnerTimer(AgentMiddleware):  # type: ignore[misc, valid-type]
+        def wrap_model_call(self, request: Any, handler: Any) -> Any:
+            t = perf()
+            try:
+                return handler(request)
+            finally:
+                inner_t[0] += perf() - t
+
+    return OuterTimer(), InnerTimer(), gaps
 
 
 def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "memory", redis_url: str | None = None,
             progress: bool = True, checkpointer: bool = False, answer_metadata: str = "decision") -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result."""
-    from effagent.ledger import InMemoryLedger
-    from effagent.observe import NullObserver
     from effagent.policy import parse_policy
 
     agents = importlib.import_module("langchain.agents")
+    lc_middleware = importlib.import_module("langchain.agents.middleware")
     lc_messages = importlib.import_module("langchain_core.messages")
     lc_tools = importlib.import_module("langchain_core.tools")
-    lc_mw = importlib.import_module("effagent.integrations.langchain")
+    EfficiencyMiddleware = importlib.import_module("effagent.integrations.langchain").EfficiencyMiddleware
     tqdm = importlib.import_module("tqdm").tqdm
 
     @lc_tools.tool
@@ -140,41 +163,38 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         """Return its argument."""
         return str(i)
 
-    policy = parse_policy(POLICY, source="<bench>", env={})
-    policy = policy.model_copy(update={"telemetry": policy.telemetry.model_validate(
-        {**policy.telemetry.model_dump(), "answer_metadata": answer_metadata})})
-    model_cls = _fake_model_class()
-    model = model_cls(steps=steps)
-
-    def saver() -> Any:  # with --checkpointer every graph checkpoints its state (each run on a thread of its own)
-        return importlib.import_module("langgraph.checkpoint.memory").InMemorySaver() if checkpointer else None
-
-    baseline = agents.create_agent(model, tools=[noop], checkpointer=saver())
-
-    in_step: list[float] = []
+    policy = parse_policy(POLICY.format(answer_metadata=answer_metadata), source="<bench>", env={})
+    model = _fake_model_class()(steps=steps)
+    models = {"small": model, "large": model}  # every tier answers alike: only the middleware differs
+    mw_kwargs: dict[str, Any] = {}
     if ledger == "redis":
         from effagent.ledger.redis import RedisLedger
 
-        led: Any = RedisLedger(redis_url or "redis://127.0.0.1:6379/0", key_prefix=f"bench-{time.time_ns()}",
-                               on_unavailable="fail_closed")
-    else:
-        led = InMemoryLedger()
-    mw = lc_mw.EfficiencyMiddleware(policy, models={"small": model, "large": model}, ledger=led,
-                                    observer=NullObserver())
-    plugged = agents.create_agent(mw.default_model, tools=[noop], middleware=[mw], checkpointer=saver())
-    # the in-step split comes from a separately built, instrumented copy, so the timing code is not part of
-    # what "added" measures
-    timed_mw = _timed_middleware(lc_mw.EfficiencyMiddleware, in_step)(
-        policy, models={"small": model, "large": model}, ledger=led, observer=NullObserver())
-    timed = agents.create_agent(timed_mw.default_model, tools=[noop], middleware=[timed_mw], checkpointer=saver())
+        mw_kwargs["ledger"] = RedisLedger(redis_url or "redis://127.0.0.1:6379/0",
+                                          key_prefix=f"bench-{time.time_ns()}", on_unavailable="fail_closed")
+
+    def agent(*middleware: Any) -> Any:  # with --checkpointer every graph checkpoints (each run on a new thread)
+        saver = importlib.import_module("langgraph.checkpoint.memory").InMemorySaver() if checkpointer else None
+        return agents.create_agent(model, tools=[noop], middleware=list(middleware), checkpointer=saver)
+
+    graphs = {
+        "plain": agent(),
+        "call_limit": agent(lc_middleware.ModelCallLimitMiddleware(thread_limit=CALL_LIMIT, run_limit=CALL_LIMIT)),
+        "effagent": agent(EfficiencyMiddleware(policy, models=models, **mw_kwargs)),
+    }
+    # the in-step split comes from two more graphs, so the timing middlewares are not part of what "added" measures
+    outer, inner, timed_gaps = _timing_pair()
+    timed = agent(outer, EfficiencyMiddleware(policy, models=models, **mw_kwargs), inner)
+    outer0, inner0, empty_gaps = _timing_pair()
+    empty = agent(outer0, inner0)
     inputs = {"messages": [lc_messages.HumanMessage("What is the capital of France?")]}
 
     threads = itertools.count()
 
-    def once(agent: Any) -> float:
+    def once(graph: Any) -> float:
         config = {"configurable": {"thread_id": f"bench-{next(threads)}"}} if checkpointer else None
         t = time.perf_counter()
-        out = agent.invoke(inputs, config)
+        out = graph.invoke(inputs, config)
         dt = time.perf_counter() - t
         n = sum(1 for m in out["messages"] if isinstance(m, lc_messages.AIMessage))
         if n != steps:
@@ -182,32 +202,43 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         return dt
 
     for _ in range(warmup):
-        once(baseline)
-        once(plugged)
-        once(timed)
-    in_step.clear()
-    base_t: list[float] = []
-    plug_t: list[float] = []
+        for graph in (*graphs.values(), timed, empty):
+            once(graph)
+    timed_gaps.clear()
+    empty_gaps.clear()
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    orders = list(itertools.permutations(VARIANTS))  # no variant always runs first, or right after another
     gc_was = gc.isenabled()
-    gc.disable()  # collections land at random in either variant; collect between iterations instead
+    gc.disable()  # collections land at random in any variant; collect between iterations instead
     try:
         for i in tqdm(range(runs), desc=f"overhead ({steps} steps/run)", unit="run", disable=not progress,
                       file=sys.stderr):
-            if i % 2:  # alternate the order: neither variant always runs on a warmer cache
-                plug_t.append(once(plugged))
-                base_t.append(once(baseline))
+            for v in orders[i % len(orders)]:
+                times[v].append(once(graphs[v]))
+            if i % 2:
+                once(empty)
+                once(timed)
             else:
-                base_t.append(once(baseline))
-                plug_t.append(once(plugged))
-            once(timed)
+                once(timed)
+                once(empty)
             if i % 10 == 9:
                 gc.collect()
     finally:
         if gc_was:
             gc.enable()
 
-    added = [(p - b) / steps for p, b in zip(plug_t, base_t, strict=True)]
-    result = {
+    def added(variant: str) -> list[float]:
+        return [(t - b) / steps for t, b in zip(times[variant], times["plain"], strict=True)]
+
+    per_step = {
+        "baseline_abs": _stats([t / steps for t in times["plain"]]),
+        "call_limit_abs": _stats([t / steps for t in times["call_limit"]]),
+        "effagent_abs": _stats([t / steps for t in times["effagent"]]),
+        "call_limit_added": _stats(added("call_limit")),
+        "added": _stats(added("effagent")),
+        "in_step": _stats([g - e for g, e in zip(timed_gaps, empty_gaps, strict=True)]),
+    }
+    result: dict[str, Any] = {
         "benchmark": "overhead",
         "steps_per_run": steps,
         "runs": runs,
@@ -216,33 +247,44 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         "checkpointer": checkpointer,
         "answer_metadata": answer_metadata,
         "python": sys.version.split()[0],
-        "per_step": {
-            "added": _stats(added),
-            "in_step": _stats(in_step),
-            "baseline_abs": _stats([t / steps for t in base_t]),
-            "effagent_abs": _stats([t / steps for t in plug_t]),
+        "call_limit_middleware": {"class": "langchain.agents.middleware.ModelCallLimitMiddleware",
+                                  "thread_limit": CALL_LIMIT, "run_limit": CALL_LIMIT},
+        "per_step": per_step,
+        "effagent_vs_call_limit": {
+            "p50": _ratio(per_step["added"]["p50_ms"], per_step["call_limit_added"]["p50_ms"]),
+            "mean": _ratio(per_step["added"]["mean_ms"], per_step["call_limit_added"]["mean_ms"]),
         },
         "target_p50_ms": TARGET_P50_MS,
     }
-    result["meets_target"] = result["per_step"]["added"]["p50_ms"] <= TARGET_P50_MS
+    result["meets_target"] = per_step["added"]["p50_ms"] <= TARGET_P50_MS
     return result
 
 
+ROWS = (("per step, plain graph", "baseline_abs"), ("per step, +ModelCallLimitMiddleware", "call_limit_abs"),
+        ("per step, +effagent", "effagent_abs"), ("added by ModelCallLimitMiddleware", "call_limit_added"),
+        ("added by effagent", "added"), ("effagent in-step (its own code)", "in_step"))
+
+
 def render(result: dict[str, Any]) -> str:
-    rows = [("added per step (end to end)", "added"), ("in-step (middleware code)", "in_step"),
-            ("per step without effagent", "baseline_abs"), ("per step with effagent", "effagent_abs")]
     ps = result["per_step"]
     lines = [f"effagent overhead: {result['runs']} runs x {result['steps_per_run']} model steps, "
-             f"zero-latency fake model, {result['ledger']} ledger"
+             f"zero-latency fake model, {result['ledger']} ledger, variants interleaved in one process"
              + (", checkpointed graphs" if result.get("checkpointer") else "")
              + (f", answer metadata: {result['answer_metadata']}" if result.get("answer_metadata", "decision")
                 != "decision" else ""),
-             f"{'':30s} {'p50 ms':>9s} {'p99 ms':>9s} {'mean ms':>9s}"]
-    for label, key in rows:
+             f"{'':36s} {'p50 ms':>9s} {'p99 ms':>9s} {'mean ms':>9s}"]
+    for label, key in ROWS:
         s = ps[key]
-        lines.append(f"{label:30s} {s['p50_ms']:9.3f} {s['p99_ms']:9.3f} {s['mean_ms']:9.3f}")
+        lines.append(f"{label:36s} {s['p50_ms']:9.3f} {s['p99_ms']:9.3f} {s['mean_ms']:9.3f}")
+
+    def fmt(r: float | None) -> str:
+        return "n/a" if r is None else f"{r:.2f}"
+
+    ratio = result["effagent_vs_call_limit"]
+    lines.append(f"effagent added / ModelCallLimitMiddleware added: {fmt(ratio['p50'])} (p50), "
+                 f"{fmt(ratio['mean'])} (mean)")
     verdict = "meets" if result["meets_target"] else "MISSES"
-    lines.append(f"target: added p50 <= {result['target_p50_ms']} ms per step -> {verdict}")
+    lines.append(f"target: effagent added p50 <= {result['target_p50_ms']} ms per step -> {verdict}")
     return "\n".join(lines)
 
 
@@ -261,7 +303,8 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(bench_subparsers: Any) -> None:
     """Add ``overhead`` to ``effagent bench``."""
     p = bench_subparsers.add_parser(
-        "overhead", help="time effagent adds per model step (p50/p99) vs the same create_agent graph without it")
+        "overhead", help="time effagent adds per model step (p50/p99) to a create_agent graph, next to the time "
+                         "LangChain's ModelCallLimitMiddleware adds, measured in one process")
     p.add_argument("--steps", type=int, default=10, help="model steps per run (a tool-calling loop; default 10)")
     p.add_argument("--runs", type=int, default=300, help="measured runs of each variant (default 300)")
     p.add_argument("--warmup", type=int, default=30, help="unmeasured runs of each variant first (default 30)")
@@ -269,7 +312,7 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument("--redis-url", default=None, help="Redis URL for --ledger redis (default redis://127.0.0.1:6379/0)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result path (default {DEFAULT_OUT})")
     p.add_argument("--checkpointer", action="store_true",
-                   help="compile both graphs with an in-memory checkpointer (effagent then also keeps the thread's "
+                   help="compile every graph with an in-memory checkpointer (effagent then also keeps the thread's "
                         "total in graph state at every step)")
     p.add_argument("--answer-metadata", choices=["decision", "summary"], default="decision",
                    help="what each answer carries (the policy's telemetry.answer_metadata; default decision)")

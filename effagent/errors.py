@@ -47,3 +47,32 @@ class EndpointError(EffagentError):
 
 class LedgerUnavailable(EffagentError):
     """The shared ledger store cannot be reached and the policy says fail closed."""
+
+
+class ServiceError(EffagentError):
+    """A local service that a launcher manages (the CPU vLLM test bed, Phoenix) could not be provisioned,
+    started or reached. Base class of the launchers' errors; the message says what to change."""
+
+
+class ProvisionError(ServiceError):
+    """A launcher could not build its service's virtual environment (pip, disk, registry) or prepare its model."""
+
+
+class ServiceStartError(ServiceError):
+    """A service process exited while starting, did not answer in time, or its port is taken."""
+
+
+class ServiceUnreachableError(ServiceError):
+    """A server to reuse (``$EFFAGENT_VLLM_URL``, a recorded ``serve``) does not answer or lacks a served name."""
+
+
+class MissingExtraError(EffagentError):
+    """A command needs an optional dependency that is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, needed_for: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{needed_for} needs the Python package {module!r}, which is not installed. "
+            f"Install the {extra!r} extra: pip install 'effagent[{extra}]'"
+        )

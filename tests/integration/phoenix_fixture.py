@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from effagent.serving.phoenix_local import LocalPhoenix, PhoenixError
+from effagent.errors import ServiceError
+from effagent.serving.phoenix_local import LocalPhoenix
 
 
 def _in_ci() -> bool:
@@ -43,7 +44,7 @@ def phoenix_server() -> Iterator[Phoenix]:
     try:
         install_s = launcher.provision()
         server = launcher.start()
-    except (PhoenixError, OSError) as exc:
+    except (ServiceError, OSError) as exc:
         message = (f"Phoenix could not be provisioned or started ({time.perf_counter() - started:.0f}s): {exc}\n"
                    "provision it with `python -m effagent.serving.phoenix_local provision`, or point "
                    "$EFFAGENT_PHOENIX_URL at a running Phoenix")

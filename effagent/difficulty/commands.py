@@ -1,9 +1,13 @@
-"""``effagent difficulty score|train``.
+"""``effagent difficulty score|learn|train``.
 
 score: JSONL ``{"id": ..., "prompt": "..."}`` on stdin -> JSONL ``{"id": ..., "difficulty": float}``
 on stdout, one line per input line, same order; higher = send to the stronger tier first. All input is
 read and validated before anything is written: on a bad line nothing goes to stdout, stderr names the
 line number, exit code 2. Blank lines are errors too (the output must match the input line for line).
+``--model MODEL`` scores with a model from ``learn`` instead of a registry estimator.
+
+learn: JSONL ``{"id", "prompt", "cheap_correct": bool, "strong_correct": bool}`` on stdin (or ``--input FILE``,
+repeatable) -> a model file at ``--out`` (written atomically; nothing is written on any error, exit code 2).
 """
 
 from __future__ import annotations
@@ -52,23 +56,27 @@ def parse_requests(lines: list[str]) -> list[ScoreRequest]:
     return out
 
 
-def score_stream(estimator_name: str, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int:
-    from effagent.difficulty.combine import get_estimator
-
-    text = stdin.read()
+def _lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line
-    lines = [ln.rstrip("\r") for ln in lines]
+    return [ln.rstrip("\r") for ln in lines]
+
+
+def score_stream(estimator_name: str, stdin: IO[str], stdout: IO[str], stderr: IO[str],
+                 model: str | None = None) -> int:
+    from effagent.difficulty.combine import get_estimator
+
     try:
-        reqs = parse_requests(lines)
+        reqs = parse_requests(_lines(stdin.read()))
     except InputError as e:
         print(f"error: {e}", file=stderr)
         return 2
     try:
-        est = get_estimator(estimator_name)
+        est = get_estimator("learned", options={"path": model}) if model else get_estimator(estimator_name)
     except (KeyError, ImportError, ValueError) as e:
-        print(f"error: estimator {estimator_name!r}: {e}", file=stderr)
+        what = f"model {model}" if model else f"estimator {estimator_name!r}"
+        print(f"error: {what}: {e}", file=stderr)
         return 2
     scores = est.score_prompts([r.prompt for r in reqs])
     out = "".join(
@@ -81,15 +89,59 @@ def score_stream(estimator_name: str, stdin: IO[str], stdout: IO[str], stderr: I
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    return score_stream(args.estimator, sys.stdin, sys.stdout, sys.stderr)
+    return score_stream(args.estimator, sys.stdin, sys.stdout, sys.stderr, model=args.model)
+
+
+def learn_stream(out: str, inputs: list[str] | None, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int:
+    """Read and validate every outcome, learn, then write the model file atomically (nothing on an error)."""
+    import time
+
+    from effagent.difficulty.learned import LearnError, learn, parse_outcomes, save_model
+
+    try:
+        outcomes = []
+        if inputs:
+            for name in inputs:
+                try:
+                    text = Path(name).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as e:
+                    raise LearnError(f"{name}: cannot read outcomes ({e})") from None
+                outcomes += parse_outcomes(_lines(text), source=name)
+        else:
+            outcomes = parse_outcomes(_lines(stdin.read()))
+        t0 = time.perf_counter()
+        model = learn(outcomes)
+        path = save_model(model, out)
+    except LearnError as e:
+        print(f"error: {e}", file=stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {out}: {e}", file=stderr)
+        return 2
+    cv = ", ".join(f"{k}: {v:.3f}" for k, v in model.cv_apgr.items()) or "not enough contrast in the labels"
+    acc = f"cheap {model.cheap_accuracy:.3f}, strong {model.strong_accuracy:.3f}"
+    print(f"wrote {path}: {model.rows} outcomes ({acc}), "
+          f"weight on the learned part {model.shrink:.2f} (0 = the default rule), {time.perf_counter() - t0:.1f} s",
+          file=stdout)
+    print(f"cross-validated APGR by blend weight: {cv}", file=stdout)
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    return learn_stream(args.out, args.input, sys.stdin, sys.stdout, sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from effagent.difficulty.trained import ARTIFACT_PATH, TrainConfig, data_dir, save_artifact, train
+    from effagent.data import DataNotFoundError, require
+    from effagent.difficulty.trained import ARTIFACT_PATH, TrainConfig, save_artifact, train
 
-    path = Path(args.train) if args.train else data_dir() / "routing" / "llmrouter_train.json"
+    try:
+        path = Path(args.train) if args.train else require("routing/llmrouter_train.json", args.data_dir)
+    except DataNotFoundError as e:
+        print(f"error: {e} (or pass --train FILE)", file=sys.stderr)
+        return 2
     if not path.exists():
-        print(f"error: training data {path} not found (set EFFAGENT_DATA_DIR or --train)", file=sys.stderr)
+        print(f"error: training data {path} not found", file=sys.stderr)
         return 2
     cfg = TrainConfig(alpha=args.alpha, max_terms=args.max_terms, folds=args.folds)
     art, metrics = train(path, cfg, cross_validate=args.folds > 1)
@@ -102,20 +154,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``difficulty`` group (``score``, ``train``) to an argparse sub-parser collection."""
-    p = subparsers.add_parser("difficulty", help="difficulty estimators: score prompts, train the model")
+    """Add the ``difficulty`` group (``score``, ``learn``, ``train``) to an argparse sub-parser collection."""
+    p = subparsers.add_parser("difficulty", help="difficulty estimators: score prompts, learn from outcomes")
     sub = p.add_subparsers(dest="difficulty_command", required=True)
 
     s = sub.add_parser("score", help="JSONL {id, prompt} on stdin -> JSONL {id, difficulty} on stdout")
     s.add_argument(
         "--estimator",
         default=DEFAULT_ESTIMATOR,
-        help="registry name (trained, length, heuristic) or weights 'trained:0.7,length:0.3'",
+        help=f"registry name (default {DEFAULT_ESTIMATOR}; rule, length, heuristic, trained) or weights "
+        "'rule:0.7,length:0.3'",
     )
+    s.add_argument("--model", default=None, help="score with a model file from `effagent difficulty learn`")
     s.set_defaults(func=cmd_score)
 
-    t = sub.add_parser("train", help="fit the trained estimator on llmrouter_train.json, write the artifact")
-    t.add_argument("--train", default=None, help="train JSON (default: <data>/routing/llmrouter_train.json)")
+    learn_p = sub.add_parser(
+        "learn", help="JSONL {id, prompt, cheap_correct, strong_correct} on stdin -> a model file for score --model"
+    )
+    learn_p.add_argument("--out", required=True, help="model file to write (atomically)")
+    learn_p.add_argument("--input", action="append", default=None,
+                         help="read outcomes from this JSONL file instead of stdin (repeatable)")
+    learn_p.set_defaults(func=cmd_learn)
+
+    t = sub.add_parser("train", help="refit the opt-in trained estimator on llmrouter_train.json (needs [bench])")
+    t.add_argument("--train", default=None, help="train JSON (default: <data dir>/routing/llmrouter_train.json)")
+    t.add_argument("--data-dir", default=None, help="raw data folder (default: $EFFAGENT_DATA_DIR)")
     t.add_argument("--out", default=None, help="artifact path (default: the package artifact)")
     t.add_argument("--alpha", type=float, default=3.0, help="ridge regularisation")
     t.add_argument("--max-terms", type=int, default=20000, help="vocabulary size")

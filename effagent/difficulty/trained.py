@@ -1,194 +1,13 @@
-"""Trained difficulty estimator: predicts how much a stronger model gains over a weaker one on a prompt.
-
-Fit only on ``llmrouter_train.json`` (5,608 questions x 9 open models, 0/1 correctness).
-
-Target. For every ordered model pair (weak w, strong s) whose train accuracy differs by >= 0.10
-(25 pairs), the per-question gain ``y_s - y_w`` (+1 where the weak model fails and the strong one
-succeeds, -1 the other way round); the target is the mean gain over the pairs. Sorting by it is the
-optimal routing order for an unknown cheap/strong pair. "Mean failure rate" (hard for everyone) was the
-previous target and routes worse than random.
-
-Model (artifact v2). The average of two standardised predictions of that target:
-- ridge (alpha 3) on word unigrams+bigrams TF-IDF (sublinear tf, smooth idf, l2 rows, 20k terms,
-  min_df 2) plus 51 standardised dense features: 20 prompt-shape features (log length, numbers,
-  sentences, code / multiple-choice / LaTeX / fraction / percent flags ...) and 31 word-problem structure
-  features (quantities incl. number words, largest number, decimals, fractions, words per sentence, named
-  people, unit kinds, and cue counts for comparisons "more than", multipliers, "each/per", percent,
-  "remaining", "how many more", difference, average, total, ratio, money, time, speed, length, weight,
-  conditions, increase/decrease, sharing, rounding). Domain copy ("frustratingly easy" adaptation):
-  prompts that ``looks_like_word_problem`` get a second copy of their TF-IDF and dense features (plus a
-  flag), so word problems get their own corrections on top of the shared weights;
-- gradient-boosted trees (sklearn HistGradientBoosting at train time: 400 trees, depth 3, lr 0.05,
-  min 40 per leaf) on the 51 dense features, shipped as flat node arrays and evaluated with numpy.
-Inference is pure Python + numpy (dict lookups, a dot product, vectorised trees), ~0.5 ms per prompt
-(15k prompts through ``effagent difficulty score`` in ~10 s on 2 shared cores); the artifact is plain
-JSON (~1 MB).
-
-Selection by 5-fold CV on the train set only (folds from seed 0), three numbers: cv_all = mean APGR over
-the 25 pairs; cv_mwp = mean APGR on the 790 train questions that ``looks_like_word_problem``, over the
-25 pairs whose accuracy on that subset differs by >= 0.10 (a near-equal pair makes APGR explode: on
-the train pairs, one at 0.30 vs 0.31 gave a length score APGR 2.16 and dominated the mean); cv_ws = weakest vs strongest
-train model. The held-out numbers (GSM8K = routellm_gsm8k_responses.csv, Mixtral -> GPT-4; test =
-llmrouter_test weakest vs strongest: llama3-chatqa-1.5-8b vs llama-3.1-nemotron-51b) were looked at only
-for the chosen variant, after choosing.
-
-Round 2 (artifact v2), CV on train:
-
-| variant                                                  | cv_all | cv_mwp | cv_ws  |
-|----------------------------------------------------------|--------|--------|--------|
-| v1: words + shape, ridge alpha 1                         | 0.644  | 0.578  | 0.637  |
-| v1 with alpha 2                                          | 0.649  | 0.580  | 0.642  |
-| words + shape + structure, ridge alpha 1                 | 0.645  | 0.581  | 0.637  |
-| words + shape + structure, ridge alpha 2                 | 0.650  | 0.583  | 0.643  |
-| words + shape + structure, ridge alpha 3                 | 0.651  | 0.583  | 0.645  |
-| words + shape + structure, ridge alpha 5                 | 0.652  | 0.583  | 0.646  |
-| same, alpha 3, 10k / 30k terms                           | 0.651 / 0.652 | 0.583 / 0.583 | 0.643 / 0.645 |
-| + word-problem domain copy of dense features, alpha 2    | 0.648  | 0.583  | 0.641  |
-| + domain copy of dense and TF-IDF, alpha 3 ("ridge-wp")  | 0.650  | 0.587  | 0.643  |
-| separate ridge on word problems only (dense, a 1..1000)  | 0.57-0.58 | 0.571-0.572 |     |
-| separate ridge on word problems only (words + dense)     | 0.57-0.58 | 0.580-0.591 |     |
-| word problems only, target mean failure rate             | 0.46   | 0.427-0.434 |        |
-| separate boosted trees on word problems only             | 0.582  | 0.582  | 0.575  |
-| ridge on dense features only (no words)                  | 0.616  | 0.569  | 0.618  |
-| boosted trees, shape only                                | 0.627  | 0.584  | 0.623  |
-| boosted trees, shape + structure ("trees"; d3/d4, lr .05/.1, leaf 40/80: +-0.001) | 0.645 | 0.581 | 0.638 |
-| boosted trees + 20 / 50 TF-IDF SVD components            | 0.655 / 0.655 | 0.577 / 0.581 | 0.647 / 0.647 |
-| 0.5 z(ridge a3, structure) + 0.5 z(trees)                | 0.657  | 0.587  | 0.650  |
-| same with ridge weight 0.4 / 0.6                         | 0.656 / 0.658 | 0.587 / 0.588 | 0.649 / 0.651 |
-| 0.5 z(ridge, structure) + 0.5 z(trees + SVD20)           | 0.659  | 0.585  | 0.652  |
-| 0.5 z(ridge-wp) + 0.5 z(trees)  (chosen)                 | 0.657  | 0.592  | 0.650  |
-| 0.5 z(ridge-wp) + 0.5 z(trees with a word-problem flag)  | 0.657  | 0.591  | 0.650  |
-
-The chosen ensemble beats v1 on all three CV numbers for fold seeds 0, 1 and 2 (cv_all +0.011..0.013,
-cv_mwp +0.009..0.014, cv_ws +0.012..0.013). SVD components add a 20k x 20 projection to the artifact
-for +0.002 cv_all and -0.006 cv_mwp, so they are out. Held-out, chosen variant (v1 in brackets):
-GSM8K APGR 0.618 (0.593), GSM8K strong share for 95 % of GPT-4 quality 0.65 (0.70), test APGR 0.624
-(0.627). The GSM8K target of issue #4 (APGR >= 0.63 with <= 0.60 strong) is not met.
-
-Round 3, pairwise / learning-to-rank objectives (APGR is a ranking metric), CV on train, same folds
-(seed 0; "seed 1" = fold seed 1). Blends use z-scores of the out-of-fold predictions; the current
-model scores 0.657 / 0.592 / 0.650 that way (seed 1: 0.657 / 0.591 / 0.649). Pairs are sampled inside
-the training folds only. Linear rankers: logistic regression without intercept on x_a - x_b (random
-sign flips for balance) over the ridge-wp design (TF-IDF + domain copy + 51 dense). "pos vs rest": per
-model pair, K questions with gain +1 against K with gain 0 or -1; "all levels": per model pair, K
-question pairs with different gain (+1 > 0 > -1); "target": K x 25 question pairs ordered by the
-mean-gain target. Boosted ranker ("gbrank", a LambdaMART without the NDCG weights): Newton boosting of
-the pairwise logistic loss with depth-3 trees (min leaf 40) on the 51 dense features, 20k freshly sampled
-pairs per round.
-
-| variant (seed 0 unless noted)                       | cv_all          | cv_mwp          | cv_ws           |
-|-----------------------------------------------------|-----------------|-----------------|-----------------|
-| linear ranker, pos vs rest, K 1000, C 1 / 0.1       | 0.624 / 0.633   | 0.581 / 0.584   | 0.618 / 0.631   |
-| linear, all levels, K 1000, C 0.1 / 0.03 / 0.01     | .644/.640/.631  | .589/.584/.580  | .639/.638/.632  |
-| linear, all levels, K 3000, C 0.03                  | 0.646           | 0.587           | 0.641           |
-| linear, target pairs, K 1000 C 0.1 / K 3000 C 0.03  | 0.647 / 0.650   | 0.583 / 0.586   | 0.642 / 0.644   |
-| linear, all levels, K 1000, C 0.1, fold seed 1      | 0.644           | 0.579           | 0.640           |
-| 1/3 z(any linear ranker) + 2/3 current blend        | 0.653-0.657     | 0.590-0.593     | 0.647-0.650     |
-| same, all levels K 1000 C 0.1, fold seed 1          | 0.656           | 0.589           | 0.650           |
-| 1/2 z(any linear ranker) + 1/2 current blend        | 0.647-0.656     | 0.589-0.592     | 0.641-0.650     |
-| 1/2 z(any linear ranker) + 1/2 z(trees)             | 0.646-0.656     | 0.585-0.592     | 0.642-0.650     |
-| gbrank all levels, 200 r lr .1 / 400 lr .05 / 600 lr .1 | .643/.644/.639 | .584/.584/.579 | .638/.638/.632 |
-| gbrank all levels, 400 r lr .1, 40k pairs per round | 0.643           | 0.583           | 0.636           |
-| gbrank target pairs, 400 rounds lr 0.05             | 0.646           | 0.582           | 0.639           |
-| 0.5 z(ridge-wp) + 0.5 z(gbrank all levels 200 r)    | 0.6566          | 0.5938          | 0.6499          |
-| same, 400 r lr .05 / 40k pairs                      | 0.6567 / 0.6568 | 0.5932 / 0.5936 | 0.6501 / 0.6498 |
-| same, 200 r, fold seed 1                            | 0.6564          | 0.5918          | 0.6489          |
-| 0.5 z(ridge-wp) + 0.5 z(gbrank target pairs)        | 0.6575          | 0.5923          | 0.6505          |
-| 1/3 each z(ridge-wp), z(trees), z(gbrank)           | 0.655           | 0.591           | 0.648           |
-| current model, same z-blend (seed 0 / seed 1)       | 0.6571 / 0.6569 | 0.5917 / 0.5910 | 0.6500 / 0.6494 |
-
-No ranking variant beats the current model by more than the fold-seed noise (~0.005): the rankers alone
-are at or below the ridge / tree regressions they replace (the pairwise loss only sees the order of
-sampled pairs, the regression sees every question's mean gain), and the best blends (ridge-wp + gbrank)
-are within 0.002 of the current model on every number, on both fold seeds; the other blends are lower.
-The default is unchanged, so its held-out numbers are those above; the rankers were not scored on
-GSM8K or llmrouter_test.
-
-Round 4, denoised targets, reweighting, new features, stacking (CV on train only; fold seed 0 unless noted,
-"s1" / "s2" = fold seeds 1 / 2). Every number comes from one scratch harness that rebuilds the design per
-fold exactly as ``_fit`` does (TF-IDF vocab / idf and standardisation fit on the training fold only) and blends
-the sklearn predictions; it reproduces the current model as 0.6572 / 0.5918 / 0.6501 (s1 0.6569 / 0.5910 /
-0.6492, s2 0.6573 / 0.5921 / 0.6505). IRT: MAP 2PL, p = sigmoid(a_q (theta_m - b_q)) with priors theta ~ N(0, 3),
-b ~ N(0, sb), log a ~ N(0, sa), fit by L-BFGS on the training fold's 0/1 outcomes only; target = model-implied
-mean gain over the 25 pairs. "wp-pair target": word-problem rows get the mean gain over the 25 pairs defined on
-the word-problem subset (the cv_mwp pairs) instead of the all-question pairs. "18 new": log numbers / words in
-the question sentence, log / share of sentences holding a quantity, relational quantities ("times as many",
-"half of", "of the remaining", "% of"), distinct units, unit conversions (two units of one kind), pronouns,
-digits, numbers >= 100, repeated numbers, transfer verbs (buy / give / lose / spend ...), sequence words,
-per-time rates ("a day", "per hour"), question type (how many / how much / what percent / how long). "stacked":
-the trees also get the ridge prediction as a feature (inner 5-fold out-of-fold ridge on the training fold).
-
-| variant                                            | cv_all             | cv_mwp             | cv_ws              |
-|----------------------------------------------------|--------------------|--------------------|--------------------|
-| target 2PL, sb 2, sa 0.3 / 0.5                     | .644 / .651        | .587 / .590        | .640 / .646        |
-| target 2PL, sb 2, sa 1 / 2                         | .655 / .656        | .592 / .592        | .649 / .649        |
-| target 2PL, sa 0.5, sb 1.5 / 3                     | .651 / .650        | .589 / .590        | .646 / .645        |
-| target 1PL (Rasch), sb 2                           | .636               | .584               | .632               |
-| target 0.5 z(raw gain) + 0.5 z(2PL sb 2 sa 0.5)    | .656               | .592               | .650               |
-| predict b, log a; implied gain, sa 0.5 / 1         | .625 / .629        | .573 / .577        | .618 / .621        |
-| same, a fixed at its mean / predicted b alone      | .598 / .398        | .559 / .430        | .594 / .400        |
-| target: pairs weighted by gap (s1)                 | .656 (.656)        | .592 (.591)        | .649 (.648)        |
-| target: pairs weighted by gap^2                    | .656               | .592               | .648               |
-| target: pairs gap >= 0.2 (17) / >= 0.3 (11)        | .655 / .654        | .594 / .590        | .647 / .645        |
-| word problems sample weight 2 (s1)                 | .657 (.657)        | .595 (.594)        | .650 (.649)        |
-| word problems sample weight 4                      | .657               | .594               | .649               |
-| wp-pair target (s1 / s2)                           | .657 (.657 / .657) | .594 (.593 / .593) | .650 (.649 / .651) |
-| 18 new features in ridge and trees                 | .657               | .593               | .650               |
-| 18 new features in the trees only (s1 / s2)        | .658 (.657 / .657) | .595 (.595 / .595) | .651 (.649 / .651) |
-| same + word problems weight 2                      | .658               | .595               | .650               |
-| trees max_features 0.5 (s1)                        | .657 (.657)        | .592 (.591)        | .651 (.650)        |
-| trees max_features 0.5 + 18 new                    | .658               | .594               | .651               |
-| wp-pair target + 18 new in trees (best)            | .6579              | .5978              | .6506              |
-|   the same, s1 / s2                                | .6573 / .6569      | .5963 / .5954      | .6495 / .6500      |
-|   + wp weight 2 / + 18 new in the ridge too        | .658 / .657        | .598 / .596        | .650 / .649        |
-|   ridge weight 0.4 / 0.6                           | .657 / .658        | .598 / .597        | .650 / .651        |
-|   trees depth 4 / 800 it lr .025 / leaf 80         | .658/.658/.658     | .597/.598/.597     | .650/.651/.651     |
-| stacked trees alone (s1)                           | .661 (.658)        | .598 (.593)        | .653 (.649)        |
-| 0.25 z(ridge) + 0.75 z(stacked) (s1)               | .661 (.659)        | .597 (.593)        | .652 (.650)        |
-| 0.5 z(ridge) + 0.5 z(stacked) (s1)                 | .659 (.658)        | .595 (.592)        | .651 (.649)        |
-| stacked + 18 new, alone (s1)                       | .661 (.658)        | .598 (.595)        | .653 (.649)        |
-| stacked + 18 new, 0.25 ridge (s1)                  | .661 (.659)        | .597 (.595)        | .653 (.650)        |
-| stacked + wp-pair target, alone (s1)               | .660 (.658)        | .598 (.593)        | .651 (.649)        |
-| stacked + wp-pair target, 0.25 ridge (s1)          | .660 (.659)        | .598 (.594)        | .651 (.650)        |
-| stacked + wp-pair target + 18 new, 0.25 ridge (s1) | .660 (.659)        | .597 (.596)        | .651 (.649)        |
-
-No variant clears the bar. The IRT targets are all below the raw mean gain, and the less they shrink the
-discrimination (larger sa) the closer they come to it: the smoothing discards the per-question pattern the
-regression needs, and predicting b and a separately is much worse. Weighting pairs by their gap, or keeping
-only the widest pairs, lowers cv_all / cv_ws (by up to 0.005); word-problem sample weights and tree settings
-move cv_all / cv_ws by <= 0.001 and cv_mwp by <= +0.003. The best, wp-pair target + 18 new tree features, gains cv_mwp
-+0.006 / +0.005 / +0.003 on fold seeds 0 / 1 / 2 (a paired bootstrap over the 790 word problems, seed 0:
-+0.006, sd 0.0024) with cv_all and cv_ws within +-0.001, i.e. about the ~0.005 fold-seed bar and not clearly
-above it. Stacking helps on fold seed 0 (+0.004 cv_all) but only +0.001 on seed 1. The default is unchanged
-(artifact v2), and no round-4 variant was scored on GSM8K or llmrouter_test.
-
-Round 1 (artifact v1; its cv_mwp used an earlier 898-question word-problem subset whose definition
-is not recorded, so it is not comparable with the round-2 column):
-
-| variant                                  | cv_all | cv_mwp | GSM8K APGR | GSM8K strong@95% | test APGR |
-|------------------------------------------|--------|--------|------------|------------------|-----------|
-| words, target mean failure (old)         | 0.404  |        | 0.487      | 0.81             | 0.418     |
-| words, target P(weak fails, strong ok)   | 0.643  |        | 0.575      | 0.73             | 0.618     |
-| words, target mean gain                  | 0.643  | 0.686  | 0.592      | 0.69             | 0.628     |
-| shape features only, mean gain           | 0.603  |        | 0.568      | 0.72             | 0.554     |
-| words + shape, mean gain  (v1)           | 0.646  |        | 0.594      | 0.70             | 0.629     |
-| char 2-4grams, mean gain                 | 0.639  |        | 0.540      | 0.76             | 0.608     |
-| words, per-model logistic -> mean gain   | 0.645  |        | 0.579      | 0.69             | 0.599     |
-| words, gain small(<=9B)->large(>=49B)    | 0.512  |        | 0.542      | 0.76             | 0.572     |
-| words + within-neighbourhood shape model | 0.645  | 0.687  | 0.591      | 0.70             | 0.623     |
-| words + 0.5 x z(log length)              | 0.627  | 0.681  | 0.619      | 0.64             | 0.601     |
-| MiniLM-L6 embeddings (384d), ridge       | 0.646  | 0.680  | 0.488-0.512| 0.82             | 0.601     |
-
-Embeddings were no better on CV, worse on GSM8K and cost ~100 ms per prompt on 2 cores plus torch, so
-there is no embedding variant. Adding a length prior helps GSM8K but lowers the train CV, so it is
-not in the default (it can be combined at run time: ``combine.WeightedEstimator``).
+"""Trained difficulty estimator (``trained``, opt-in, in-domain only): predicts how much a stronger model gains
+over a weaker one on a prompt; fit on ``llmrouter_train.json`` (ridge on TF-IDF + dense features, blended with
+boosted trees). It routes well on LLMRouter-like questions and no better than a random order elsewhere; the
+default is the ``rule`` estimator. How it was built and measured: docs/estimators.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -200,9 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from effagent.data import require
 from effagent.difficulty.base import Difficulty, Step, clamp01
+from effagent.evaluation import apgr
 
-DATA_ENV = "EFFAGENT_DATA_DIR"
 ARTIFACT_PATH = Path(__file__).resolve().parent / "artifacts" / "trained_v2.json"
 ARTIFACT_VERSION = 2
 MIN_PAIR_GAP = 0.10
@@ -295,15 +115,6 @@ STRUCT_FEATURES = (
     *(f"cue_{k}" for k in _CUES),
 )
 DENSE_FEATURES = SHAPE_FEATURES + STRUCT_FEATURES
-
-
-def data_dir() -> Path:
-    """Where the shared data lives: $EFFAGENT_DATA_DIR, else ``../shared/data`` from the repo root."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]
-    return (repo_root.parent / "shared" / "data").resolve()
 
 
 class RoutingRecord(BaseModel):
@@ -691,8 +502,6 @@ class _Scorer:
 
 
 def pair_apgr_mean(scores: np.ndarray, y: np.ndarray, pairs: Iterable[tuple[int, int]]) -> float:
-    from effagent.bench.replay import apgr
-
     return float(np.mean([apgr(scores, y[:, i], y[:, j]) for i, j in pairs]))
 
 
@@ -706,7 +515,7 @@ def train(
     differs by >= min_pair_gap; cv_apgr_weakest_vs_strongest: one pair, all questions.
     """
     cfg = cfg or TrainConfig()
-    path = train_path or data_dir() / "routing" / "llmrouter_train.json"
+    path = train_path or require("routing/llmrouter_train.json")
     recs = load_routing(path)
     models = sorted(recs[0].scores)
     questions = [r.question for r in recs]

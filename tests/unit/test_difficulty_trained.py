@@ -16,8 +16,8 @@ from effagent.difficulty.combine import (
     available_estimators,
     get_estimator,
 )
-from effagent.difficulty.trained import ARTIFACT_PATH, TrainedEstimator, data_dir, load_artifact
-from effagent.difficulty.verifier import CascadeVerifier, arithmetic_check, is_truncated
+from effagent.difficulty.trained import ARTIFACT_PATH, TrainedEstimator, load_artifact
+from effagent.levers.cascade import CascadeVerifier, arithmetic_check, is_truncated
 
 
 def test_artifact_is_small_plain_json() -> None:
@@ -45,7 +45,7 @@ def test_artifact_loads_and_scores_offline(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_registry_and_weighted_combination() -> None:
-    assert {"trained", "length"} <= set(available_estimators())
+    assert {"rule", "learned", "trained", "length"} <= set(available_estimators())
     with pytest.raises(KeyError):
         get_estimator("verifier")
     prompts = ["short", "a much longer prompt " * 30]
@@ -59,7 +59,6 @@ def test_registry_and_weighted_combination() -> None:
 
 
 HAS_HEURISTIC = importlib.util.find_spec("effagent.difficulty.heuristic") is not None
-HAS_DATA = (data_dir() / "routing" / "llmrouter_test.json").exists()
 
 
 @pytest.mark.skipif(not HAS_HEURISTIC, reason="no heuristic estimator yet")
@@ -82,13 +81,13 @@ def test_verifier_signals() -> None:
     assert r.signals.disagreement == pytest.approx(0.5)
 
 
-@pytest.mark.skipif(not HAS_DATA, reason="shared data missing")
-def test_trained_beats_random_on_held_out_pair() -> None:
-    from effagent.bench.replay import apgr, load_llmrouter_pair
+def test_trained_beats_random_in_domain_on_the_shipped_held_out_pair() -> None:
+    from effagent.data.recorded import load_sets
+    from effagent.evaluation import apgr
 
-    rs = load_llmrouter_pair(data_dir() / "routing" / "llmrouter_test.json", None)
+    (rs,) = load_sets(domains=["llmrouter"], split="eval")  # ships with the package: no shared data needed
     s = TrainedEstimator().score_prompts(rs.prompts)
-    assert apgr(s, rs.cheap_correct, rs.strong_correct) > 0.5
+    assert apgr(s, rs.cheap, rs.strong) > 0.5
 
 
 def test_word_problem_detector_and_dense_features() -> None:

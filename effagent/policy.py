@@ -95,9 +95,20 @@ class Tier(_Strict):
 
 class EstimatorRef(_Strict):
     name: str
-    """Estimator name: heuristic (prompt + agent context), trained (shipped model), length."""
+    """Estimator name: rule (the default: prompt cues + agent context), learned (a model file from `effagent
+    difficulty learn`, given as `path`), heuristic, length, trained (shipped model, in-domain only), probe."""
     weight: NonNeg = 1.0
+    path: str | None = None
+    """The model file of a `learned` estimator (written by `effagent difficulty learn --out PATH`)."""
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _path_for_learned(self) -> EstimatorRef:
+        if self.name == "learned" and not (self.path or self.options.get("path")):
+            raise ValueError("the learned estimator needs its model file: {name: learned, path: MODEL}")
+        if self.path and self.name != "learned":
+            raise ValueError(f"path is an option of the learned estimator only, not of {self.name!r}")
+        return self
 
 
     @field_validator("name")

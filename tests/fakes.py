@@ -63,3 +63,25 @@ class FakeTierModel(BaseChatModel):
         msg = self._next(list(messages), kwargs)
         msg.response_metadata = {**msg.response_metadata, "model_name": f"fake-{self.tier}"}
         return ChatResult(generations=[ChatGeneration(message=msg)])
+
+
+class FakeEstimator:
+    """A fake difficulty estimator: every step gets ``score`` (or the score ``scores`` gives its prompt), and
+    the steps it was asked about are kept in ``seen``."""
+
+    name = "fake"
+
+    def __init__(self, score: float = 0.0, scores: dict[str, float] | None = None) -> None:
+        self.score = score
+        self.scores = scores or {}
+        self.seen: list[Any] = []
+
+    def estimate(self, step: Any) -> Any:
+        from effagent import Difficulty
+
+        self.seen.append(step)
+        s = self.scores.get(step.prompt, self.score)
+        return Difficulty(score=s, signals={"fake.score": s})
+
+    def score_prompts(self, prompts: list[str]) -> list[float]:
+        return [self.scores.get(p, self.score) for p in prompts]

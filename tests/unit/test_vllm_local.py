@@ -353,6 +353,17 @@ def _fake_prepared_home(home: Path, tmp_path: Path) -> vl.Layout:
     return lay
 
 
+def _first_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The launcher's first stdout line (read in a thread: a hung launcher fails the test, not hangs it)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert got, f"no output from the launcher in {timeout:.0f} s"
+    threading.Event().wait(0.3)  # let it get from the print into its wait loop
+    return got[0]
+
+
 def _wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = threading.Event()
     for _ in range(int(timeout / 0.05)):
@@ -375,8 +386,9 @@ def test_serve_stops_the_server_group_on_sigterm(home: Path, tmp_path: Path, whe
     )
     try:
         _wait_for(lambda: pids_file.exists() and pids_file.read_text().strip(), 30, "the fake server's pids")
-        if when == "serving":
-            _wait_for(lay.state_file.exists, 30, "serve to record the ready server")
+        if when == "serving":  # the launcher says so once the server answers and is recorded
+            assert (line := _first_line(launcher)).startswith("serving smol, smol-think at "), line
+            assert lay.state_file.exists()
         server_pid, worker_pid = map(int, pids_file.read_text().split())
         assert _running(server_pid) and _running(worker_pid)
         launcher.send_signal(signal.SIGTERM)

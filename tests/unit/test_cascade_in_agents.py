@@ -6,10 +6,10 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 
-from effagent import EndpointError, parse_policy
+from effagent import parse_policy
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.integrations.langgraph import EfficiencyNode
-from tests.fakes import FakeTierModel, ai
+from tests.fakes import FakeEndpointDown, FakeTierModel, ai
 
 POLICY = """\
 tiers:
@@ -69,13 +69,6 @@ def test_unknown_cascade_tier_is_a_policy_error():
     with pytest.raises(PolicyError) as e:
         parse_policy(POLICY.replace("to: large", "to: huge"), source="p.yaml", env={})
     assert "bands.0.cascade.to" in str(e.value) and "unknown tier 'huge'" in str(e.value)
-
-
-class FakeEndpointDown(EndpointError):
-    """What effagent.llm raises when a tier's server is down (a fake for the test)."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__([msg])
 
 
 def test_a_failed_escalation_keeps_the_cheap_answer():

@@ -13,11 +13,9 @@ from effagent.decide import Decision
 from effagent.errors import PolicyError
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.integrations.langgraph import EfficiencyNode
-from effagent.levers.early_exit import PROBE_CUE
-from effagent.llm.client import Completion, EndpointUnavailable
 from tests.fakes import FakeTierModel, ai
+from tests.fakes.completions import FakeEndpoint
 
-PREFIX = "<think>\n"
 POLICY = """\
 tiers:
   think:
@@ -33,35 +31,6 @@ bands:
      early_exit: {chunk: 8, agree: 2, probe_tokens: 4}}
 fallback: {order: [think, small]}
 """
-
-
-class FakeEndpoint:
-    """Continues a partial assistant turn like vLLM with continue_final_message: thinking chunks of k tokens,
-    probe answers from ``probes`` in order, and a written answer after a closed thinking block."""
-
-    def __init__(self, probes=("maybe 41?", "42", "42"), fail_at: int | None = None, thought: str = "step ") -> None:
-        self.probes = list(probes)
-        self.calls: list[dict] = []
-        self.fail_at = fail_at
-        self.thought = thought
-
-    def __call__(self, tier, messages, *, settings, seed=None, **kw):
-        self.calls.append({"tier": tier.model, "messages": messages, "settings": settings})
-        if self.fail_at is not None and len(self.calls) > self.fail_at:
-            raise EndpointUnavailable(tier.model, tier.api_base, "connection refused")
-        assert settings["extra_body"]["continue_final_message"] is True
-        turn = messages[-1]["content"]
-        if not turn.endswith("</think>\n\n"):  # thinking and probes continue the open thinking turn
-            assert settings["extra_body"]["chat_template_kwargs"] == {"enable_thinking": True}
-        assert messages[-1]["role"] == "assistant" and turn.startswith(PREFIX)
-        inp = 20 + len(turn) // 4
-        if turn.endswith(PROBE_CUE):
-            text = self.probes.pop(0) if self.probes else "42"
-            return [Completion(content=text, input_tokens=inp, output_tokens=2, finish_reason="stop")]
-        if turn.endswith("</think>\n\n"):
-            return [Completion(content="The answer is 42.", input_tokens=inp, output_tokens=6, finish_reason="stop")]
-        k = settings["max_tokens"]
-        return [Completion(reasoning=self.thought * k, input_tokens=inp, output_tokens=k, finish_reason="length")]
 
 
 def middleware(endpoint, policy=POLICY, **models):

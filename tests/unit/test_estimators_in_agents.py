@@ -11,6 +11,7 @@ from effagent.difficulty import Step, build_estimator
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.integrations.langgraph import EfficiencyNode
 from tests.fakes import FakeTierModel, ai, call
+from tests.fakes.completions import FakeCompletions
 
 POLICY = """\
 tiers:
@@ -87,10 +88,7 @@ def test_probe_estimator_from_the_policy_is_paid_for_on_the_step():
     probe = gov.estimator.members["probe"]
     assert isinstance(probe, LogprobProbeEstimator)
 
-    def fake_complete(tier, messages, *, settings, n=1, logprobs=None, seed=None):
-        return [Completion(content="4", input_tokens=12, output_tokens=2, logprobs=[-2.0, -1.5])]
-
-    probe._complete = fake_complete  # a fake endpoint for this unit test
+    probe._complete = FakeCompletions(Completion(content="4", input_tokens=12, output_tokens=2, logprobs=[-2.0, -1.5]))
     decision = gov.plan(Step.from_prompt("What is 2 + 2?"), "run-1")
     assert "probe.score" in decision.signals and decision.signals["probe.score"] > 0.5  # unsure probe
     (rec,) = gov.ledger.records("run-1")

@@ -7,7 +7,7 @@ import pytest
 
 from effagent import Governor, InMemoryLedger, Policy, Step, UnknownTierError
 from effagent.observe import NullObserver
-from tests.fakes import FakeEstimator
+from tests.fakes.estimators import FakeEstimator
 
 POLICY = {
     "name": "governor",

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from effagent.errors import EffagentError
 from effagent.levers import answers, consistency, early_exit, loopguard
 from effagent.levers.consistency import Sample, SCConfig
-from effagent.levers.early_exit import Chunk, Completion, EarlyExitConfig
+from effagent.levers.early_exit import Completion, EarlyExitConfig
 from effagent.policy import LoopGuard
+from tests.fakes.thinking import fake_thinker
 
 # ------------------------------------------------------------------------------------------- answers
 
@@ -157,25 +158,6 @@ def test_chosen_sample_carries_the_payload():
 
 
 # ------------------------------------------------------------------------------------------ early exit
-
-
-def fake_thinker(probe_answers: list[str], chunk_text: str = "step. ", finish_after: int | None = None):
-    """Thinking that never ends by itself (unless finish_after chunks); probes answer from the list."""
-    log = {"think": 0, "probe": 0, "asked": []}
-    answers_ = iter(probe_answers)
-
-    def think(reasoning, k):
-        log["think"] += 1
-        log["asked"].append(k)
-        done = finish_after is not None and log["think"] >= finish_after
-        return Chunk(chunk_text * k, input_tokens=50 + len(reasoning), output_tokens=k, finished=done,
-                     answer="The answer is 9." if done else "")
-
-    def probe(reasoning):
-        log["probe"] += 1
-        return Completion(next(answers_, "no idea"), input_tokens=60 + len(reasoning), output_tokens=4)
-
-    return think, probe, log
 
 
 def test_early_exit_stops_after_k_agreeing_probes_and_counts_probe_tokens():

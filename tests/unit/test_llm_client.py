@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import warnings
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -32,61 +30,15 @@ from effagent.llm.client import (
 )
 from effagent.llm.tokens import ServerTokenCounter, TokenizeUnavailable, reasoning_counter_for, root_url
 from effagent.policy import Tier
+from tests.fakes.completions import FakeCompletions
+from tests.fakes.servers import FakeServer, fake_server
 
 
 # ------------------------------------------------------------------------------------ a fake server
-class FakeServer:
-    """A fake OpenAI-compatible server on 127.0.0.1 (a fake: scripted answers, every request recorded).
-
-    ``script[path]`` is a list of (status, body) answers used in order (the last one repeats); a body that is a
-    str is sent as is (to fake a malformed body), a callable gets the request JSON.
-    """
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[tuple[int, Any]]] = {}
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                fake.requests.append((self.path, body))
-                answers = fake.script.get(self.path) or [(404, {"detail": "Not Found"})]
-                status, payload = answers.pop(0) if len(answers) > 1 else answers[0]
-                if callable(payload):
-                    payload = payload(body)
-                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def paths(self) -> list[str]:
-        return [p for p, _ in self.requests]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    yield server
-    server.close()
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -295,19 +247,6 @@ bands: [{{name: all, min: 0, max: 1, tier: local}}]
 
 
 # ---------------------------------------------------------------------------------- budget forcing
-class FakeCompletions:
-    """A fake completion function: returns scripted Completions and records (messages, settings)."""
-
-    def __init__(self, *answers: Completion) -> None:
-        self.answers = list(answers)
-        self.calls: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
-
-    def __call__(self, tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, Any],
-                 seed: int | None = None, **_: Any) -> list[Completion]:
-        self.calls.append((messages, settings))
-        return [self.answers.pop(0)]
-
-
 THINK_TIER = Tier(model="hosted_vllm/smol-think", api_base="http://127.0.0.1:9/v1", max_tokens=200,
                   thinking={"control": "chat_template_kwargs", "budget_param": "budget_forcing"})
 GOV_SETTINGS = {"max_tokens": 100, "temperature": 0.0,

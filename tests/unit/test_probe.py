@@ -28,31 +28,10 @@ from effagent.difficulty.probe import (
 )
 from effagent.llm.client import Completion, EndpointRejected, EndpointUnavailable
 from effagent.policy import Tier
+from tests.fakes.completions import FakeComplete
 
 SURE = [math.log(0.95)] * 8
 UNSURE = [math.log(0.3), math.log(0.2), math.log(0.5), math.log(0.1)] * 2
-
-
-class FakeComplete:
-    """A fake ``complete``: answers from a prompt -> logprobs table, records every request."""
-
-    def __init__(self, table: dict[str, list[float] | None] | None = None, *, error: Exception | None = None,
-                 input_tokens: int = 21) -> None:
-        self.table = table or {}
-        self.error = error
-        self.input_tokens = input_tokens
-        self.calls: list[dict[str, Any]] = []
-
-    def __call__(self, tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, Any], n: int = 1,
-                 logprobs: int | None = None, seed: int | None = None) -> list[Completion]:
-        self.calls.append({"tier": tier, "messages": messages, "settings": settings, "logprobs": logprobs})
-        if self.error is not None:
-            raise self.error
-        lps = self.table.get(messages[-1]["content"], SURE)
-        k = settings["max_tokens"]
-        lps = None if lps is None else lps[:k]
-        return [Completion(content="x", input_tokens=self.input_tokens, output_tokens=len(lps or [0, 0, 0]),
-                           finish_reason="length", logprobs=lps)]
 
 
 def thinking_tier(**kw: Any) -> Tier:

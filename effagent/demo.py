@@ -4,12 +4,20 @@ with thinking on, no budgets) and governed by a policy — and prints what effag
 Both runs go through the same middleware and ledger, so their numbers are measured the same way; the
 plain run's policy routes every step to ``baseline_tier`` (the most expensive tier when unset) with
 unbounded thinking and no budgets or loop guard.
+
+Its inputs ship with the package, so it runs from a plain ``pip install``: the tasks and the lookup tool's
+corpus in ``effagent/demo_data/``, the policy ``balanced`` from :mod:`effagent.policies`; ``--tasks``,
+``--corpus`` and ``--policy`` (a shipped name or a file) replace them. tqdm (progress bars) and matplotlib
+(the report's charts, the replay plot) are used when installed (the ``report`` extra); without them the
+demo still prints its tables and says what it left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import importlib.util
 import io
 import json
 import operator
@@ -18,21 +26,24 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from effagent import policies
+from effagent.errors import PolicyError, ServiceUnreachableError
 from effagent.ledger.memory import InMemoryLedger
 from effagent.policy import Band, Budgets, LoopGuard, Policy, load_policy
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-DEFAULT_POLICY = EXAMPLES / "policies" / "balanced.yaml"
-DEFAULT_TASKS = EXAMPLES / "demo" / "tasks.jsonl"
-DEFAULT_CORPUS = EXAMPLES / "demo" / "corpus.json"
+DEFAULT_POLICY = "balanced"  # a shipped policy (effagent/policies/balanced.yaml)
+DATA_FOLDER = "demo_data"  # inside the package
+TASKS_NAME = "tasks.jsonl"
+CORPUS_NAME = "corpus.json"
 SYSTEM = ("You are a helpful assistant. Use the calculator for arithmetic and the lookup tool for facts when "
           "needed. Answer briefly and put the final answer last.")
 
@@ -91,9 +102,42 @@ class Task(BaseModel):
     answer: str
 
 
-def load_tasks(path: Path, limit: int | None = None) -> list[Task]:
-    tasks = [Task.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+def shipped(name: str) -> Traversable:
+    """A file of the demo's shipped inputs (``effagent/demo_data/NAME``), readable from any install."""
+    return resources.files("effagent") / DATA_FOLDER / name
+
+
+def _read(path: str | None, default: str) -> tuple[str, str]:
+    """(text, where) of a user's file, or of the shipped default when ``path`` is None."""
+    if path is None:
+        return shipped(default).read_text(encoding="utf-8"), f"effagent/{DATA_FOLDER}/{default}"
+    return Path(path).read_text(encoding="utf-8"), path
+
+
+def load_tasks(path: str | Path | None = None, limit: int | None = None) -> list[Task]:
+    """JSONL of ``{id, question, answer}`` from ``path``, or the shipped tasks."""
+    text, _ = _read(None if path is None else str(path), TASKS_NAME)
+    tasks = [Task.model_validate_json(line) for line in text.splitlines() if line.strip()]
     return tasks[:limit] if limit else tasks
+
+
+def load_corpus(path: str | Path | None = None) -> dict[str, str]:
+    """JSON ``{key: fact}`` for the lookup tool from ``path``, or the shipped corpus."""
+    text, _ = _read(None if path is None else str(path), CORPUS_NAME)
+    corpus = json.loads(text)
+    if not isinstance(corpus, dict):
+        raise ValueError("the corpus must be a JSON object {key: fact}")
+    return {str(k): str(v) for k, v in corpus.items()}
+
+
+def load_demo_policy(spec: str, env: dict[str, str]) -> Policy:
+    """``spec`` is a policy file, or the name of a shipped policy (``balanced``, ``frugal``, ...)."""
+    if Path(spec).is_file() or spec.endswith((".yaml", ".yml")) or "/" in spec:
+        return load_policy(spec, env=env)
+    if spec in policies.names():
+        return policies.load(spec, env=env)
+    raise PolicyError(spec, [f"{spec}: neither a policy file nor a shipped policy; shipped: "
+                             f"{', '.join(policies.names())}"])
 
 
 def is_correct(reply: str, gold: str) -> bool:
@@ -138,7 +182,6 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
               prices: Policy, observer: Any = None, reasoning_counter: Any = None,
               progress: bool = True) -> tuple[RunRow, list[dict[str, Any]]]:
     from langchain.agents import create_agent
-    from tqdm import tqdm
 
     from effagent.integrations.langchain import EfficiencyMiddleware
 
@@ -148,7 +191,7 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
     agent = create_agent(mw.default_model, tools=tools, middleware=[mw], system_prompt=SYSTEM)
     answers: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for task in tqdm(tasks, desc=f"{label:>9}", unit="task", disable=not progress, file=sys.stderr):
+    for task in _progress(tasks, label, progress):
         try:
             out = agent.invoke({"messages": [{"role": "user", "content": task.question}]},
                                {"recursion_limit": 16})
@@ -176,22 +219,42 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
     return row, answers
 
 
-def render_table(rows: list[RunRow]) -> str:
-    from rich.console import Console
-    from rich.table import Table
+def _progress(tasks: list[Task], label: str, enabled: bool) -> Iterable[Task]:
+    """A tqdm bar on stderr when tqdm is installed (the ``report`` extra), else one line per task."""
+    if not enabled:
+        return tasks
+    if importlib.util.find_spec("tqdm") is not None:
+        from tqdm import tqdm
 
-    t = Table(title="effagent demo: the same tasks, plain vs governed")
-    for col in ("run", "steps", "input tok", "output tok", "reasoning tok", "$", "calls per tier",
-                "loops capped", "budget finals", "failed calls", "correct", "time"):
-        t.add_column(col, justify="left" if col in ("run", "calls per tier") else "right")
+        return tqdm(tasks, desc=f"{label:>9}", unit="task", file=sys.stderr)
+
+    def lines() -> Iterator[Task]:
+        for i, task in enumerate(tasks, 1):
+            print(f"{label:>9}: task {i}/{len(tasks)} ({task.id})", file=sys.stderr, flush=True)
+            yield task
+    return lines()
+
+
+TABLE_TITLE = "effagent demo: the same tasks, plain vs governed"
+COLUMNS = ("run", "steps", "input tok", "output tok", "reasoning tok", "$", "calls per tier",
+           "loops capped", "budget finals", "failed calls", "correct", "time")
+
+
+def render_table(rows: list[RunRow]) -> str:
+    """The comparison as plain text (text columns left-aligned, numbers right-aligned)."""
+    cells = [list(COLUMNS)]
     for r in rows:
-        t.add_row(r.label, str(r.steps), str(r.input_tokens), str(r.output_tokens), str(r.reasoning_tokens),
-                  f"{r.cost_usd:.6f}", ", ".join(f"{k}={v}" for k, v in sorted(r.calls_per_tier.items())),
-                  str(r.loops_capped), str(r.budget_finals), str(r.failed_calls), f"{r.correct}/{r.tasks}",
-                  f"{r.seconds:.0f}s")
-    console = Console(file=io.StringIO(), record=True, width=160)
-    console.print(t)
-    return console.export_text()
+        cells.append([r.label, str(r.steps), str(r.input_tokens), str(r.output_tokens), str(r.reasoning_tokens),
+                      f"{r.cost_usd:.6f}", ", ".join(f"{k}={v}" for k, v in sorted(r.calls_per_tier.items())),
+                      str(r.loops_capped), str(r.budget_finals), str(r.failed_calls), f"{r.correct}/{r.tasks}",
+                      f"{r.seconds:.0f}s"])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    left = {0, 6}
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+    return "\n".join([TABLE_TITLE, line(cells[0]), *(line(r) for r in cells[1:])]) + "\n"
 
 
 # -- server ----------------------------------------------------------------------------------------------
@@ -203,7 +266,8 @@ def vllm_endpoint(url: str | None) -> Iterator[str]:
     if url:
         url = normalize_base_url(url)
         if probe(url) is None:
-            raise SystemExit(f"effagent demo: no vLLM server answers at {url}/models; start it or drop --vllm-url")
+            raise ServiceUnreachableError(f"no vLLM server answers at {url}/models: start it, or drop --vllm-url "
+                                          "(and unset EFFAGENT_VLLM_URL) to use the local CPU server")
         yield url
         return
     with LocalVLLM(names=["smol", "smol-think"]) as srv:
@@ -211,16 +275,19 @@ def vllm_endpoint(url: str | None) -> Iterator[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from effagent.serving._signals import signals_interrupt
+
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    load_demo_policy(args.policy, {**os.environ, "EFFAGENT_VLLM_URL": "http://127.0.0.1:8000/v1"})  # fail early
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = load_tasks(Path(args.tasks), args.limit)
-    corpus = json.loads(Path(args.corpus).read_text())
-    tools = make_tools(corpus)
+    tasks = load_tasks(args.tasks, args.limit)
+    tools = make_tools(load_corpus(args.corpus))
     print(f"effagent demo: {len(tasks)} tasks, policy {args.policy}", file=sys.stderr)
-    with vllm_endpoint(args.vllm_url or os.environ.get("EFFAGENT_VLLM_URL")) as base_url:
+    # SIGTERM/SIGHUP end the demo like Ctrl-C, so the local vLLM server it started is stopped too
+    with signals_interrupt(), vllm_endpoint(args.vllm_url or os.environ.get("EFFAGENT_VLLM_URL")) as base_url:
         env = {**os.environ, "EFFAGENT_VLLM_URL": base_url}
-        policy = load_policy(args.policy, env=env)
+        policy = load_demo_policy(args.policy, env=env)
         trace_path = out_dir / "traces.jsonl"
         policy = policy.model_copy(update={"telemetry": policy.telemetry.model_copy(update={"path": str(trace_path)})})
         plain = baseline_policy(policy)
@@ -264,25 +331,48 @@ def _observer(policy: Policy) -> Any:
 
 
 def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """The replay benchmark's tables; when it cannot run (recorded data not found, a missing extra), one line
+    says why and the demo goes on: the comparison above is the demo's main result."""
     if args.skip_replay:
         return
-    from effagent.bench import replay
-
-    parser = argparse.ArgumentParser(prog="effagent bench")
-    replay.register(parser.add_subparsers())
+    print("\nrouting quality on recorded outcomes (effagent bench replay):", flush=True)
     out = Path(args.out) / "bench"
-    rargs = parser.parse_args(["replay", "--out", str(out), *(["--no-progress"] if args.no_progress else [])])
-    print("\nrouting quality on recorded outcomes (effagent bench replay):")
-    rc = rargs.func(rargs)
-    if rc == 0:
+    with contextlib.suppress(OSError):
+        (out / "replay.json").unlink()  # a result from an earlier run must not pass for this one's
+    errors = io.StringIO()
+    rc: int | None = None
+    reason = ""
+    try:
+        from effagent.bench import replay
+
+        parser = argparse.ArgumentParser(prog="effagent bench")
+        replay.register(parser.add_subparsers())
+        rargs = parser.parse_args(["replay", "--out", str(out), "--no-progress"])
+        with contextlib.redirect_stderr(errors):
+            rc = int(rargs.func(rargs) or 0)
+    except ModuleNotFoundError as e:
+        reason = f"it needs the Python package {e.name!r} (pip install 'effagent[bench]')"
+    except (Exception, SystemExit) as e:  # the replay is optional here: never let it end the demo
+        reason = f"{type(e).__name__}: {e}"
+    if (out / "replay.json").is_file():
         result["replay"] = json.loads((out / "replay.json").read_text())
+    if rc == 0 or (reason and "replay" in result):
+        if reason:
+            print(f"(replay plot left out: {reason})")
+        return
+    said = [ln.strip() for ln in errors.getvalue().splitlines() if ln.strip()]
+    reason = reason or (said[-1].removeprefix("error: ") if said else f"exit code {rc}")
+    print(f"routing-quality table skipped: {reason}. The demo goes on; `effagent bench replay --help` says "
+          "where the recorded outcomes are read from.")
 
 
 def _report(trace_path: Path, out_dir: Path) -> None:
-    from effagent.telemetry.report import write_report
+    from effagent.report import CHARTS_MISSING, has_matplotlib, write_report
 
     if trace_path.exists():
         print(f"wrote {write_report(trace_path, out_dir / 'report.html', title='effagent demo')}")
+        if not has_matplotlib():
+            print(f"(report: {CHARTS_MISSING})")
 
 
 def register(subparsers: Any) -> None:
@@ -293,9 +383,14 @@ def register(subparsers: Any) -> None:
                     "with the bundled model unless --vllm-url / EFFAGENT_VLLM_URL is given), prints a table of "
                     "tokens, $, calls per tier, loops capped and answers correct, the replay-benchmark quality "
                     "table, and writes an HTML report of the traces.")
-    p.add_argument("--policy", default=str(DEFAULT_POLICY), help="policy YAML (default: %(default)s)")
-    p.add_argument("--tasks", default=str(DEFAULT_TASKS), help="JSONL of {id, question, answer}")
-    p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="JSON {key: fact} for the lookup tool")
+    p.add_argument("--policy", default=DEFAULT_POLICY, metavar="NAME|PATH",
+                   help=f"a shipped policy ({', '.join(policies.names())}) or a policy YAML file "
+                        "(default: %(default)s)")
+    p.add_argument("--tasks", default=None, metavar="PATH",
+                   help=f"JSONL of {{id, question, answer}} (default: the shipped effagent/{DATA_FOLDER}/{TASKS_NAME})")
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help=f"JSON {{key: fact}} for the lookup tool (default: the shipped "
+                        f"effagent/{DATA_FOLDER}/{CORPUS_NAME})")
     p.add_argument("--limit", type=int, default=None, help="run only the first N tasks")
     p.add_argument("--vllm-url", default=None, help="use this vLLM server (e.g. http://gpu-host:8000/v1)")
     p.add_argument("--out", default="effagent-out/demo", help="output folder (default: %(default)s)")

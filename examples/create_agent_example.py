@@ -6,15 +6,11 @@ Run against the local CPU vLLM server (`effagent local-vllm serve` prints its UR
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from langchain.agents import create_agent
 from langchain_core.tools import tool
 
-from effagent import load_policy
+from effagent import policies
 from effagent.integrations.langchain import EfficiencyMiddleware
-
-HERE = Path(__file__).parent
 
 
 @tool
@@ -24,7 +20,7 @@ def word_count(text: str) -> str:
 
 
 def main() -> None:
-    policy = load_policy(HERE / "policies" / "balanced.yaml")
+    policy = policies.load("balanced")  # effagent/policies/balanced.yaml; load_policy(PATH) for your own
     mw = EfficiencyMiddleware(policy)  # one ChatLiteLLM per tier of the policy
     agent = create_agent(mw.default_model, tools=[word_count], middleware=[mw])
     for question in ("What is the capital of France?",

@@ -6,17 +6,13 @@ thread keeps its budget across invocations.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from effagent import load_policy
+from effagent import policies
 from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
-
-HERE = Path(__file__).parent
 
 
 @tool
@@ -26,7 +22,7 @@ def add(a: float, b: float) -> float:
 
 
 def main() -> None:
-    policy = load_policy(HERE / "policies" / "frugal.yaml")
+    policy = policies.load("frugal")  # effagent/policies/frugal.yaml; load_policy(PATH) for your own
     node = EfficiencyNode(policy, tools=[add], system_prompt="Answer briefly.")
     g = StateGraph(EfficiencyGraphState)
     g.add_node("agent", node)

@@ -29,7 +29,7 @@ from effagent.telemetry.exporters import (
     read_spans,
 )
 from effagent.telemetry.metrics import DURATION_BUCKETS, TOKEN_BUCKETS
-from effagent.telemetry.report import fmt_int, fmt_usd, load, register, summary
+from effagent.report import fmt_int, fmt_usd, load, register, summary
 from tests.fakes import FakeTierModel, ai, call
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -515,7 +515,7 @@ def test_file_exporter_round_trip_and_report(tmp_path, capsys):
 
 def test_report_without_file_is_a_clear_error(tmp_path):
     from effagent.errors import EffagentError
-    from effagent.telemetry.report import write_report
+    from effagent.report import write_report
 
     with pytest.raises(EffagentError, match="no such trace file"):
         write_report(tmp_path / "missing.jsonl")

@@ -1,5 +1,9 @@
 """``effagent report``: the file exporter's spans as one self-contained HTML page.
 
+Not part of the runtime telemetry layer (which only writes spans): this reads a trace file afterwards.
+Charts need matplotlib (the ``report`` extra); without it the page has every table and says why the charts
+are missing.
+
 Summary cards (runs, steps, tokens, $, saved against the baseline tier, loops capped), a per-tier table,
 charts (tokens and $ per step, per tier, difficulty and decisions over time; matplotlib PNGs embedded as
 base64, no external resources), a per-run table and the decision timeline.
@@ -13,6 +17,7 @@ import argparse
 import base64
 import html
 import io
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -196,6 +201,16 @@ def _thin_ticks(ax: Any, labels: list[str], limit: int = 40) -> None:
     ax.set_xticks(range(0, len(labels), every))
     ax.set_xticklabels(labels[::every], rotation=60 if len(labels) > 12 else 0, ha="right" if len(labels) > 12
                        else "center")
+
+
+CHARTS_MISSING = ("charts left out: they need matplotlib, which is in the 'report' extra "
+                  "(pip install 'effagent[report]')")
+
+
+def has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -445,6 +460,8 @@ def render(data: Data, source: str = "", title: str = "effagent report") -> str:
     for ctitle, cap, uri in charts(data, colors):
         parts.append(f"<section><h2>{_e(ctitle)}</h2><p class=cap>{_e(cap)}</p><img alt='{_e(ctitle)}' "
                      f"src='{uri}'></section>")
+    if not has_matplotlib():
+        parts.append(f"<section><p class=cap>{_e(CHARTS_MISSING)}</p></section>")
 
     # per run
     rows = []
@@ -535,6 +552,8 @@ def write_report(traces: str | Path, output: str | Path | None = None, title: st
 
 def _cmd_report(args: argparse.Namespace) -> int:
     out = write_report(args.traces, args.output, args.title)
+    if not has_matplotlib():
+        print(f"effagent report: {CHARTS_MISSING}", file=sys.stderr)
     s = summary(load(args.traces))
     print(f"wrote {out}: {s['runs']} run(s), {s['steps']} step(s), {fmt_int(s['tokens'])} tokens, "
           f"{fmt_usd(s['cost'])}, saved {fmt_usd(s['saved'])}, {s['loops_capped']} loop(s) capped")

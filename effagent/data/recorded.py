@@ -198,7 +198,8 @@ def build_gsm8k(raw: Path) -> RecordedSet:
 def build_llmrouter(raw: Path, split: Split) -> RecordedSet:
     count, tok_name = _count_tokens()
     recs = json.loads((raw / "routing" / f"llmrouter_{'test' if split == 'eval' else 'train'}.json").read_text())
-    prices = json.loads((raw / "routing" / "llmrouter_models.json").read_text())
+    prices_path = raw / "routing" / "llmrouter_models.json"
+    prices = json.loads(prices_path.read_text()) if prices_path.exists() else {}
     models = sorted(recs[0]["scores"])
     rows = []
     for r in recs:
@@ -256,10 +257,18 @@ DOMAINS = ("gsm8k", "llmrouter", "arc_challenge", "winogrande", "mbpp")
 
 
 def build_all(raw: Path) -> list[RecordedSet]:
-    """Every domain's evaluation split, and the train splits where the raw data has one."""
-    out = [build_gsm8k(raw), build_llmrouter(raw, "eval"), build_llmrouter(raw, "train")]
-    for d in ROUTERBENCH:
-        out += [build_routerbench(raw, d, "eval"), build_routerbench(raw, d, "train")]
+    """Every domain's evaluation split, and the train splits, for the raw files present under ``raw``."""
+    r = raw / "routing"
+    out = []
+    if (r / "routellm_gsm8k_responses.csv").exists():
+        out.append(build_gsm8k(raw))
+    for split, stem in (("eval", "test"), ("train", "train")):
+        if (r / "llmrouter_test.json").exists() and (r / f"llmrouter_{stem}.json").exists():
+            out.append(build_llmrouter(raw, split))  # type: ignore[arg-type]
+    for d, (stem, _) in ROUTERBENCH.items():
+        for split, suffix in (("eval", "test"), ("train", "train")):
+            if (r / "routerbench" / f"{stem}_{suffix}.csv").exists():
+                out.append(build_routerbench(raw, d, split))  # type: ignore[arg-type]
     return out
 
 

@@ -107,3 +107,64 @@ def test_replay_command_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.
     assert set_["cheap_model"] == "a" and set_["strong_model"] == "b"
     assert {r["name"] for r in set_["rows"]} >= {"oracle", "length"}
     assert (out / "replay.png").stat().st_size > 0
+
+
+def test_evaluation_intervals_and_random_reference() -> None:
+    from effagent.evaluation import bootstrap_apgr, random_apgr
+
+    rng = np.random.default_rng(1)
+    cheap = rng.random(400) < 0.6
+    strong = cheap | (rng.random(400) < 0.5)
+    good = strong.astype(float) - cheap + 0.3 * rng.random(400)
+    lo, hi = bootstrap_apgr(good, cheap, strong, resamples=200)
+    assert lo < apgr(good, cheap, strong) < hi and lo > 0.5
+    mean, sd = random_apgr(cheap, strong, orders=100)
+    assert abs(mean - 0.5) < 2 * sd / np.sqrt(100) + 0.01 and 0 < sd < 0.1
+
+
+def test_recorded_sets_ship_with_the_package() -> None:
+    from effagent.data.recorded import DOMAINS, load_sets
+
+    evals = {s.domain: s for s in load_sets(split="eval")}
+    assert set(evals) == set(DOMAINS)
+    assert len(evals["gsm8k"].rows) == 1319 and len(evals["arc_challenge"].rows) == 439
+    assert len(evals["winogrande"].rows) == 380 and len(evals["mbpp"].rows) == 128
+    arc = evals["arc_challenge"]
+    assert arc.header.strong_model == "gpt-4-1106-preview" and arc.strong.mean() > arc.cheap.mean()
+    assert arc.rows[0].prompt.rstrip().endswith("Answer:")  # the last question block, not the 5-shot prompt
+    assert arc.rows[0].answers and arc.cost(arc.header.cheap_model).sum() > 0
+
+
+def test_default_estimator_is_never_clearly_below_random_on_a_shipped_domain() -> None:
+    from effagent.data.recorded import load_sets
+    from effagent.difficulty.combine import DEFAULT_ESTIMATOR, get_estimator
+    from effagent.evaluation import bootstrap_apgr
+
+    est = get_estimator(DEFAULT_ESTIMATOR)
+    for rs in load_sets(split="eval"):
+        _, hi = bootstrap_apgr(est.score_prompts(rs.prompts), rs.cheap, rs.strong, resamples=300)
+        assert hi > 0.5, rs.domain
+
+
+def test_replay_on_shipped_sets_prints_cross_domain_lodo_and_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("EFFAGENT_DATA_DIR", raising=False)
+    parser = argparse.ArgumentParser()
+    replay.register(parser.add_subparsers(dest="bench"))
+    out = tmp_path / "out"
+    args = parser.parse_args(["replay", "--sets", "mbpp,winogrande", "--estimators", "rule,length", "--lodo",
+                              "learned", "--resamples", "50", "--random-orders", "20", "--out", str(out),
+                              "--no-progress"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "cross-domain APGR" in text and "leave-one-domain-out" in text and "learning curves" in text
+    assert "agreement cascade (3 votes)" in text  # from the recorded answers of other cheap models
+    res = json.loads((out / "replay.json").read_text())
+    assert set(res["leave_one_domain_out"]) == {"mbpp", "winogrande"}
+    cell = res["leave_one_domain_out"]["winogrande"]["learned"]
+    assert cell["low"] <= cell["apgr"] <= cell["high"]
+    wino = {r["name"]: r for r in res["sets"]["winogrande"]["rows"]}
+    cascade = wino["agreement cascade (3 votes)"]
+    assert cascade["kind"] == "cascade" and cascade["dollars_saved"] is not None
+    assert (out / "replay.png").stat().st_size > 0 and "<img" in (out / "replay.html").read_text()

@@ -31,7 +31,7 @@ PROMPTS = [
 ]
 
 
-@pytest.mark.parametrize("estimator", ["trained", "length", "trained:0.5,length:0.5"])
+@pytest.mark.parametrize("estimator", ["rule", "trained", "length", "trained:0.5,length:0.5"])
 def test_score_one_line_per_input_in_order(estimator: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stdin = "".join(json.dumps(p) + "\n" for p in PROMPTS)
     rc, out, err = _run(["difficulty", "score", "--estimator", estimator], stdin, monkeypatch)
@@ -42,11 +42,12 @@ def test_score_one_line_per_input_in_order(estimator: str, monkeypatch: pytest.M
     assert all(0.0 <= r["difficulty"] <= 1.0 for r in rows)
 
 
-def test_default_estimator_is_trained(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_estimator_is_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     stdin = json.dumps(PROMPTS[2]) + "\n"
     _, out_default, _ = _run(["difficulty", "score"], stdin, monkeypatch)
+    _, out_rule, _ = _run(["difficulty", "score", "--estimator", "rule"], stdin, monkeypatch)
     _, out_trained, _ = _run(["difficulty", "score", "--estimator", "trained"], stdin, monkeypatch)
-    assert out_default == out_trained
+    assert out_default == out_rule != out_trained
 
 
 def test_no_trailing_newline_and_empty_input(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,6 @@ import math
 import re
 from functools import lru_cache
 
-from effagent._trusted import trusted
 from effagent.difficulty.base import Difficulty, Step, clamp01
 
 _HARD_WORDS = re.compile(
@@ -40,7 +39,7 @@ class HeuristicEstimator:
         repeats = s["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
         depth = s["depth"] = min(1.0, step.index / 10)
         logit = prompt_logit + 1.2 * errors + 0.8 * repeats + 0.4 * depth
-        return trusted(Difficulty, score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
+        return Difficulty(score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
         return [clamp01(_sigmoid(_prompt_logit(_prompt_signals(p)))) for p in prompts]

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from effagent.difficulty.base import Difficulty, Message, Step, clamp01
 from effagent.errors import EndpointError
 from effagent.policy import Tier
+from effagent.request import probe_settings
 
 if TYPE_CHECKING:
     from effagent.llm.client import Completion
@@ -162,27 +163,6 @@ def to_openai_messages(step: Step, max_chars: int | None = 8000) -> list[dict[st
                 kept.append({"role": d["role"], "content": d["content"][-max(1, budget):]})
             break
     return system + kept[::-1]
-
-
-def probe_settings(tier: Tier, max_tokens: int) -> dict[str, Any]:
-    """Request settings of a probe: the tier's extra body, thinking off, temperature 0, ``max_tokens``."""
-    from effagent.levers.thinking import thinking_settings
-
-    extra: dict[str, Any] = dict(tier.extra_body)
-    settings: dict[str, Any] = {"max_tokens": max(1, min(max_tokens, tier.max_tokens)), "temperature": 0.0}
-    off = thinking_settings(tier, False) if tier.thinking.supported else {}
-    for key, value in off.items():
-        if key == "extra_body":
-            for k, v in value.items():
-                if isinstance(v, Mapping) and isinstance(extra.get(k), Mapping):
-                    extra[k] = {**extra[k], **v}
-                else:
-                    extra[k] = v
-        else:
-            settings[key] = value
-    if extra:
-        settings["extra_body"] = extra
-    return settings
 
 
 # ----------------------------------------------------------------------------------- the estimator

@@ -1,4 +1,4 @@
-"""vLLM (and other OpenAI-compatible) tier models for the LangChain/LangGraph integrations.
+"""The chat model of each tier, for the LangChain/LangGraph integrations.
 
 ```python
 from effagent.integrations.chat_models import models_for, reasoning_counter_for
@@ -6,9 +6,10 @@ from effagent.integrations.chat_models import models_for, reasoning_counter_for
 mw = EfficiencyMiddleware(policy, models=models_for(policy), reasoning_counter=reasoning_counter_for(policy))
 ```
 
-``models_for`` gives each tier a ``ChatLiteLLM``, except tiers whose policy says
-``thinking.budget_param: budget_forcing``: those get :class:`BudgetForcingChatModel`, which enforces the
-thinking budget client-side (see :mod:`effagent.llm.budget_forcing`).
+``models_for`` gives each tier a ``ChatLiteLLM`` (litellm speaks to vLLM, OpenAI-compatible servers and hosted
+APIs with one interface), except tiers whose policy says ``thinking.budget_param: budget_forcing``: those get
+:class:`BudgetForcingChatModel`, which enforces the thinking budget client-side
+(see :mod:`effagent.llm.budget_forcing`).
 """
 
 from __future__ import annotations
@@ -26,16 +27,13 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from effagent.levers.length import BUDGET_KWARG
 from effagent.llm.budget_forcing import Mode, budget_forced_complete
 from effagent.llm.client import Completion, complete
 from effagent.llm.tokens import reasoning_counter_for
 from effagent.policy import Policy, Tier
+from effagent.request import FORCED_BUDGET_ARG
 
-# BUDGET_KWARG: the private call kwarg that carries a client-side thinking budget to BudgetForcingChatModel (the
-# governor's settings for a budget_forcing tier); a `thinking_token_budget` in extra_body is read (and removed) too.
-
-__all__ = ["BUDGET_KWARG", "BudgetForcingChatModel", "chat_litellm_for", "models_for", "reasoning_counter_for"]
+__all__ = ["BudgetForcingChatModel", "chat_litellm_for", "models_for", "reasoning_counter_for"]
 
 
 def _tool_calls(completion: Completion) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -81,28 +79,13 @@ def _thinking_on(tier: Tier, settings: Mapping[str, Any]) -> bool:
     return False
 
 
-def split_budget(settings: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """(settings without any thinking budget, the budget) from a call's kwargs."""
-    out = dict(settings)
-    budget = out.pop(BUDGET_KWARG, None)
-    top = out.pop("thinking_token_budget", None)
-    extra = dict(out.get("extra_body") or {})
-    inner = extra.pop("thinking_token_budget", None)
-    if "extra_body" in out:
-        out["extra_body"] = extra
-    for value in (budget, top, inner):
-        if value is not None:
-            return out, int(value)
-    return out, None
-
-
 class BudgetForcingChatModel(BaseChatModel):
     """A tier's chat model that bounds thinking client-side (budget forcing) when the server cannot.
 
-    Call kwargs are the governor's settings: ``max_tokens``, ``extra_body`` (``chat_template_kwargs``) or
-    ``reasoning_effort``, and the budget as ``effagent_thinking_budget`` (or ``thinking_token_budget`` in
-    ``extra_body``/top level, which is removed before anything reaches the server). With thinking on and a
-    budget, the call is :func:`effagent.llm.budget_forcing.budget_forced_complete` (one or two requests, usage
+    Call kwargs are a :class:`effagent.request.TierRequest`'s settings: ``max_tokens``, ``extra_body``
+    (``chat_template_kwargs``) or ``reasoning_effort``, and the budget as ``thinking_budget`` (this model's own
+    argument; it never reaches the server). With thinking on and a budget, the call is
+    :func:`effagent.llm.budget_forcing.budget_forced_complete` (one or two requests, usage
     summed); otherwise it is one plain request. Tools bound with ``bind_tools`` go to every request.
     """
 
@@ -134,7 +117,8 @@ class BudgetForcingChatModel(BaseChatModel):
         return self.bind(**bound)
 
     def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-        settings, budget = split_budget(kwargs)
+        settings = dict(kwargs)
+        budget = settings.pop(FORCED_BUDGET_ARG, None)
         settings.pop("seed", None)
         if self.temperature is not None:
             settings.setdefault("temperature", self.temperature)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, convert_to_openai_messages
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph import MessagesState
@@ -35,17 +35,20 @@ from effagent.governor import Governor
 from effagent.ledger.base import Ledger
 from effagent.observe import Observer
 from effagent.policy import Policy
+from effagent.request import TierRequest
+from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
 
-from ._lc import (
-    Direct,
-    ReasoningCounter,
-    StepContext,
-    StepRunner,
+from .messages import (
+    MessageCache,
+    answer_message,
     check_models,
     default_reasoning_counter,
     graph_context,
+    reply_of,
+    tag_answer,
     thread_usage_for_state,
     thread_usage_from_state,
+    to_step,
 )
 
 THREAD_KEY = "effagent_thread_usage"
@@ -60,8 +63,49 @@ class EfficiencyGraphState(MessagesState, total=False):
     effagent_run_id: Annotated[str, UntrackedValue]
 
 
+def _as_ai(msg: Any) -> AIMessage | None:
+    return msg if isinstance(msg, AIMessage) else None
+
+
+class _NodeCalls:
+    """The step procedure's :class:`~effagent.step.Endpoint` inside the node: the tier's chat model, tools bound
+    (none on a finalize step), the decision's settings, the node's config."""
+
+    def __init__(self, node: EfficiencyNode, messages: list[BaseMessage], config: RunnableConfig | None,
+                 finalize: bool) -> None:
+        self.node = node
+        self.messages = messages
+        self.config = config
+        self.finalize = finalize
+
+    def _bound(self, req: TierRequest) -> Any:
+        model = self.node.models[req.tier]
+        if self.node.tools and not self.finalize:
+            return model.bind_tools(self.node.tools, **req.settings)
+        return model.bind(**req.settings)
+
+    def call(self, req: TierRequest) -> Any:
+        return self._bound(req).invoke(self.messages, self.config)
+
+    async def acall(self, req: TierRequest) -> Any:
+        return await self._bound(req).ainvoke(self.messages, self.config)
+
+    def read(self, result: Any) -> Reply | None:
+        return reply_of(_as_ai(result))
+
+    def tag(self, result: Any, meta: dict[str, Any], final_note: str | None) -> None:
+        tag_answer(_as_ai(result), meta, final_note)
+
+    def conversation(self) -> list[dict[str, Any]]:
+        return convert_to_openai_messages(self.messages)  # type: ignore[return-value]
+
+    def wrap(self, reply: Reply) -> AIMessage:
+        return answer_message(reply)
+
+
 class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
-    """A model-calling graph node governed by an effagent policy (sync and async)."""
+    """A model-calling graph node governed by an effagent policy (sync and async): each call is one run of
+    :class:`effagent.step.StepProcedure`."""
 
     def __init__(self, policy: Policy, *, models: dict[str, BaseChatModel] | None = None,
                  tools: Sequence[Any] = (), system_prompt: str | None = None,
@@ -73,7 +117,8 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         self.tools = list(tools)
         self.system_prompt = system_prompt
         self.messages_key = messages_key
-        self.runner = StepRunner(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
+        self.procedure = StepProcedure(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
+        self.cache = MessageCache()
         super().__init__(self._call, afunc=self._acall, name="effagent_model")
 
     @property
@@ -81,58 +126,48 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         return self.governor.ledger
 
     # -- one step ---------------------------------------------------------------------------------------
-    def _plan(self, state: dict[str, Any], config: RunnableConfig | None) -> tuple[StepContext, bool, bool]:
-        """The step's context, whether this step started the run, and whether the graph checkpoints (only then
-        is the thread's total kept in graph state)."""
+    def _where(self, state: dict[str, Any], config: RunnableConfig | None) -> tuple[str, bool, str | None, bool, Any]:
+        """(run id, whether this step starts the run, thread id, whether the graph checkpoints — only then is the
+        thread's total kept in graph state —, that total)."""
         thread_id, checkpointed = graph_context(config or {})
         run_id = state.get(RUN_KEY)
         new_run = not run_id
         if new_run:
             run_id = self.governor.start_run(thread_id)
         base = thread_usage_from_state(state, THREAD_KEY) if checkpointed else None
-        ctx = self.runner.plan(list(state.get(self.messages_key) or []), self.tools, str(run_id), thread_id, base)
-        return ctx, new_run, checkpointed
+        return str(run_id), new_run, thread_id, checkpointed, base
 
-    def _bound(self, ctx: StepContext, tier: str, extra: dict[str, Any]) -> Any:
-        settings = {**self.governor.settings(ctx.decision, tier), **extra}
-        model = self.models[tier]
-        if self.tools and ctx.decision.action != "finalize":
-            return model.bind_tools(self.tools, **settings)
-        return model.bind(**settings)
+    def _calls(self, ctx: StepContext, state: dict[str, Any], config: RunnableConfig | None) -> _NodeCalls:
+        msgs = list(state.get(self.messages_key) or [])
+        extra = self.procedure.instruction(ctx)
+        if extra:
+            msgs.append(HumanMessage(extra))
+        if self.system_prompt:
+            msgs.insert(0, SystemMessage(self.system_prompt))
+        return _NodeCalls(self, msgs, config, ctx.decision.action == "finalize")
 
-    def _messages(self, ctx: StepContext, state: dict[str, Any]) -> list[BaseMessage]:
-        msgs = self.runner.messages_for(ctx.decision, list(state.get(self.messages_key) or []))
-        return [SystemMessage(self.system_prompt), *msgs] if self.system_prompt else list(msgs)
-
-    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, ai: AIMessage, total: Any) -> dict[str, Any]:
-        update: dict[str, Any] = {self.messages_key: [ai]}
+    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, out: Outcome[Any]) -> dict[str, Any]:
+        update: dict[str, Any] = {self.messages_key: [out.result]}
         if checkpointed:
-            update[THREAD_KEY] = thread_usage_for_state(total)
+            update[THREAD_KEY] = thread_usage_for_state(out.thread_total)
         if new_run:
             update[RUN_KEY] = ctx.run_id
-        if not ai.tool_calls:  # the agent answers: this run is over
-            self.governor.end_run(ctx.run_id)
         return update
 
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        ctx, new_run, checkpointed = self._plan(state, config)
-        msgs = self._messages(ctx, state)
-        ai, total = self.runner.run(ctx, lambda tier, extra: self._bound(ctx, tier, extra).invoke(msgs, config), _as_ai,
-                                    Direct(msgs, _identity))
-        return self._update(ctx, new_run, checkpointed, ai, total)
+        run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
+        step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
+        ctx = self.procedure.plan(step, run_id, thread_id, base)
+        out = self.procedure.run(ctx, self._calls(ctx, state, config))
+        if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
+            self.governor.end_run(ctx.run_id)
+        return self._update(ctx, new_run, checkpointed, out)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        ctx, new_run, checkpointed = self._plan(state, config)
-        msgs = self._messages(ctx, state)
-        ai, total = await self.runner.arun(
-            ctx, lambda tier, extra: self._bound(ctx, tier, extra).ainvoke(msgs, config), _as_ai,
-            Direct(msgs, _identity))
-        return self._update(ctx, new_run, checkpointed, ai, total)
-
-
-def _identity(ai: AIMessage) -> AIMessage:
-    return ai
-
-
-def _as_ai(msg: Any) -> AIMessage | None:
-    return msg if isinstance(msg, AIMessage) else None
+        run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
+        step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
+        ctx = await self.procedure.aplan(step, run_id, thread_id, base)
+        out = await self.procedure.arun(ctx, self._calls(ctx, state, config))
+        if not getattr(out.result, "tool_calls", None):
+            await self.governor.aend_run(ctx.run_id)
+        return self._update(ctx, new_run, checkpointed, out)

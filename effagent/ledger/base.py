@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
-
-from effagent._trusted import trusted
 
 if TYPE_CHECKING:
     from effagent.policy import Limit
 
+T = TypeVar("T")
 CallKind = Literal["model", "finalize", "probe", "sample", "verify"]
 #: the kinds of call that make up a model step of the run (probes and verifications ride on a step)
 STEP_KINDS = ("model", "finalize", "sample")
@@ -34,21 +34,10 @@ class Usage(BaseModel):
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        # sums of validated non-negative counts: no need to validate again (this runs several times a step)
-        return make_usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
-                      self.reasoning_tokens + other.reasoning_tokens, self.cost_usd + other.cost_usd,
-                      self.calls + other.calls)
-
-
-def make_usage(inp: int, out: int, reasoning: int, cost: float, calls: int) -> Usage:
-    """A Usage from checked counts, without validation (the commonest record of the hot path)."""
-    return trusted(Usage, input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning, cost_usd=cost,
-                   calls=calls)
-
-
-def zero_usage() -> Usage:
-    """``Usage()``, without validation."""
-    return make_usage(0, 0, 0, 0.0, 0)
+        return Usage(input_tokens=self.input_tokens + other.input_tokens,
+                     output_tokens=self.output_tokens + other.output_tokens,
+                     reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+                     cost_usd=self.cost_usd + other.cost_usd, calls=self.calls + other.calls)
 
 
 class StepRecord(BaseModel):
@@ -157,11 +146,26 @@ class Ledger(ABC):
         elif thread_id is not None:
             thread = self.thread_usage(thread_id)
         else:
-            thread = zero_usage()
+            thread = Usage()
         return LedgerState(run=self.run_usage(run_id), thread=thread, steps=self.steps(run_id))
 
+    # -- the async face: what async agents await. A ledger whose calls wait on I/O (``blocking_io``: a network
+    # store) runs them in a worker thread, so the event loop is never blocked; one kept in memory answers
+    # at once.
+    blocking_io = True
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args) if self.blocking_io else fn(*args)
+
+    async def astate(self, run_id: str, thread_id: str | None = None,
+                     thread_base: Usage | None = None) -> LedgerState:
+        return await self._io(self.state, run_id, thread_id, thread_base)
+
     async def arecord(self, rec: StepRecord) -> None:
-        self.record(rec)
+        await self._io(self.record, rec)
+
+    async def arun_usage(self, run_id: str) -> Usage:
+        return await self._io(self.run_usage, run_id)
 
     # -- scopes and reservations (optional; see supports_reservations) ------------------------------
     def scope_usage(self, scope: str, key: str) -> Usage:
@@ -193,10 +197,10 @@ class Ledger(ABC):
 
     async def areserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
                        ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation | None:
-        return self.reserve(scopes, tokens, usd, limits, ttl_s)
+        return await self._io(self.reserve, scopes, tokens, usd, limits, ttl_s)
 
     async def asettle(self, reservation: Reservation, rec: StepRecord) -> None:
-        self.settle(reservation, rec)
+        await self._io(self.settle, reservation, rec)
 
     async def arelease(self, reservation: Reservation) -> None:
-        self.release(reservation)
+        await self._io(self.release, reservation)

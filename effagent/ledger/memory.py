@@ -8,7 +8,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from effagent._trusted import trusted
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
     STEP_KINDS,
@@ -17,11 +16,9 @@ from effagent.ledger.base import (
     Reservation,
     StepRecord,
     Usage,
-    make_usage,
     over_limit,
     record_scopes,
     to_nano,
-    zero_usage,
 )
 
 if TYPE_CHECKING:
@@ -30,7 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_MAX_RUNS = 50_000
-_NO_THREAD = zero_usage()  # the thread total of a step outside any thread (read, never changed)
+_NO_THREAD = Usage()  # the thread total of a step outside any thread (read, never changed)
 
 
 class InMemoryLedger(Ledger):
@@ -47,6 +44,7 @@ class InMemoryLedger(Ledger):
     """
 
     supports_reservations = True
+    blocking_io = False  # in memory: the async methods answer at once
 
     def __init__(self, *, scopes: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
                  max_records: int | None = DEFAULT_MAX_RECORDS, max_runs: int | None = DEFAULT_MAX_RUNS) -> None:
@@ -108,7 +106,7 @@ class InMemoryLedger(Ledger):
             if scope in ("run", "thread"):
                 continue
             k = (scope, key)
-            self._scopes[k] = self._scopes.get(k, zero_usage()) + usage
+            self._scopes[k] = self._scopes.get(k, Usage()) + usage
 
     def _forget_oldest_run(self) -> None:  # lock held
         oldest, _ = self._runs.popitem(last=False)
@@ -121,11 +119,11 @@ class InMemoryLedger(Ledger):
 
     def run_usage(self, run_id: str) -> Usage:
         with self._lock:
-            return self._runs.get(run_id) or zero_usage()
+            return self._runs.get(run_id) or Usage()
 
     def thread_usage(self, thread_id: str) -> Usage:
         with self._lock:
-            return self._threads.get(thread_id) or zero_usage()
+            return self._threads.get(thread_id) or Usage()
 
     def scope_usage(self, scope: str, key: str) -> Usage:
         if scope == "run":
@@ -133,7 +131,7 @@ class InMemoryLedger(Ledger):
         if scope == "thread":
             return self.thread_usage(key)
         with self._lock:
-            return self._scopes.get((scope, key)) or zero_usage()
+            return self._scopes.get((scope, key)) or Usage()
 
     def records(self, run_id: str | None = None) -> list[StepRecord]:
         """The records kept (all of them, oldest first, or one run's)."""
@@ -150,28 +148,29 @@ class InMemoryLedger(Ledger):
     def state(self, run_id: str, thread_id: str | None = None, thread_base: Usage | None = None) -> LedgerState:
         """One lock round instead of three (this runs before every model step)."""
         with self._lock:
-            run = self._runs.get(run_id) or zero_usage()
+            run = self._runs.get(run_id) or Usage()
             steps = self._steps.get(run_id)
             if thread_base is not None:
                 thread = thread_base
             elif thread_id is not None:
-                thread = self._threads.get(thread_id) or zero_usage()
+                thread = self._threads.get(thread_id) or Usage()
             else:
                 thread = _NO_THREAD
-            return trusted(LedgerState, run=run, thread=thread, steps=len(steps) if steps else 0)
+            return LedgerState(run=run, thread=thread, steps=len(steps) if steps else 0)
 
     def total(self) -> Usage:
         """Everything recorded since the ledger was made (forgotten runs included)."""
         with self._lock:
-            return make_usage(*self._total)
+            return Usage(input_tokens=self._total[0], output_tokens=self._total[1], reasoning_tokens=self._total[2],
+                         cost_usd=self._total[3], calls=self._total[4])
 
     # -- reservations -------------------------------------------------------------------------------
     def _spent(self, scope: str, key: str) -> Usage:  # lock held
         if scope == "run":
-            return self._runs.get(key) or zero_usage()
+            return self._runs.get(key) or Usage()
         if scope == "thread":
-            return self._threads.get(key) or zero_usage()
-        return self._scopes.get((scope, key)) or zero_usage()
+            return self._threads.get(key) or Usage()
+        return self._scopes.get((scope, key)) or Usage()
 
     def _drop(self, res_id: str) -> bool:  # lock held
         res = self._holds.pop(res_id, None)

@@ -1,28 +1,9 @@
-"""Length budgeting: max_tokens, thinking-token budgets, and prompt-level budgets (TALE / Chain-of-Draft)."""
+"""Length budgeting in the prompt: TALE / Chain-of-Draft instructions (``prompt_budget`` of a band).
+
+The token-level budgets (``max_tokens``, the thinking budget) are written into the request by
+:mod:`effagent.request`."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from effagent.policy import Tier
-
-BUDGET_KWARG = "effagent_thinking_budget"
-
-
-def length_settings(tier: Tier, max_tokens: int, thinking: bool, budget: int | None) -> dict[str, Any]:
-    """Request keys that bound the output and, when the server supports it, the thinking part."""
-    out: dict[str, Any] = {"max_tokens": max_tokens}
-    if thinking and budget is not None:
-        if tier.thinking.budget_param == "thinking_token_budget":
-            out["extra_body"] = {"thinking_token_budget": budget}
-        elif tier.thinking.budget_param == "budget_forcing":
-            out[BUDGET_KWARG] = budget  # read and stripped by the budget-forcing chat model
-    return out
-
-
-def needs_budget_forcing(tier: Tier, thinking: bool, budget: int | None) -> bool:
-    """True when the budget must be enforced client-side (the server has no budget parameter)."""
-    return thinking and budget is not None and tier.thinking.budget_param == "budget_forcing"
 
 
 def estimate_answer_tokens(prompt: str, difficulty: float, floor: int = 16, ceiling: int = 512) -> int:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
 
-from effagent.difficulty.base import Step
 from effagent.policy import LoopGuard
+from effagent.records import Step
 
 _REFLECT = ("let me double-check", "let me verify", "let me re-check", "let me check again", "wait,",
             "on second thought", "let me reconsider", "revised", "revision", "critique", "i apologize")

@@ -42,15 +42,12 @@ from effagent.llm.client import (
 )
 from effagent.llm.tokens import counter_for, served_model_name
 from effagent.policy import Tier
+from effagent.request import answer_settings, thinking_chunk_settings
 
 Mode = Literal["auto", "chat", "completions"]
 CompleteFn = Callable[..., list[Completion]]
 ContinueFn = Callable[..., Completion]
 
-# request keys that shape sampling and may go to the continuation as well
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "stop", "presence_penalty", "frequency_penalty",
-                 "repetition_penalty")
-THINKING_ONLY_KEYS = ("chat_template_kwargs", "thinking_token_budget", "reasoning_effort")
 _MODE_CACHE: dict[tuple[str | None, str], str] = {}
 
 
@@ -70,33 +67,17 @@ def close_prefix(first: Completion) -> str:
     return f"{reasoning}\n{THINK_CLOSE}\n\n"
 
 
-def thinking_call_settings(tier: Tier, settings: Mapping[str, Any], budget: int) -> dict[str, Any]:
-    """Settings of call 1: thinking on, no server-side budget, at most ``budget`` tokens."""
-    out = {k: v for k, v in settings.items() if k != "extra_body"}
-    extra = dict(settings.get("extra_body") or {})
-    extra.pop("thinking_token_budget", None)
-    if tier.thinking.control == "chat_template_kwargs":
-        extra["chat_template_kwargs"] = {**dict(extra.get("chat_template_kwargs") or {}), "enable_thinking": True}
-    elif tier.thinking.control == "reasoning_effort":
-        out["reasoning_effort"] = tier.thinking.effort_on
-    if extra:
-        out["extra_body"] = extra
-    total = int(settings.get("max_tokens") or tier.max_tokens)
-    out["max_tokens"] = max(1, min(budget, total))
-    return out
-
-
 def budget_forced_complete(tier: Tier, messages: list[dict[str, Any]], *, budget: int, settings: dict[str, Any],
                            seed: int | None = None, mode: Mode = "auto", complete_fn: CompleteFn = complete,
                            continue_fn: ContinueFn | None = None) -> ForcedCompletion:
     """Answer ``messages`` on ``tier`` with at most ``budget`` thinking tokens, enforced client-side.
 
-    ``settings`` are the call's litellm kwargs (``Governor.settings``): ``max_tokens`` bounds thinking + answer
-    together; ``extra_body``/``tools``/``temperature`` are kept. ``complete_fn``/``continue_fn`` replace the
-    two calls (tests). Raises the :class:`effagent.llm.client.EndpointCallError` of a failing call.
+    ``settings`` are the call's litellm kwargs (:func:`effagent.request.encode`): ``max_tokens`` bounds
+    thinking + answer together; ``extra_body``/``tools``/``temperature`` are kept. ``complete_fn``/``continue_fn``
+    replace the two calls (tests). Raises the :class:`effagent.llm.client.EndpointCallError` of a failing call.
     """
     total = int(settings.get("max_tokens") or tier.max_tokens)
-    first = complete_fn(tier, messages, settings=thinking_call_settings(tier, settings, budget), seed=seed)[0]
+    first = complete_fn(tier, messages, settings=thinking_chunk_settings(tier, settings, budget), seed=seed)[0]
     remaining = total - first.output_tokens
     if first.finish_reason != "length" or remaining <= 0:
         return ForcedCompletion(**first.model_dump(), calls=[first])
@@ -143,18 +124,10 @@ def continue_message(tier: Tier, messages: list[dict[str, Any]], prefix: str, *,
                                 seed=seed), "completions"
 
 
-def _answer_settings(settings: Mapping[str, Any], max_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(top-level keys, extra_body keys) of the continuation: sampling and tools kept, thinking switches dropped."""
-    top = {k: v for k, v in settings.items() if k in (*SAMPLING_KEYS, "tools", "tool_choice")}
-    extra = {k: v for k, v in dict(settings.get("extra_body") or {}).items() if k not in THINKING_ONLY_KEYS}
-    top["max_tokens"] = max_tokens
-    return top, extra
-
-
 def continue_chat(tier: Tier, messages: list[dict[str, Any]], prefix: str, *, settings: Mapping[str, Any],
                   max_tokens: int, seed: int | None = None, complete_fn: CompleteFn = complete) -> Completion:
     """``continue_final_message`` on ``/v1/chat/completions`` (the template must keep the last turn's thinking)."""
-    top, extra = _answer_settings(settings, max_tokens)
+    top, extra = answer_settings(settings, max_tokens)
     extra.update(continue_final_message=True, add_generation_prompt=False)
     msgs = [*messages, {"role": "assistant", "content": f"{THINK_OPEN}\n{prefix}"}]
     return complete_fn(tier, msgs, settings={**top, "extra_body": extra}, seed=seed)[0]
@@ -169,7 +142,7 @@ def continue_completions(tier: Tier, messages: list[dict[str, Any]], prefix: str
     if model is None:
         raise EndpointRejected(tier.model, tier.api_base, "budget forcing through /v1/completions needs a "
                                "hosted_vllm/<name> tier with api_base (a vLLM server)")
-    top, extra = _answer_settings(settings, max_tokens)
+    top, extra = answer_settings(settings, max_tokens)
     tools = top.pop("tools", None)
     top.pop("tool_choice", None)
     ctk = dict((settings.get("extra_body") or {}).get("chat_template_kwargs") or {})

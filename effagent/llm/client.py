@@ -3,7 +3,7 @@
 ```python
 from effagent.llm import complete
 
-settings = governor.settings(decision, "large")   # {"max_tokens": ..., "extra_body": {...}} or reasoning_effort
+settings = encode(decision, "large", policy.tier("large")).settings   # effagent.request.encode
 [c] = complete(policy.tier("large"), [{"role": "user", "content": "..."}], settings=settings, seed=7)
 c.content, c.reasoning, c.input_tokens, c.output_tokens, c.reasoning_tokens, c.finish_reason
 ```
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -109,6 +110,25 @@ class EndpointRejected(EndpointCallError):
 
 class MalformedResponse(ValueError):
     """The body is not a chat completion (no choices, wrong types); retried like a 5xx."""
+
+
+def is_endpoint_failure(err: BaseException) -> bool:
+    """True when ``err`` says a model endpoint failed (unreachable, timed out, refused the request, answered
+    with an error status or a body that cannot be read) — the one definition of what moves a step to the next
+    tier. Anything else (a bug, a budget error, LangGraph's control flow) is not a failure of the endpoint.
+
+    Exception types of client libraries are checked only when that library is loaded: an error cannot be of a
+    type whose module was never imported."""
+    if isinstance(err, EndpointError | MalformedResponse | TokenizeUnavailable | ConnectionError | TimeoutError):
+        return True
+    for module, names in (("httpx", ("HTTPError",)), ("openai", ("APIError",)),
+                          ("litellm.exceptions", ("APIError", "APIConnectionError", "Timeout"))):
+        mod = sys.modules.get(module)
+        for name in names:
+            cls = getattr(mod, name, None) if mod is not None else None
+            if isinstance(cls, type) and isinstance(err, cls):
+                return True
+    return False
 
 
 def classify(err: BaseException) -> tuple[bool, int | None]:
@@ -384,7 +404,7 @@ def complete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, 
     Args:
         tier: the policy's tier (model, api_base, api_key, timeout_s, retries).
         messages: OpenAI-style chat messages.
-        settings: litellm kwargs, typically ``Governor.settings(decision, tier_name)``; may add ``temperature``,
+        settings: litellm kwargs, typically :func:`effagent.request.encode`'s ``settings``; may add ``temperature``,
             ``tools``, ``stop``, ... They are sent as given (``extra_body`` keys at the top level of the body).
         n: number of choices (self-consistency).
         logprobs: None for no logprobs; 0 for the chosen tokens' logprobs; k > 0 also asks ``top_logprobs=k``.

@@ -357,7 +357,7 @@ class OTelObserver:
         attrs = {**self._call_attrs(record, response_model), **self._content_attrs(content)}
         error_type = None
         if not record.ok:
-            # StepRunner writes "tier: ExceptionType: message"
+            # the step procedure writes "tier: ExceptionType: message"
             parts = (record.error or "").split(": ", 2)
             error_type = parts[1] if len(parts) >= 2 and parts[1].isidentifier() else "error"
             attrs["error.type"] = error_type

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from effagent.difficulty.base import Step
 from effagent.difficulty.probe import (
     SIG_CONFIDENCE,
     SIG_ERROR,
@@ -25,6 +24,7 @@ from effagent.difficulty.probe import (
 )
 from effagent.llm.client import Completion, complete
 from effagent.policy import Tier
+from effagent.records import Step
 
 pytestmark = pytest.mark.vllm
 

@@ -23,10 +23,11 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage
 
 from effagent import InMemoryLedger, parse_policy
-from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for
+from effagent.integrations.chat_models import BudgetForcingChatModel, models_for
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.llm import complete, reasoning_counter_for
 from effagent.policy import Tier
+from effagent.request import FORCED_BUDGET_ARG as BUDGET_KWARG
 
 pytestmark = pytest.mark.vllm
 

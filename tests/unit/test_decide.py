@@ -131,9 +131,7 @@ ROWS = [
     Row("samples multiply the worst case", 0.5, {"tier": "small", "samples": 3, "thinking": False},
         policy={"bands": [BASE["bands"][0], {**BASE["bands"][1], "samples": 3}, BASE["bands"][2]],
                 "budgets": {"run": {"usd": 1.0}}},
-        state=spent(run_usd=0.99),  # $0.004 x 3 > $0.01 left; $0.0002 x 3 on small fits
-        bug="_cheaper_tier compares one sample's cost per tier with all samples' worst case, so the band's own "
-            "tier counts as cheaper than itself and the step stays on it, over the $ left"),
+        state=spent(run_usd=0.99)),  # $0.004 x 3 > $0.01 left; $0.0002 x 3 on small fits
     Row("one sample fits the same $", 0.5, {"tier": "large", "samples": 1},
         policy={"budgets": {"run": {"usd": 1.0}}}, state=spent(run_usd=0.99)),
     # -- a spent budget ends the run with one last call (on_exhausted: finalize) --------------------------

@@ -36,7 +36,7 @@ fallback: {order: [think, small]}
 def middleware(endpoint, policy=POLICY, **models):
     models = models or {"think": FakeTierModel(tier="think"), "small": FakeTierModel(tier="small")}
     mw = EfficiencyMiddleware(parse_policy(policy, env={}), models=models)
-    mw.runner.complete_fn = endpoint
+    mw.procedure.complete_fn = endpoint
     return mw
 
 
@@ -71,7 +71,7 @@ def test_probe_answer_mode_makes_no_answer_call():
     endpoint = FakeEndpoint(probes=("42", "42"))
     mw = middleware(endpoint, POLICY.replace("probe_tokens: 4}", "probe_tokens: 4, answer: probe}"))
     node = EfficiencyNode(mw.policy, models=mw.models)
-    node.runner.complete_fn = endpoint
+    node.procedure.complete_fn = endpoint
     out = node.invoke({"messages": [HumanMessage("What is 6 * 7?")]})
     assert out["messages"][-1].content == "42"
     assert [r.kind for r in node.ledger.records()] == ["model", "probe", "model", "probe"]

@@ -14,10 +14,10 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from effagent import EndpointError, parse_policy
-from effagent.integrations.chat_models import BUDGET_KWARG, BudgetForcingChatModel, models_for, split_budget
+from effagent.integrations.chat_models import BudgetForcingChatModel, models_for
 from effagent.llm import budget_forcing as bf
 from effagent.llm import client
-from effagent.llm.budget_forcing import budget_forced_complete, close_prefix, thinking_call_settings
+from effagent.llm.budget_forcing import budget_forced_complete, close_prefix
 from effagent.llm.client import (
     Completion,
     EndpointRejected,
@@ -30,6 +30,8 @@ from effagent.llm.client import (
 )
 from effagent.llm.tokens import ServerTokenCounter, TokenizeUnavailable, reasoning_counter_for, root_url
 from effagent.policy import Tier
+from effagent.request import FORCED_BUDGET_ARG as BUDGET_KWARG
+from effagent.request import thinking_chunk_settings
 from tests.fakes.completions import FakeCompletions
 from tests.fakes.servers import FakeServer, fake_server
 
@@ -253,8 +255,8 @@ GOV_SETTINGS = {"max_tokens": 100, "temperature": 0.0,
                 "extra_body": {"chat_template_kwargs": {"enable_thinking": True}, "thinking_token_budget": 99}}
 
 
-def test_thinking_call_settings() -> None:
-    s = thinking_call_settings(THINK_TIER, GOV_SETTINGS, budget=16)
+def test_thinking_chunk_settings() -> None:
+    s = thinking_chunk_settings(THINK_TIER, GOV_SETTINGS, 16)
     assert s["max_tokens"] == 16 and s["temperature"] == 0.0
     assert s["extra_body"] == {"chat_template_kwargs": {"enable_thinking": True}}
 
@@ -333,12 +335,6 @@ def test_auto_mode_falls_back_to_completions_after_a_400(fake: FakeServer) -> No
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression."""
     return expression
-
-
-def test_split_budget_reads_every_place() -> None:
-    assert split_budget({BUDGET_KWARG: 5, "max_tokens": 9}) == ({"max_tokens": 9}, 5)
-    assert split_budget({"extra_body": {"thinking_token_budget": 7, "a": 1}}) == ({"extra_body": {"a": 1}}, 7)
-    assert split_budget({"max_tokens": 9}) == ({"max_tokens": 9}, None)
 
 
 def test_wrapper_forces_and_passes_tools(fake: FakeServer) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from effagent import parse_policy
-from effagent.difficulty.base import Message, Step, ToolCall
 from effagent.difficulty.probe import (
     SIG_ERROR,
     SIG_INPUT,
@@ -22,12 +21,13 @@ from effagent.difficulty.probe import (
     LogprobProbeEstimator,
     answer_confidence,
     confidence_from_logprobs,
-    probe_settings,
     should_escalate,
     to_openai_messages,
 )
 from effagent.llm.client import Completion, EndpointRejected, EndpointUnavailable
 from effagent.policy import Tier
+from effagent.records import Message, Step, ToolCall
+from effagent.request import probe_settings
 from tests.fakes.completions import FakeComplete
 
 SURE = [math.log(0.95)] * 8

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from effagent import InMemoryLedger, parse_policy
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.observe import NullObserver
+from effagent.report import fmt_int, fmt_usd, load, register, summary
 from effagent.telemetry import OTelObserver, observer_from_policy, split_model
 from effagent.telemetry.exporters import (
     JsonlFileSpanExporter,
@@ -29,7 +30,6 @@ from effagent.telemetry.exporters import (
     read_spans,
 )
 from effagent.telemetry.metrics import DURATION_BUCKETS, TOKEN_BUCKETS
-from effagent.report import fmt_int, fmt_usd, load, register, summary
 from tests.fakes import FakeTierModel, ai, call
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -259,7 +259,7 @@ def test_content_passed_without_opt_in_is_dropped(otel):
 
     gov = Governor(pol, observer=obs)
     run = gov.start_run()
-    from effagent.difficulty.base import Message, Step
+    from effagent.records import Message, Step
 
     d = gov.plan(Step(messages=[Message(role="user", content="hi")]), run)
     gov.account(run, None, d, tier=d.tier, input_tokens=3, output_tokens=2,
@@ -579,8 +579,8 @@ def test_langgraph_node_is_traced_the_same(otel, mode):
 
 
 def test_probe_and_sample_calls_get_child_spans(otel):
-    from effagent.difficulty.base import Message, Step
     from effagent.governor import Governor
+    from effagent.records import Message, Step
 
     tp, mp, exporter, _ = otel
     pol = make_policy()

@@ -1,5 +1,5 @@
-"""Early exit of thinking on a tier's endpoint: the lever (:mod:`effagent.levers.early_exit`) driven through
-:func:`effagent.llm.client.complete`.
+"""Early exit of thinking, run as chunked calls on a tier's endpoint: the lever
+(:mod:`effagent.levers.early_exit`) driven through :func:`effagent.llm.client.complete`.
 
 Thinking chunks and probes continue one partial assistant turn (``continue_final_message`` on vLLM's chat
 endpoint): the turn opens with the tier's ``thinking.think_prefix``, then the reasoning so far, then (probe)
@@ -25,10 +25,11 @@ from effagent.levers.early_exit import (
     continuation_callables,
     early_exit,
 )
-from effagent.llm.budget_forcing import continue_message, thinking_call_settings
+from effagent.llm.budget_forcing import continue_message
 from effagent.llm.client import THINK_CLOSE, complete
 from effagent.llm.client import Completion as ServerCompletion
 from effagent.policy import Tier
+from effagent.request import thinking_chunk_settings
 
 CompleteFn = Callable[..., list[ServerCompletion]]
 Role = Literal["think", "probe", "answer"]
@@ -48,7 +49,7 @@ def run_on_tier(tier: Tier, messages: Sequence[Mapping[str, Any]], cfg: EarlyExi
 
     def call(turn: list[dict[str, str]], k: int) -> ServerCompletion:
         # thinking on, continuing the partial turn, at most k tokens (budget forcing's first-call settings)
-        settings = thinking_call_settings(tier, {"extra_body": {**tier.extra_body, **CONTINUE_BODY}}, k)
+        settings = thinking_chunk_settings(tier, {"extra_body": CONTINUE_BODY}, k)
         got = complete_fn(tier, turn, settings=settings, seed=seed)[0]
         if on_call is not None:
             on_call(role[0], got)

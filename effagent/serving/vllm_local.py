@@ -69,6 +69,12 @@ HOME_ENV = "EFFAGENT_VLLM_HOME"
 REASONING_PARSER = "deepseek_v3"
 REASONING_CONFIG: dict[str, str] = {"reasoning_start_str": "<think>", "reasoning_end_str": "</think>"}
 DEFAULT_READY_TIMEOUT_S = 600.0
+# vLLM's CPU backend binds its engine worker's OpenMP threads; with the default `auto` every server on a small
+# machine picks the same core (2 cores: worker on core 0, core 1 "reserved"), so two servers side by side
+# starve each other. The launcher gives each server it starts a core of its own through this variable
+# (left alone when the environment sets it), recorded in BINDINGS_FILE_NAME under the cache folder.
+BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+BINDINGS_FILE_NAME = "cpu-bindings.json"
 DEFAULT_STOP_GRACE_S = 15.0
 
 Log = Callable[[str], None]
@@ -123,6 +129,10 @@ class Layout:
     @property
     def lock_file(self) -> Path:
         return self.home / ".lock"
+
+    @property
+    def bindings_file(self) -> Path:
+        return self.home / BINDINGS_FILE_NAME
 
 
 def layout(home: Path | None = None) -> Layout:
@@ -241,6 +251,8 @@ def _build_venv(lay: Layout, *, log: Log, run: Runner) -> None:
 # ChatML as in SmolLM2's own template; the assistant turn opens a thinking block when `enable_thinking` is
 # true. A bare "<think>\n" makes this tiny model stop at once (the added token means nothing to it), so the
 # block starts with a short lead-in. Earlier assistant turns are replayed without their reasoning.
+#: what the bundled model's chat template writes when a thinking turn opens (a tier's `thinking.think_prefix`)
+THINK_PREFIX = "<think>\nLet me think step by step.\n"
 THINKING_CHAT_TEMPLATE = (
     "{%- if not messages or messages[0]['role'] != 'system' -%}"
     "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, "
@@ -448,8 +460,12 @@ def server_command(
     ]  # fmt: skip
 
 
-def server_env(kv_cache_gb: int) -> dict[str, str]:
+def server_env(kv_cache_gb: int, core: int | None = None) -> dict[str, str]:
+    """The server's environment: offline, no usage stats, the KV cache size, and (``core``) the one CPU core its
+    engine worker's threads are bound to."""
     env = dict(os.environ)
+    if core is not None:
+        env[BIND_ENV] = str(core)
     for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):  # the project venv must not leak into vLLM's
         env.pop(key, None)
     env.update(
@@ -555,6 +571,62 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------------ CPU cores
+
+
+def allowed_cpus() -> list[int]:
+    """The CPU ids this process may run on (its affinity mask), sorted."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def _bindings(lay: Layout) -> Iterator[dict[str, dict[str, int]]]:
+    """The recorded core of each server (``{port: {"core", "pid"}}``), live ones only, under a lock of its own
+    (provisioning holds the main lock for minutes); written back when the block ends."""
+    lay.home.mkdir(parents=True, exist_ok=True)
+    with open(lay.home / ".bindings.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            recorded = json.loads(lay.bindings_file.read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        live = {port: b for port, b in recorded.items()
+                if isinstance(b, dict) and isinstance(b.get("pid"), int) and pid_alive(b["pid"])}
+        yield live
+        tmp = lay.bindings_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(live, indent=2) + "\n")
+        tmp.replace(lay.bindings_file)
+
+
+def claim_core(lay: Layout, port: int, pid: int) -> int | None:
+    """A core for the engine worker of the server about to start on ``port``: one no other live server of this
+    cache folder holds (the least held when all are), recorded with ``pid`` until :func:`release_core`.
+    None with a single allowed CPU (nothing to spread)."""
+    cpus = allowed_cpus()
+    if len(cpus) < 2:
+        return None
+    with _bindings(lay) as live:
+        held = [b["core"] for b in live.values()]
+        core = min(cpus, key=lambda c: (held.count(c), cpus.index(c)))
+        live[str(port)] = {"core": core, "pid": pid}
+    return core
+
+
+def record_core_owner(lay: Layout, port: int, pid: int) -> None:
+    """Hand the claim for ``port`` to the server process (it outlives the launcher with ``serve --daemon``)."""
+    with _bindings(lay) as live:
+        if str(port) in live:
+            live[str(port)]["pid"] = pid
+
+
+def release_core(lay: Layout, port: int) -> None:
+    with _bindings(lay) as live:
+        live.pop(str(port), None)
+
+
 # ---------------------------------------------------------------------------------------- state file
 
 
@@ -649,6 +721,7 @@ class LocalVLLM:
         self.process: subprocess.Popen[bytes] | None = None
         self.source: str = ""  # "env", "state" or "started"
         self.ready_seconds: float | None = None  # start-to-ready time of a server started here
+        self._core_port: int | None = None  # port whose CPU-core claim this object holds
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -676,11 +749,15 @@ class LocalVLLM:
             stop_process_group(proc.pid, self.stop_grace, log=self._log, proc=proc)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        if self._core_port is not None:
+            release_core(self.layout, self._core_port)
+            self._core_port = None
         self.base_url = ""
 
     def detach(self) -> None:
-        """Forget the process without stopping it (``serve --daemon``)."""
+        """Forget the process without stopping it (``serve --daemon``); its core stays claimed while it runs."""
         self.process = None
+        self._core_port = None
 
     def state(self) -> ServerState:
         assert self.process is not None, "state() is only meaningful for a server this object started"
@@ -754,19 +831,33 @@ class LocalVLLM:
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.layout.logs / f"server-{port}.log"
         cmd = server_command(python, model_dir, names, port, self.max_model_len, self.enforce_eager)
-        self._log(f"starting vLLM on {LOOPBACK}:{port} serving {', '.join(names)}; log: {log_path}")
+        core = None
+        if not os.environ.get(BIND_ENV):
+            core = claim_core(self.layout, port, os.getpid())
+            self._core_port = port
+        binding = (f"engine worker on CPU core {core}" if core is not None
+                   else f"{BIND_ENV}={os.environ.get(BIND_ENV, 'auto')}")
+        self._log(f"starting vLLM on {LOOPBACK}:{port} serving {', '.join(names)} ({binding}); log: {log_path}")
         started = time.monotonic()
-        with open(log_path, "w") as log_file:
-            log_file.write(f"$ {' '.join(cmd)}\n")
-            log_file.flush()
-            self.process = subprocess.Popen(
-                cmd,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=server_env(self.kv_cache_gb),
-                start_new_session=True,  # own process group: stop() signals the whole tree
-            )
+        try:
+            with open(log_path, "w") as log_file:
+                log_file.write(f"$ {' '.join(cmd)}\n")
+                log_file.flush()
+                self.process = subprocess.Popen(
+                    cmd,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=server_env(self.kv_cache_gb, core),
+                    start_new_session=True,  # own process group: stop() signals the whole tree
+                )
+        except BaseException:
+            if core is not None:
+                release_core(self.layout, port)
+                self._core_port = None
+            raise
+        if core is not None:
+            record_core_owner(self.layout, port, self.process.pid)
         self.port, self.log_path, self.source = port, log_path, "started"
         atexit.register(self.stop)  # never leave a server behind, even without __exit__
         base_url = f"http://{LOOPBACK}:{port}/v1"
@@ -882,6 +973,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     else:
         print(f"vLLM server pid {state.pid} was not running; removed the stale state file")
     _forget_state(lay, state.pid)
+    release_core(lay, state.port)
     return 0
 
 

@@ -401,3 +401,66 @@ def test_serve_stops_the_server_group_on_sigterm(home: Path, tmp_path: Path, whe
     assert "SIGTERM" in err
     _wait_for(lambda: not _running(server_pid) and not _running(worker_pid), 10, "the server group to be gone")
     assert not lay.state_file.exists()
+
+
+# ------------------------------------------------------------------------- one core per server
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_servers_side_by_side_get_a_core_each(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's `auto` binding puts every server's engine worker on the same core of a small machine; the
+    launcher binds each server it starts to a core no other live server holds, and frees it on stop."""
+    lay = _fake_prepared_home(home, tmp_path)
+    monkeypatch.setenv("FAKE_VLLM_PIDS", str(tmp_path / "pids"))
+    monkeypatch.delenv(vl.BIND_ENV, raising=False)
+    monkeypatch.setattr(vl, "allowed_cpus", lambda: [0, 1])
+    servers: list[vl.LocalVLLM] = []
+
+    def start() -> vl.LocalVLLM:
+        srv = vl.LocalVLLM(home=home, reuse=False, ready_timeout=30, log=lambda _m: None).start()
+        servers.append(srv)
+        return srv
+
+    try:
+        a, b = start(), start()
+        assert a.process is not None and b.process is not None
+        core_a, core_b = (_env_of(s.process.pid)[vl.BIND_ENV] for s in (a, b))
+        assert {core_a, core_b} == {"0", "1"}
+        recorded = json.loads(lay.bindings_file.read_text())
+        assert {(v["core"], v["pid"]) for v in recorded.values()} == {
+            (int(core_a), a.process.pid), (int(core_b), b.process.pid)}
+        a.stop()
+        c = start()  # the core a held is free again
+        assert c.process is not None and _env_of(c.process.pid)[vl.BIND_ENV] == core_a
+    finally:
+        for s in servers:
+            s.stop()
+    assert json.loads(lay.bindings_file.read_text()) == {}
+
+
+def test_a_binding_set_in_the_environment_is_left_alone(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lay = _fake_prepared_home(home, tmp_path)
+    monkeypatch.setenv("FAKE_VLLM_PIDS", str(tmp_path / "pids"))
+    monkeypatch.setenv(vl.BIND_ENV, "nobind")
+    with vl.LocalVLLM(home=home, reuse=False, ready_timeout=30, log=lambda _m: None) as srv:
+        assert srv.process is not None and _env_of(srv.process.pid)[vl.BIND_ENV] == "nobind"
+        assert not lay.bindings_file.exists()
+
+
+def test_a_dead_servers_core_is_not_held(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vl, "allowed_cpus", lambda: [0, 1])
+    lay = vl.layout(home)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lay.home.mkdir(parents=True)
+    lay.bindings_file.write_text(json.dumps({"1234": {"core": 0, "pid": dead.pid},
+                                             "1235": {"core": 1, "pid": os.getpid()}}))
+    assert vl.claim_core(lay, 1236, os.getpid()) == 0  # core 1 is held by a live process, core 0's holder died
+    monkeypatch.setattr(vl, "allowed_cpus", lambda: [0])
+    assert vl.claim_core(lay, 1237, os.getpid()) is None  # one CPU: nothing to spread, vLLM's `auto` decides

@@ -315,9 +315,8 @@ class StepProcedure:
         """Chunked thinking with answer probes on the tier's endpoint; every call is accounted as it returns.
         The answer is never empty: when the written answer comes back empty, the agreeing probes' answer
         stands in for it."""
-        from effagent.levers.early_exit import EarlyExitConfig
+        from effagent.levers.early_exit import EarlyExitConfig, run_on_tier
         from effagent.levers.loopguard import check_reasoning
-        from effagent.llm.chunked_thinking import run_on_tier
 
         d, policy = ctx.decision, self.governor.policy
         assert d.early_exit is not None  # exits_early checked it

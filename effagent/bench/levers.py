@@ -17,7 +17,6 @@ LangChain middleware) by module name at run time, so the core never imports them
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from effagent.levers import answers, consistency, early_exit
+from effagent.serving.vllm_local import THINK_PREFIX
 
 SC_PROMPTS: tuple[str, ...] = (  # short questions the tiny local model answers fairly consistently
     "What is 2 + 2? Answer with just the number.",
@@ -207,7 +207,8 @@ def early_exit_callables(chat: Chat, q: str, seed: int, probe_tokens: int
     def call(messages: list[dict[str, str]], k: int) -> Out:
         return chat.call(messages, model=chat.think, max_tokens=k, seed=seed, extra=thinking_body(**CONTINUE))[0]
 
-    return early_exit.continuation_callables(call, [{"role": "user", "content": q}], probe_tokens=probe_tokens)
+    return early_exit.continuation_callables(call, [{"role": "user", "content": q}], probe_tokens=probe_tokens,
+                                             think_prefix=THINK_PREFIX)
 
 
 def bench_early_exit(chat: Chat, qs: Sequence[str], base: Sequence[Out], cfg: early_exit.EarlyExitConfig, seed: int,
@@ -288,16 +289,17 @@ loop_guard: {{enabled: {enabled}, max_repeated_tool_calls: {repeats}}}
 
 def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
     """A create_agent graph whose model calls ``lookup(q='same')`` forever; guard on vs off."""
-    lc_models = importlib.import_module("langchain_core.language_models")
-    lc_messages = importlib.import_module("langchain_core.messages")
-    lc_outputs = importlib.import_module("langchain_core.outputs")
-    lc_tools = importlib.import_module("langchain_core.tools")
-    agents = importlib.import_module("langchain.agents")
-    lg_errors = importlib.import_module("langgraph.errors")
-    mw_mod = importlib.import_module("effagent.integrations.langchain")
-    from effagent import InMemoryLedger, parse_policy
+    from langchain.agents import create_agent
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from langchain_core.tools import tool as as_tool
+    from langgraph.errors import GraphRecursionError
 
-    class Looper(lc_models.BaseChatModel):  # type: ignore[misc,name-defined]
+    from effagent import InMemoryLedger, parse_policy
+    from effagent.integrations.langchain import EfficiencyMiddleware
+
+    class Looper(BaseChatModel):
         """Always asks for the same tool call; usage grows with the conversation like a real model's."""
 
         @property
@@ -310,32 +312,32 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
         def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
             inp = 40 + 25 * len(messages)
             if final_cue in str(messages[-1].content):  # effagent's finalize call: answer, no tools
-                msg = lc_messages.AIMessage(content="best answer: unknown (stopped)", usage_metadata={
+                msg = AIMessage(content="best answer: unknown (stopped)", usage_metadata={
                     "input_tokens": inp, "output_tokens": 12, "total_tokens": inp + 12})
             else:
-                msg = lc_messages.AIMessage(content="", tool_calls=[
+                msg = AIMessage(content="", tool_calls=[
                     {"name": "lookup", "args": {"q": "same"}, "id": f"c{len(messages)}", "type": "tool_call"}],
                     usage_metadata={"input_tokens": inp, "output_tokens": 20, "total_tokens": inp + 20})
-            return lc_outputs.ChatResult(generations=[lc_outputs.ChatGeneration(message=msg)])
+            return ChatResult(generations=[ChatGeneration(message=msg)])
 
     def lookup(q: str) -> str:
         """Look something up."""
         return "no new information"
 
-    tool = lc_tools.tool(lookup)
+    tool = as_tool(lookup)
     final_cue = parse_policy(_LOOP_POLICY.format(enabled="true", repeats=repeats), env={}).budgets.finalize.instruction
     results = {}
     for enabled in (True, False):
         pol = parse_policy(_LOOP_POLICY.format(enabled=str(enabled).lower(), repeats=repeats), env={})
         model = Looper()
         ledger = InMemoryLedger()
-        mw = mw_mod.EfficiencyMiddleware(pol, models={"small": model}, ledger=ledger)
-        agent = agents.create_agent(mw.default_model, tools=[tool], middleware=[mw])
+        mw = EfficiencyMiddleware(pol, models={"small": model}, ledger=ledger)
+        agent = create_agent(mw.default_model, tools=[tool], middleware=[mw])
         stopped_by = "guard"
         try:
-            agent.invoke({"messages": [lc_messages.HumanMessage("Find the answer with the lookup tool.")]},
+            agent.invoke({"messages": [HumanMessage("Find the answer with the lookup tool.")]},
                          {"recursion_limit": recursion_limit})
-        except lg_errors.GraphRecursionError:
+        except GraphRecursionError:
             stopped_by = f"recursion_limit={recursion_limit}"
         recs = ledger.records()
         tot = ledger.total()
@@ -359,8 +361,9 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
 def _server(url: str | None) -> tuple[str, list[str], Any]:
     if url:
         os.environ["EFFAGENT_VLLM_URL"] = url
-    vllm_local = importlib.import_module("effagent.serving.vllm_local")
-    srv = vllm_local.LocalVLLM()
+    from effagent.serving.vllm_local import LocalVLLM
+
+    srv = LocalVLLM()
     srv.start()
     return srv.base_url, list(srv.names), srv
 

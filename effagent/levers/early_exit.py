@@ -6,24 +6,29 @@ extractable, unhedged answer, thinking stops and that answer is used; otherwise 
 model ends it, ``max_thinking`` tokens are spent, or the caller's ``stop_check`` (e.g. the loop guard's
 reasoning cap) says stop. Every call's usage is returned, probes as ``kind="probe"``, so the ledger counts them.
 
-Framework-free: the caller supplies the three calls.
+Framework-free: the caller supplies the three calls (:func:`early_exit`), or a tier whose server continues a
+partial assistant turn (:func:`run_on_tier`, vLLM's ``continue_final_message``).
 
 - ``think(reasoning_so_far, max_new_tokens) -> Chunk``: continue the thinking by up to that many tokens;
-- ``probe(reasoning_so_far) -> Completion``: the text the model writes right after ``reasoning + PROBE_CUE``;
-- ``answer(reasoning, exited_early) -> Completion`` (optional): the final answer after the thinking; when it is
+- ``probe(reasoning_so_far) -> Generated``: the text the model writes right after ``reasoning + PROBE_CUE``;
+- ``answer(reasoning, exited_early) -> Generated`` (optional): the final answer after the thinking; when it is
   omitted the agreed probe (or a last probe) is the answer, which costs no extra call.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from effagent.levers.answers import Extractor, get_extractor
+from effagent.llm.budget_forcing import continue_message
+from effagent.llm.client import THINK_CLOSE, Completion, complete
+from effagent.policy import Tier
+from effagent.request import thinking_chunk_settings
 
 PROBE_CUE = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**: "
 HEDGES: tuple[str, ...] = ("wait", "hmm", "hold on", "maybe", "perhaps", "not sure", "unsure", "i think",
@@ -43,18 +48,18 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class Completion:
+class Generated:
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
 
 
 Think = Callable[[str, int], Chunk]
-Probe = Callable[[str], Completion]
-Answer = Callable[[str, bool], Completion]
+Probe = Callable[[str], Generated]
+Answer = Callable[[str, bool], Generated]
 StopCheck = Callable[[str], str | None]
 
-CallKind = Literal["model", "probe"]
+CallRole = Literal["model", "probe"]
 ExitReason = Literal["probes_agree", "finished", "max_thinking", "stop_check"]
 
 
@@ -62,7 +67,7 @@ ExitReason = Literal["probes_agree", "finished", "max_thinking", "stop_check"]
 class CallUsage:
     """One call the lever made, for the ledger (``kind`` maps to ``StepRecord.kind``)."""
 
-    kind: CallKind
+    kind: CallRole
     role: Literal["think", "probe", "answer"]
     input_tokens: int
     output_tokens: int
@@ -104,7 +109,7 @@ class EarlyExitResult:
     def exited_early(self) -> bool:
         return self.exited == "probes_agree"
 
-    def tokens(self, kind: CallKind | None = None) -> tuple[int, int]:
+    def tokens(self, kind: CallRole | None = None) -> tuple[int, int]:
         """(input, output) tokens over all calls, or over calls of one ledger kind."""
         sel = [c for c in self.calls if kind is None or c.kind == kind]
         return sum(c.input_tokens for c in sel), sum(c.output_tokens for c in sel)
@@ -209,7 +214,6 @@ def early_exit(think: Think, probe: Probe, cfg: EarlyExitConfig | None = None, *
 # ------------------------------------------------------------------------ chat-completions adapter
 
 
-THINK_PREFIX = "<think>\nLet me think step by step.\n"  # how the local think-capable template opens the turn
 CONTINUE_BODY = {"continue_final_message": True, "add_generation_prompt": False}  # vLLM: continue the last turn
 
 
@@ -227,7 +231,7 @@ ChatCall = Callable[[list[dict[str, str]], int], ChatReply]  # (messages, max_to
 
 
 def continuation_callables(call: ChatCall, messages: Sequence[dict[str, str]], *,
-                           probe_tokens: int = 16, think_prefix: str = THINK_PREFIX,
+                           think_prefix: str, probe_tokens: int = 16,
                            cue: str = PROBE_CUE) -> tuple[Think, Probe]:
     """``think`` and ``probe`` for a chat endpoint that can continue a partial assistant turn (vLLM with
     ``continue_final_message``): ``call`` must send ``CONTINUE_BODY`` and thinking on in its request body,
@@ -244,9 +248,64 @@ def continuation_callables(call: ChatCall, messages: Sequence[dict[str, str]], *
         ended = o.finish_reason == "stop" or bool(content and thought)
         return Chunk(text, o.input_tokens, o.output_tokens, finished=ended, answer=content if thought else "")
 
-    def probe(reasoning: str) -> Completion:
+    def probe(reasoning: str) -> Generated:
         o = call([*base, {"role": "assistant", "content": think_prefix + reasoning.rstrip() + "\n" + cue}],
                  probe_tokens)
-        return Completion(((o.reasoning or "") + (o.content or "")).strip(), o.input_tokens, o.output_tokens)
+        return Generated(((o.reasoning or "") + (o.content or "")).strip(), o.input_tokens, o.output_tokens)
 
     return think, probe
+
+
+# ------------------------------------------------------------------------ on a tier's endpoint
+
+CompleteFn = Callable[..., list[Completion]]
+Role = Literal["think", "probe", "answer"]
+OnCall = Callable[[Role, Completion], None]
+
+
+def run_on_tier(tier: Tier, messages: Sequence[Mapping[str, Any]], cfg: EarlyExitConfig, *, max_tokens: int,
+                answer: Literal["write", "probe"] = "write", seed: int | None = None,
+                stop_check: StopCheck | None = None, on_call: OnCall | None = None,
+                complete_fn: CompleteFn = complete) -> EarlyExitResult:
+    """Answer ``messages`` on ``tier`` with early exit. ``max_tokens`` bounds thinking + probes' answer room:
+    thinking stops at ``cfg.max_thinking``; a written answer gets what is left of ``max_tokens`` (at least
+    ``cfg.probe_tokens``). Raises the endpoint error of a failing call (calls made before it were reported)."""
+    msgs = [dict(m) for m in messages]
+    role: list[Role] = ["think"]  # what the next call is, for on_call
+    thought = [0]  # thinking tokens spent so far
+
+    def call(turn: list[dict[str, str]], k: int) -> Completion:
+        # thinking on, continuing the partial turn, at most k tokens (budget forcing's first-call settings)
+        settings = thinking_chunk_settings(tier, {"extra_body": CONTINUE_BODY}, k)
+        got = complete_fn(tier, turn, settings=settings, seed=seed)[0]
+        if on_call is not None:
+            on_call(role[0], got)
+        return got
+
+    think_c, probe_c = continuation_callables(call, msgs, probe_tokens=cfg.probe_tokens,
+                                              think_prefix=tier.thinking.think_prefix)
+
+    def think(reasoning: str, k: int) -> Chunk:
+        role[0] = "think"
+        chunk = think_c(reasoning, k)
+        thought[0] += chunk.output_tokens
+        return chunk
+
+    def probe(reasoning: str) -> Generated:
+        role[0] = "probe"
+        return probe_c(reasoning)
+
+    def write(reasoning: str, early: bool) -> Generated:
+        # the thinking closed, the answer continues the turn: budget forcing's continuation (chat
+        # continuation, or the server-rendered prompt on /v1/completions where the chat template drops
+        # closed thinking blocks from assistant turns)
+        room = max(cfg.probe_tokens, max_tokens - thought[0])
+        o, _ = continue_message(tier, msgs, f"{reasoning.rstrip()}\n{THINK_CLOSE}\n\n",
+                                settings={"extra_body": dict(tier.extra_body)}, max_tokens=room, seed=seed,
+                                complete_fn=complete_fn)
+        if on_call is not None:
+            on_call("answer", o)
+        # without a closing tag in its own output a reasoning parser may file the answer as reasoning
+        return Generated(((o.reasoning or "") + (o.content or "")).strip(), o.input_tokens, o.output_tokens)
+
+    return early_exit(think, probe, cfg, answer=write if answer == "write" else None, stop_check=stop_check)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from effagent.levers.early_exit import Chunk, Completion
+from effagent.levers.early_exit import Chunk, Generated
 
 
 def fake_thinker(probe_answers: list[str], chunk_text: str = "step. ", finish_after: int | None = None):
@@ -20,6 +20,6 @@ def fake_thinker(probe_answers: list[str], chunk_text: str = "step. ", finish_af
 
     def probe(reasoning):
         log["probe"] += 1
-        return Completion(next(answers_, "no idea"), input_tokens=60 + len(reasoning), output_tokens=4)
+        return Generated(next(answers_, "no idea"), input_tokens=60 + len(reasoning), output_tokens=4)
 
     return think, probe, log

@@ -273,7 +273,7 @@ def test_early_exit_in_an_agent_step_costs_less_than_unbounded_thinking(vllm_ser
     """A band with early_exit: chunked thinking + probes continue one partial turn on the real server; every
     chunk and probe is a ledger record equal to the server's usage; fewer output tokens than thinking to
     max_tokens on the same prompt."""
-    from effagent.levers.early_exit import THINK_PREFIX
+    from effagent.serving.vllm_local import THINK_PREFIX
 
     def policy(extra: str) -> Any:
         return parse_policy(f"""

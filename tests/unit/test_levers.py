@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from effagent.errors import EffagentError
 from effagent.levers import answers, consistency, early_exit, loopguard
 from effagent.levers.consistency import Sample, SCConfig
-from effagent.levers.early_exit import Completion, EarlyExitConfig
+from effagent.levers.early_exit import EarlyExitConfig, Generated
 from effagent.policy import LoopGuard
+from effagent.serving.vllm_local import THINK_PREFIX
 from tests.fakes.thinking import fake_thinker
 
 # ------------------------------------------------------------------------------------------- answers
@@ -200,7 +201,7 @@ def test_early_exit_answer_callable_and_stop_check():
 
     def answer(reasoning, early):
         seen.append(early)
-        return Completion("Final: 5", 100, 6)
+        return Generated("Final: 5", 100, 6)
 
     r = early_exit.early_exit(think, probe, EarlyExitConfig(chunk=4, agree=2), answer=answer)
     assert seen == [True] and r.answer == "Final: 5" and r.calls[-1].role == "answer"
@@ -265,14 +266,15 @@ def test_continuation_callables_send_the_partial_turn():
         return SimpleNamespace(content="It is 8.", reasoning=" = 8.", input_tokens=65, output_tokens=5,
                                finish_reason="stop")
 
-    think, probe = early_exit.continuation_callables(call, [{"role": "user", "content": "3+5?"}], probe_tokens=6)
+    think, probe = early_exit.continuation_callables(call, [{"role": "user", "content": "3+5?"}], probe_tokens=6,
+                                                   think_prefix=THINK_PREFIX)
     c = think("", 4)
     assert (c.text, c.finished, c.output_tokens) == (" 3 + 5", False, 4)
     assert sent[0] == ([{"role": "user", "content": "3+5?"},
-                        {"role": "assistant", "content": early_exit.THINK_PREFIX}], 4)
+                        {"role": "assistant", "content": THINK_PREFIX}], 4)
     p = probe(c.text)
     assert p.text == "8" and sent[-1][1] == 6
-    assert sent[-1][0][-1]["content"] == early_exit.THINK_PREFIX + " 3 + 5\n" + early_exit.PROBE_CUE
+    assert sent[-1][0][-1]["content"] == THINK_PREFIX + " 3 + 5\n" + early_exit.PROBE_CUE
     c2 = think(c.text, 4)
     assert c2.finished and c2.answer == "It is 8."
 

@@ -321,3 +321,57 @@ def test_ledger_from_policy_fail_closed_and_memory_default():
 def test_password_is_not_printed():
     assert safe_url("redis://user:hunter2@host:6380/0") == "redis://user:***@host:6380/0"
     assert safe_url("redis://host:6380/0") == "redis://host:6380/0"
+
+
+class SlowRedisLedger(RedisLedger):
+    """The real Redis ledger with 0.2 s more per read and write, like a store across a slow network."""
+
+    def state(self, *args, **kwargs):
+        time.sleep(0.2)
+        return super().state(*args, **kwargs)
+
+    def record(self, rec):
+        time.sleep(0.2)
+        super().record(rec)
+
+
+@pytest.mark.redis
+async def test_an_async_agent_awaits_the_redis_ledger_without_blocking_its_event_loop(redis_url):
+    import asyncio
+
+    from langchain.agents import create_agent
+    from langchain_core.messages import HumanMessage
+
+    from effagent.integrations.langchain import EfficiencyMiddleware
+    from effagent.observe import NullObserver
+    from tests.fakes import FakeTierModel, ai
+
+    policy = parse_policy("""
+tiers:
+  small: {model: openai/small, price: {input_per_mtok: 1, output_per_mtok: 2}}
+bands:
+  - {name: all, min: 0.0, max: 1.0, tier: small}
+""", env={})
+    ledger = SlowRedisLedger(redis_url, key_prefix=unique_prefix("async"))
+    small = FakeTierModel(tier="small", script=[ai("4", input_tokens=12, output_tokens=3)])
+    mw = EfficiencyMiddleware(policy, models={"small": small}, ledger=ledger, observer=NullObserver())
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        result = await agent.ainvoke({"messages": [HumanMessage("What is 2 + 2?")]})
+    finally:
+        tick.cancel()
+    assert result["messages"][-1].content == "4"
+    total = ledger.total()  # read back from Redis
+    assert (total.input_tokens, total.output_tokens, total.calls) == (12, 3, 1)
+    assert len(gaps) >= 20 and max(gaps) < 0.15, f"the event loop stalled for {max(gaps):.3f}s on the ledger"

@@ -1,0 +1,149 @@
+"""The step procedure (effagent/step.py) on fake endpoints: which errors move a step to the next tier, what
+each call costs in the ledger, and that the async driver awaits the ledger instead of blocking on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage
+
+from effagent import EndpointError, InMemoryLedger, parse_policy
+from effagent.governor import Governor
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.observe import NullObserver
+from effagent.records import Step
+from effagent.request import TierRequest
+from effagent.step import Reply, StepProcedure
+from tests.fakes import FakeTierModel, ai
+
+POLICY = """
+tiers:
+  small: {model: openai/small, price: {input_per_mtok: 1, output_per_mtok: 2}}
+  large: {model: openai/large, price: {input_per_mtok: 10, output_per_mtok: 20}}
+bands:
+  - {name: all, min: 0.0, max: 1.0, tier: large}
+fallback: {order: [large, small]}
+"""
+
+
+class FakeEndpoint:
+    """A fake :class:`effagent.step.Endpoint`: each tier answers from ``answers`` or raises its error."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.calls: list[TierRequest] = []
+
+    def call(self, request: TierRequest) -> Reply:
+        self.calls.append(request)
+        got = self.answers[request.tier]
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    async def acall(self, request: TierRequest) -> Reply:
+        return self.call(request)
+
+    def read(self, result: Reply) -> Reply:
+        return result
+
+    def tag(self, result: Reply, meta: dict[str, Any], final_note: str | None) -> None:
+        self.meta = meta
+
+    def conversation(self) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": "q"}]
+
+    def wrap(self, reply: Reply) -> Reply:
+        return reply
+
+
+def procedure() -> StepProcedure:
+    return StepProcedure(Governor(parse_policy(POLICY, env={}), ledger=InMemoryLedger(), observer=NullObserver()))
+
+
+def test_an_endpoint_failure_moves_the_step_to_the_next_tier_and_is_recorded():
+    proc = procedure()
+    ctx = proc.plan(Step.from_prompt("What is 2 + 2?"), "run", None, None)
+    answer = Reply(text="4", input_tokens=7, output_tokens=1)
+    out = proc.run(ctx, FakeEndpoint({"large": ConnectionError("refused"), "small": answer}))
+    assert out.result is answer
+    recs = proc.governor.ledger.records("run")
+    assert [(r.tier, r.ok) for r in recs] == [("large", False), ("small", True)]
+    assert "ConnectionError" in (recs[0].error or "")
+    assert out.thread_total.input_tokens == 7 and out.thread_total.cost_usd == pytest.approx((7 * 1 + 1 * 2) / 1e6)
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), KeyError("tier"), AttributeError("x")])
+def test_a_bug_in_the_model_call_surfaces_as_itself_not_as_a_dead_tier(bug):
+    proc = procedure()
+    ctx = proc.plan(Step.from_prompt("q"), "run", None, None)
+    endpoint = FakeEndpoint({"large": bug, "small": Reply(text="fallback")})
+    with pytest.raises(type(bug)):
+        proc.run(ctx, endpoint)
+    assert [r.tier for r in endpoint.calls] == ["large"]  # no fallback was tried
+    assert proc.governor.ledger.records("run") == []  # and no failed call was recorded
+
+
+def test_a_bug_in_effagents_own_step_code_surfaces_as_itself(monkeypatch):
+    """Inside a create_agent agent: an error in effagent's accounting is not a failed endpoint."""
+    small, large = FakeTierModel(tier="small", script=[ai("4")]), FakeTierModel(tier="large", script=[ai("4")])
+    mw = EfficiencyMiddleware(parse_policy(POLICY, env={}), models={"small": small, "large": large},
+                              observer=NullObserver())
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a bug in effagent's accounting")
+
+    monkeypatch.setattr(mw.procedure, "_account", broken)
+    agent = create_agent(mw.default_model, tools=[], middleware=[mw])
+    with pytest.raises(TypeError, match="a bug in effagent's accounting"):
+        agent.invoke({"messages": [HumanMessage("What is 2 + 2?")]})
+    assert len(large.calls) == 1 and small.calls == []  # the large tier answered; nothing fell back
+
+
+def test_every_tier_failing_is_an_endpoint_error_naming_each_attempt():
+    proc = procedure()
+    ctx = proc.plan(Step.from_prompt("q"), "run", None, None)
+    with pytest.raises(EndpointError, match=r"large: ConnectionError.*small: TimeoutError"):
+        proc.run(ctx, FakeEndpoint({"large": ConnectionError("down"), "small": TimeoutError("slow")}))
+
+
+class SlowLedger(InMemoryLedger):
+    """A fake ledger that takes ``delay`` seconds a call, like a store across a network."""
+
+    blocking_io = True  # its calls wait, so the async face runs them off the event loop
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def state(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay)
+        return super().state(*args, **kwargs)
+
+    def record(self, rec: Any) -> None:
+        time.sleep(self.delay)
+        super().record(rec)
+
+
+async def test_the_async_driver_keeps_the_event_loop_free_while_the_ledger_waits():
+    gov = Governor(parse_policy(POLICY, env={}), ledger=SlowLedger(0.2), observer=NullObserver())
+    proc = StepProcedure(gov)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    ctx = await proc.aplan(Step.from_prompt("q"), "run", None, None)
+    out = await proc.arun(ctx, FakeEndpoint({"large": Reply(text="a", input_tokens=3, output_tokens=1)}))
+    tick.cancel()
+    assert out.thread_total.calls == 1
+    assert len(gaps) >= 20 and max(gaps) < 0.15, f"the loop stalled for {max(gaps):.3f}s"

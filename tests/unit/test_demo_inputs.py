@@ -5,7 +5,9 @@ ends the demo."""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -33,8 +35,17 @@ def test_demo_inputs_are_package_data():
     assert len(tasks) >= 4 and all(t.question and t.answer for t in tasks)
     assert corpus and all(isinstance(v, str) for v in corpus.values())
     assert len(demo.load_tasks(limit=2)) == 2
-    data = (ROOT / "pyproject.toml").read_text()
-    assert '"policies/*.yaml"' in data and '"demo_data/*.jsonl"' in data and '"demo_data/*.json"' in data
+
+
+def test_every_data_file_of_the_package_is_declared_package_data():
+    """A file under effagent/ that no package-data pattern matches is left out of a wheel: the demo, the
+    shipped policies or the estimator would then work from a checkout and fail after `pip install`."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["effagent"]
+    files = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*")
+             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert any(f.startswith("policies/") for f in files) and any(f.startswith("demo_data/") for f in files)
+    undeclared = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert not undeclared, f"add these to [tool.setuptools.package-data] in pyproject.toml: {undeclared}"
 
 
 def test_demo_policy_option_takes_a_shipped_name_or_a_file(tmp_path):
@@ -52,8 +63,10 @@ def test_demo_policy_option_takes_a_shipped_name_or_a_file(tmp_path):
 def test_no_second_copy_of_a_shipped_policy_and_no_dangling_reference():
     """examples/ and the docs point at effagent/policies; a copy elsewhere would drift from it."""
     shipped = {p.read_text() for p in (PKG / "policies").glob("*.yaml")}
+    skip = {"build", "dist", "effagent-out", "node_modules"}  # build outputs hold copies of the package
     for path in ROOT.glob("**/*.yaml"):
-        if ".venv" in path.parts or path.parent == PKG / "policies" or "effagent-out" in path.parts:
+        parts = path.relative_to(ROOT).parts
+        if path.parent == PKG / "policies" or skip & set(parts) or any(p.startswith(".") for p in parts):
             continue
         assert path.read_text() not in shipped, f"{path} duplicates a shipped policy; point at effagent/policies"
     texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").glob("*"),

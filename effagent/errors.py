@@ -1,4 +1,28 @@
-"""Errors a user can cause, each with a message that says what to change."""
+"""Every error effagent raises on purpose, each with a message that says what to change.
+
+```
+Exception
+└── EffagentError                      anything effagent raises on purpose (the CLI prints it, exit 2)
+    ├── PolicyError                    the policy file is invalid: .problems, one PATH:LINE:COL line each
+    ├── UnknownTierError               a tier name the policy does not define
+    ├── BudgetExceeded                 a run/thread/team budget is spent and on_exhausted is "error"
+    ├── EndpointError                  no tier could answer a step: .attempts
+    │   └── EndpointCallError          one call to one tier failed: .model, .api_base, .status, .retriable
+    │       ├── EndpointUnavailable    unreachable, timeout, 5xx, malformed body (retried, then next tier)
+    │       └── EndpointRejected       4xx: the request or the tier's settings must change
+    ├── MalformedResponse              a body that is not a chat completion (also a ValueError)
+    ├── TokenizeUnavailable            the server has no /tokenize (reasoning tokens are then not counted)
+    ├── LedgerUnavailable              the shared ledger store is down and the policy fails closed
+    ├── ServiceError                   a local service of the launchers (vLLM test bed, Phoenix)
+    │   ├── ProvisionError             its environment or model could not be prepared
+    │   ├── ServiceStartError          it exited while starting, did not answer in time, or its port is taken
+    │   └── ServiceUnreachableError    a server to reuse does not answer
+    └── MissingExtraError              an optional dependency is missing: names the extra to install
+```
+Only :class:`EndpointError` and its subclasses (with the client libraries' own connection, timeout and HTTP
+errors: :func:`effagent.llm.client.is_endpoint_failure`) move a step to the next tier; every other error
+surfaces as itself.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +67,50 @@ class EndpointError(EffagentError):
             + "; ".join(attempts)
             + ". Check that the servers in the policy's tiers are running and reachable."
         )
+
+
+class EndpointCallError(EndpointError):
+    """A call to one tier's endpoint failed; ``retriable`` says whether it was a transient kind."""
+
+    retriable = False
+
+    def __init__(self, model: str, api_base: str | None, detail: str, *, status: int | None = None,
+                 attempts: int = 1) -> None:
+        self.model = model
+        self.api_base = api_base
+        self.detail = detail
+        self.status = status
+        self.tries = attempts
+        self.attempts = [f"{model} @ {api_base or 'default endpoint'}: {detail}"]
+        Exception.__init__(self, self._message())
+
+    def _message(self) -> str:
+        where = f"{self.model} at {self.api_base or 'its default endpoint'}"
+        return f"{where} failed after {self.tries} attempt(s): {self.detail}"
+
+
+class EndpointUnavailable(EndpointCallError):
+    """Unreachable, timed out, 5xx or a malformed body, after every retry: check the server is up."""
+
+    retriable = True
+
+    def _message(self) -> str:
+        return super()._message() + ". Check that the server is running and reachable (tier api_base)."
+
+
+class EndpointRejected(EndpointCallError):
+    """The server refused the request (4xx): not retried; the request or the tier's settings must change."""
+
+    def _message(self) -> str:
+        return super()._message() + ". The server rejected the request: check the tier's model name and settings."
+
+
+class MalformedResponse(EffagentError, ValueError):
+    """A body that is not a chat completion (no choices, wrong types); retried like a 5xx."""
+
+
+class TokenizeUnavailable(EffagentError):
+    """The server has no ``/tokenize`` endpoint (not vLLM?) or it could not be reached."""
 
 
 class LedgerUnavailable(EffagentError):

@@ -38,8 +38,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from effagent.errors import EndpointError
-from effagent.llm.tokens import TokenizeUnavailable
+from effagent.errors import (
+    EndpointCallError,
+    EndpointError,
+    EndpointRejected,
+    EndpointUnavailable,
+    MalformedResponse,
+    TokenizeUnavailable,
+)
 from effagent.policy import Tier
 
 R = TypeVar("R")
@@ -67,49 +73,6 @@ class Completion(BaseModel):
     def reasoning_closed(self) -> bool:
         """True when the thinking block ended (the answer started) or there was no thinking at all."""
         return bool(self.content) or self.finish_reason != "length" or not self.reasoning
-
-
-# --------------------------------------------------------------------------------------------- errors
-
-
-class EndpointCallError(EndpointError):
-    """A call to one tier's endpoint failed; ``retriable`` says whether it was a transient kind."""
-
-    retriable = False
-
-    def __init__(self, model: str, api_base: str | None, detail: str, *, status: int | None = None,
-                 attempts: int = 1) -> None:
-        self.model = model
-        self.api_base = api_base
-        self.detail = detail
-        self.status = status
-        self.tries = attempts
-        self.attempts = [f"{model} @ {api_base or 'default endpoint'}: {detail}"]
-        Exception.__init__(self, self._message())
-
-    def _message(self) -> str:
-        where = f"{self.model} at {self.api_base or 'its default endpoint'}"
-        return f"{where} failed after {self.tries} attempt(s): {self.detail}"
-
-
-class EndpointUnavailable(EndpointCallError):
-    """Unreachable, timed out, 5xx or a malformed body, after every retry: check the server is up."""
-
-    retriable = True
-
-    def _message(self) -> str:
-        return super()._message() + ". Check that the server is running and reachable (tier api_base)."
-
-
-class EndpointRejected(EndpointCallError):
-    """The server refused the request (4xx): not retried; the request or the tier's settings must change."""
-
-    def _message(self) -> str:
-        return super()._message() + ". The server rejected the request: check the tier's model name and settings."
-
-
-class MalformedResponse(ValueError):
-    """The body is not a chat completion (no choices, wrong types); retried like a 5xx."""
 
 
 def is_endpoint_failure(err: BaseException) -> bool:

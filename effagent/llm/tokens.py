@@ -20,15 +20,11 @@ from typing import Any
 
 import httpx
 
-from effagent.errors import EffagentError
+from effagent.errors import TokenizeUnavailable
 from effagent.policy import Policy, Tier
 
 VLLM_PREFIX = "hosted_vllm/"
 CACHE_SIZE = 4096
-
-
-class TokenizeUnavailable(EffagentError):
-    """The server has no ``/tokenize`` endpoint (not vLLM?) or it could not be reached."""
 
 
 def root_url(base_url: str) -> str:

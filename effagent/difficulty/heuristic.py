@@ -28,9 +28,6 @@ class HeuristicEstimator:
 
     name = "heuristic"
 
-    def prompt_signals(self, prompt: str) -> dict[str, float]:
-        return dict(_prompt_features(prompt)[0])  # a copy: callers add the run's own signals to it
-
     def estimate(self, step: Step) -> Difficulty:
         st = step.stats()
         signals, prompt_logit = _prompt_features(st.prompt)

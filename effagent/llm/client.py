@@ -69,11 +69,6 @@ class Completion(BaseModel):
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     model: str | None = None
 
-    @property
-    def reasoning_closed(self) -> bool:
-        """True when the thinking block ended (the answer started) or there was no thinking at all."""
-        return bool(self.content) or self.finish_reason != "length" or not self.reasoning
-
 
 def is_endpoint_failure(err: BaseException) -> bool:
     """True when ``err`` says a model endpoint failed (unreachable, timed out, refused the request, answered

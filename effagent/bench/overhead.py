@@ -26,15 +26,14 @@ configuration where effagent also writes the thread's total into graph state at 
 each answer carries (``--answer-metadata``, the policy's ``telemetry.answer_metadata``) is stored again at
 every step.
 
-The framework is imported by module name at run time (like ``effagent.cli``), so the core keeps no import
-of it; this command needs the ``langchain`` extra, which effagent installs by default.
+LangChain is imported when the benchmark runs, not when the command is listed; the progress bar needs the
+``bench`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import itertools
 import json
 import statistics
@@ -89,12 +88,11 @@ def _ratio(num: float, den: float) -> float | None:
 
 def _fake_model_class() -> type:
     """A zero-latency fake chat model: a tool call per step until the last, then an answer (usage reported)."""
-    lc_models = importlib.import_module("langchain_core.language_models")
-    lc_messages = importlib.import_module("langchain_core.messages")
-    lc_outputs = importlib.import_module("langchain_core.outputs")
-    AIMessage = lc_messages.AIMessage
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
 
-    class FakeZeroLatencyModel(lc_models.BaseChatModel):  # type: ignore[misc, name-defined]
+    class FakeZeroLatencyModel(BaseChatModel):
         steps: int = 10
 
         @property
@@ -113,7 +111,7 @@ def _fake_model_class() -> type:
                 msg = AIMessage(content="", usage_metadata=usage, tool_calls=[call])
             else:
                 msg = AIMessage(content="done", usage_metadata=usage)
-            return lc_outputs.ChatResult(generations=[lc_outputs.ChatGeneration(message=msg)])
+            return ChatResult(generations=[ChatGeneration(message=msg)])
 
     return FakeZeroLatencyModel
 
@@ -122,12 +120,13 @@ def _timing_pair() -> tuple[Any, Any, list[float]]:
     """Two middlewares for one graph: the first in the list times its ``wrap_model_call`` handler (all the
     middlewares inside it and the model), the last times the model call alone. Returns them and the list that
     receives, per model step, the outer time minus the inner time."""
-    AgentMiddleware = importlib.import_module("langchain.agents.middleware").AgentMiddleware
+    from langchain.agents.middleware import AgentMiddleware
+
     perf = time.perf_counter
     gaps: list[float] = []
     inner_t = [0.0]
 
-    class OuterTimer(AgentMiddleware):  # type: ignore[misc, valid-type]
+    class OuterTimer(AgentMiddleware):
         def wrap_model_call(self, request: Any, handler: Any) -> Any:
             inner_t[0] = 0.0
             t = perf()
@@ -135,7 +134,7 @@ def _timing_pair() -> tuple[Any, Any, list[float]]:
             gaps.append(perf() - t - inner_t[0])
             return out
 
-    class InnerTimer(AgentMiddleware):  # type: ignore[misc, valid-type]
+    class InnerTimer(AgentMiddleware):
         def wrap_model_call(self, request: Any, handler: Any) -> Any:
             t = perf()
             try:
@@ -149,16 +148,17 @@ def _timing_pair() -> tuple[Any, Any, list[float]]:
 def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "memory", redis_url: str | None = None,
             progress: bool = True, checkpointer: bool = False, answer_metadata: str = "decision") -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result."""
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import ModelCallLimitMiddleware
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+    from tqdm import tqdm
+
+    from effagent.integrations.langchain import EfficiencyMiddleware
     from effagent.policy import parse_policy
 
-    agents = importlib.import_module("langchain.agents")
-    lc_middleware = importlib.import_module("langchain.agents.middleware")
-    lc_messages = importlib.import_module("langchain_core.messages")
-    lc_tools = importlib.import_module("langchain_core.tools")
-    EfficiencyMiddleware = importlib.import_module("effagent.integrations.langchain").EfficiencyMiddleware
-    tqdm = importlib.import_module("tqdm").tqdm
-
-    @lc_tools.tool
+    @tool
     def noop(i: int) -> str:
         """Return its argument."""
         return str(i)
@@ -174,12 +174,12 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
                                           key_prefix=f"bench-{time.time_ns()}", on_unavailable="fail_closed")
 
     def agent(*middleware: Any) -> Any:  # with --checkpointer every graph checkpoints (each run on a new thread)
-        saver = importlib.import_module("langgraph.checkpoint.memory").InMemorySaver() if checkpointer else None
-        return agents.create_agent(model, tools=[noop], middleware=list(middleware), checkpointer=saver)
+        saver = InMemorySaver() if checkpointer else None
+        return create_agent(model, tools=[noop], middleware=list(middleware), checkpointer=saver)
 
     graphs = {
         "plain": agent(),
-        "call_limit": agent(lc_middleware.ModelCallLimitMiddleware(thread_limit=CALL_LIMIT, run_limit=CALL_LIMIT)),
+        "call_limit": agent(ModelCallLimitMiddleware(thread_limit=CALL_LIMIT, run_limit=CALL_LIMIT)),
         "effagent": agent(EfficiencyMiddleware(policy, models=models, **mw_kwargs)),
     }
     # the in-step split comes from two more graphs, so the timing middlewares are not part of what "added" measures
@@ -187,7 +187,7 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
     timed = agent(outer, EfficiencyMiddleware(policy, models=models, **mw_kwargs), inner)
     outer0, inner0, empty_gaps = _timing_pair()
     empty = agent(outer0, inner0)
-    inputs = {"messages": [lc_messages.HumanMessage("What is the capital of France?")]}
+    inputs = {"messages": [HumanMessage("What is the capital of France?")]}
 
     threads = itertools.count()
 
@@ -196,7 +196,7 @@ def measure(steps: int = 10, runs: int = 300, warmup: int = 30, ledger: str = "m
         t = time.perf_counter()
         out = graph.invoke(inputs, config)
         dt = time.perf_counter() - t
-        n = sum(1 for m in out["messages"] if isinstance(m, lc_messages.AIMessage))
+        n = sum(1 for m in out["messages"] if isinstance(m, AIMessage))
         if n != steps:
             raise RuntimeError(f"expected {steps} model steps, the agent took {n}")
         return dt

@@ -100,6 +100,8 @@ class ReplaySet(BaseModel):
             cheap_answers=cheap_answers,
             votes={m: [r.answers.get(m, "") for r in rs.rows] for m in voters},
             votes_usd={m: list(rs.cost(m)) for m in voters},
+            cheap_responses=([r.responses.get(h.cheap_model, "") for r in rs.rows]
+                             if rs.rows and h.cheap_model in rs.rows[0].responses else None),
         )
 
 
@@ -357,7 +359,7 @@ def learning_curves(evals: dict[str, RecordedSet], progress: bool, seeds: int = 
         n = len(rs.rows)
         for size in LEARNING_SIZES:
             k = int(size * n) if isinstance(size, float) else size
-            if 20 <= k <= n - 50:
+            if 10 <= k <= n - 50:
                 jobs.append((d, size, k))
     for d, size, k in tqdm(jobs, desc="learning curves", disable=not progress, file=sys.stderr):
         rs = evals[d]
@@ -586,14 +588,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     for d, recorded in evals.items():
         rs = ReplaySet.from_recorded(recorded)
-        ver = verifier if d == "gsm8k" else None
-        if ver is not None:  # the verifier reads the cheap model's whole worked answer: GSM8K's recorded responses
-            raw = data_dir(args.data_dir)
-            path = raw / "routing" / "routellm_gsm8k_responses.csv" if raw is not None else None
-            if path is not None and path.exists():
-                from effagent.data.recorded import GSM8K_CHEAP, _read_csv
-
-                rs = rs.model_copy(update={"cheap_responses": [r[f"{GSM8K_CHEAP}_response"] for r in _read_csv(path)]})
+        ver = verifier if rs.cheap_responses else None
         rows = run_replay(rs, fns, ver, progress=progress, resamples=resamples, random_orders=args.random_orders)
         results[d] = (rs, rows)
         say(format_table(rs, rows) + "\n")

@@ -4,7 +4,8 @@ One compact form for every source (gzip'd JSON lines: a header line, then one li
 ``effagent/data/routing/`` and rebuilt from the raw shared files by ``scripts/build_recorded_sets.py`` (or
 read straight from a raw folder: ``load_sets(raw_dir)``). Each set keeps only what routing replays need: the
 prompt (for RouterBench the last question block of the few-shot prompt), each kept model's correctness and $
-per call, and the cheap models' extracted answers where an agreement cascade can use them.
+per call, the cheap models' extracted answers where an agreement cascade can use them, and the cheap model's
+worked answers on GSM8K (the cascade verifier reads them).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RecordedRow(BaseModel):
     outcomes: dict[str, float]  # model -> correctness in [0, 1]
     usd: dict[str, float] = Field(default_factory=dict)  # model -> $ for this call
     answers: dict[str, str] = Field(default_factory=dict)  # model -> extracted answer ("" = none found)
+    responses: dict[str, str] = Field(default_factory=dict)  # model -> full response, where a verifier reads it
 
 
 class SetHeader(BaseModel):
@@ -188,7 +190,8 @@ def build_gsm8k(raw: Path) -> RecordedSet:
             usd[m] = round((n_in * pi + count(resp) * po) / 1e6, 8)
             answers[m] = extract_number(resp)
             outcomes[m] = float(r[m] == "True")
-        rows.append(RecordedRow(prompt=r["prompt"], outcomes=outcomes, usd=usd, answers=answers))
+        rows.append(RecordedRow(prompt=r["prompt"], outcomes=outcomes, usd=usd, answers=answers,
+                                responses={GSM8K_CHEAP: r[f"{GSM8K_CHEAP}_response"]}))
     header = SetHeader(domain="gsm8k", split="eval", cheap_model=GSM8K_CHEAP, strong_model=GSM8K_STRONG,
                        answer_kind="number", tokenizer=tok_name, source=SOURCES["gsm8k"],
                        cost_basis="tokens of prompt and recorded response x list prices (see GSM8K_PRICES)")

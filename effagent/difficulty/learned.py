@@ -36,7 +36,7 @@ from effagent.evaluation import apgr
 
 MODEL_KIND = "effagent-learned-difficulty"
 MODEL_VERSION = 1
-HASH_DIM = 4096
+HASH_DIM = 2048  # 4096 buckets routed no better on the recorded sets and learned 4x slower
 ALPHA = 3.0
 PRIOR_ROWS = 300
 FOLDS = 5
@@ -265,6 +265,7 @@ def learn(outcomes: Sequence[Outcome], *, seed: int = 0) -> LearnedModel:
     pred = x @ w + b
     p_mu, p_sd = _zs(pred)
     return LearnedModel(
+        hash_dim=HASH_DIM,
         idf=[round(float(v), 5) for v in idf],
         text_weights=[round(float(v), 7) for v in w[:HASH_DIM]],
         cue_names=names,
@@ -292,6 +293,9 @@ def save_model(model: LearnedModel, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file would be (mkstemp makes it private)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(model.model_dump_json())
             f.flush()

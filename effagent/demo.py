@@ -335,7 +335,8 @@ def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
     says why and the demo goes on: the comparison above is the demo's main result."""
     if args.skip_replay:
         return
-    print("\nrouting quality on recorded outcomes (effagent bench replay):", flush=True)
+    print("\nrouting quality on recorded outcomes (effagent bench replay --quick; the full tables: "
+          "effagent bench replay):", flush=True)
     out = Path(args.out) / "bench"
     with contextlib.suppress(OSError):
         (out / "replay.json").unlink()  # a result from an earlier run must not pass for this one's
@@ -346,8 +347,11 @@ def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
         from effagent.bench import replay
 
         parser = argparse.ArgumentParser(prog="effagent bench")
-        replay.register(parser.add_subparsers())
-        rargs = parser.parse_args(["replay", "--out", str(out), "--no-progress"])
+        sub = parser.add_subparsers()
+        replay.register(sub)
+        # the per-domain tables only, when the benchmark offers that (the full run takes minutes more)
+        quick = any("--quick" in a.option_strings for a in sub.choices["replay"]._actions)
+        rargs = parser.parse_args(["replay", "--out", str(out), "--no-progress", *(["--quick"] if quick else [])])
         with contextlib.redirect_stderr(errors):
             rc = int(rargs.func(rargs) or 0)
     except ModuleNotFoundError as e:

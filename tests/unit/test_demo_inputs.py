@@ -108,3 +108,28 @@ def test_replay_that_cannot_run_is_one_line_and_the_demo_goes_on(tmp_path, monke
     assert {"not found": "llmrouter_test.json not found", "raises": "FileNotFoundError",
             "missing extra": "effagent[bench]"}[failure] in skipped[0]
     assert "replay" not in result and out.err == ""
+
+
+def test_demo_runs_the_quick_replay_when_offered(tmp_path, monkeypatch, capsys):
+    from effagent.bench import replay
+
+    seen: list[argparse.Namespace] = []
+
+    def fake_cmd(args: argparse.Namespace) -> int:
+        seen.append(args)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "replay.json").write_text('{"sets": {"gsm8k": {}}}')
+        return 0
+
+    def fake_register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        p = sub.add_parser("replay")
+        p.add_argument("--out")
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--quick", action="store_true")
+        p.set_defaults(func=fake_cmd)
+
+    monkeypatch.setattr(replay, "register", fake_register)
+    result: dict = {}
+    demo._replay_table(_args(tmp_path), result)
+    assert seen and seen[0].quick and seen[0].no_progress
+    assert result["replay"] == {"sets": {"gsm8k": {}}} and "skipped" not in capsys.readouterr().out

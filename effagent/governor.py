@@ -74,9 +74,11 @@ class Governor:
 
     # -- planning: estimate, decide, reserve --------------------------------------------------------
     def plan(self, step: Step, run_id: str, thread_id: str | None = None,
-             thread_base: Usage | None = None) -> Decision:
+             thread_base: Usage | None = None, *, blocks_calls: bool = False) -> Decision:
+        """The step's Decision. ``blocks_calls``: the integration does not run an over-limit repeated tool call
+        (see :func:`effagent.levers.loopguard.check`)."""
         state = self.ledger.state(run_id, thread_id, thread_base)
-        step, loop, inp = self._read(step, state)
+        step, loop, inp = self._read(step, state, blocks_calls)
         difficulty = self.estimator.estimate(step)
         decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
         if decision.action == "call" and self._reserving:
@@ -85,9 +87,9 @@ class Governor:
         return self._started(run_id, thread_id, decision, difficulty)
 
     async def aplan(self, step: Step, run_id: str, thread_id: str | None = None,
-                    thread_base: Usage | None = None) -> Decision:
+                    thread_base: Usage | None = None, *, blocks_calls: bool = False) -> Decision:
         state = await self.ledger.astate(run_id, thread_id, thread_base)
-        step, loop, inp = self._read(step, state)
+        step, loop, inp = self._read(step, state, blocks_calls)
         # a probe estimator calls a model: off the event loop
         difficulty = (await asyncio.to_thread(self.estimator.estimate, step) if self._probe is not None
                       else self.estimator.estimate(step))
@@ -99,12 +101,13 @@ class Governor:
             return await asyncio.to_thread(self._started, run_id, thread_id, decision, difficulty)
         return self._started(run_id, thread_id, decision, difficulty)
 
-    def _read(self, step: Step, state: LedgerState) -> tuple[Step, str | None, int]:
+    def _read(self, step: Step, state: LedgerState, blocks_calls: bool) -> tuple[Step, str | None, int]:
         """The step at its place in the run (the ledger's count), the loop guard's verdict, its prompt size."""
         if step.index != state.steps:
             step = step.at_index(state.steps)
         st = step.stats()
-        return step, loopguard.check(step, self.policy.loop_guard), max(1, (st.chars + max(0, st.count - 1)) // 4)
+        loop = loopguard.check(step, self.policy.loop_guard, blocks_calls=blocks_calls)
+        return step, loop, max(1, (st.chars + max(0, st.count - 1)) // 4)
 
     def _held(self, decision: Decision, hold: Reservation | None, run_id: str, difficulty: Difficulty,
               state: LedgerState, loop: str | None, inp: int) -> Decision:

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +36,10 @@ class _Strict(BaseModel):
 
 
 class Price(_Strict):
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Omit a tier's `price` to take it from litellm's bundled price table
+    (known hosted models, e.g. `anthropic/claude-sonnet-4-5`, `gemini/gemini-2.5-flash`, `openai/gpt-5-mini`);
+    a self-hosted tier (`hosted_vllm/`, `ollama/`, ... or any tier with an `api_base` whose model the table does
+    not know) without a price costs $0; a hosted tier whose model the table does not know needs a price."""
 
     input_per_mtok: NonNeg = 0.0
     """USD per million input (prompt) tokens."""
@@ -45,32 +50,186 @@ class Price(_Strict):
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
-class ThinkingControl(_Strict):
-    """How a tier turns thinking on/off and bounds it.
+#: litellm providers that run on the user's own machines: a tier on one of them is never priced from the table
+LOCAL_PROVIDERS = frozenset({"hosted_vllm", "vllm", "ollama", "ollama_chat", "lm_studio", "llamafile", "openai_like",
+                             "custom_openai", "fake", "xinference", "triton"})
 
-    - ``chat_template_kwargs``: vLLM ``chat_template_kwargs: {enable_thinking: bool}`` (Qwen3, DeepSeek-R1 style);
-    - ``reasoning_effort``: OpenAI-style ``reasoning_effort`` (``effort_on`` when on, ``effort_off`` when off);
+
+def provider_of(model: str) -> str:
+    """The litellm provider prefix of a model string (``anthropic/claude-...`` -> ``anthropic``; none -> "")."""
+    return model.split("/", 1)[0].lower() if "/" in model else ""
+
+
+@lru_cache(maxsize=1)
+def _price_table() -> dict[str, Any]:
+    """litellm's bundled price table, read from the installed package without importing litellm (the same data
+    ``litellm.model_cost`` holds offline, ``LITELLM_LOCAL_MODEL_COST_MAP=True``); empty without litellm."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or spec.origin is None:
+        return {}
+    path = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def table_price(model: str) -> Price | None:
+    """The price litellm's bundled table gives ``model`` (its full string, or the name after the provider
+    prefix), or None when the table does not know it. Self-hosted providers are never looked up: a local
+    ``hosted_vllm/gpt-4o`` does not cost what OpenAI charges."""
+    provider = provider_of(model)
+    if provider in LOCAL_PROVIDERS:
+        return None
+    table = _price_table()
+    for key in (model, model.split("/", 1)[1] if provider else None):
+        entry = table.get(key) if key else None
+        if isinstance(entry, dict):
+            inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+            if isinstance(inp, int | float) and isinstance(out, int | float):
+                return Price(input_per_mtok=round(inp * 1e6, 6), output_per_mtok=round(out * 1e6, 6))
+    return None
+
+
+ControlKind = Literal["auto", "chat_template_kwargs", "reasoning_effort", "anthropic", "gemini", "gemini_levels",
+                      "openai_effort", "none"]
+#: the kinds whose budget or level goes in the provider's own request field (not vLLM's, not budget forcing)
+PROVIDER_CONTROLS = ("anthropic", "gemini", "gemini_levels", "openai_effort")
+ANTHROPIC_MIN_BUDGET = 1024
+"""Anthropic's least `thinking.budget_tokens` (Anthropic API, Bedrock and Vertex Claude)."""
+#: Gemini 2.5 thinkingBudget limits by model family: (least budget when on, largest, can thinking be off)
+GEMINI_BUDGETS: tuple[tuple[str, int, int, bool], ...] = (
+    ("gemini-2.5-flash-lite", 512, 24576, True),
+    ("gemini-2.5-pro", 128, 32768, False),
+    ("gemini-2.5-flash", 1, 24576, True),
+)
+GEMINI_DEFAULT_BUDGETS = (1, 24576, True)
+
+
+def gemini_budget_limits(model: str) -> tuple[int, int, bool]:
+    """(least budget when on, largest budget, whether thinking can be switched off) of a Gemini 2.5 model."""
+    name = model.lower()
+    for family, low, high, can_off in GEMINI_BUDGETS:
+        if family in name:
+            return low, high, can_off
+    return GEMINI_DEFAULT_BUDGETS
+
+
+def auto_control(model: str) -> str:
+    """The thinking control ``control: auto`` picks from a litellm model string:
+    ``anthropic/``, ``bedrock/...claude...``, ``vertex_ai/claude...`` -> anthropic; ``gemini/gemini-3...``,
+    ``vertex_ai/gemini-3...`` -> gemini_levels; other ``gemini/``, ``vertex_ai/gemini...`` -> gemini;
+    ``openai/o1|o3|o4...``, ``openai/gpt-5...`` (or those names bare) -> openai_effort; ``hosted_vllm/``, ``vllm/``
+    -> chat_template_kwargs; anything else -> none (the tier cannot think)."""
+    provider = provider_of(model)
+    name = (model.split("/", 1)[1] if provider else model).lower()
+    tail = name.rsplit("/", 1)[-1]
+    if provider == "anthropic" or (provider in ("bedrock", "vertex_ai") and "claude" in name):
+        return "anthropic"
+    if provider == "gemini" or (provider == "vertex_ai" and tail.startswith("gemini")):
+        return "gemini_levels" if re.match(r"gemini-([3-9]|\d\d)", tail) else "gemini"
+    if provider in ("openai", "azure", "") and re.match(r"(o\d|gpt-5)", tail):
+        return "openai_effort"
+    if provider in ("hosted_vllm", "vllm"):
+        return "chat_template_kwargs"
+    return "none"
+
+
+def _default_effort_off(model: str) -> str:
+    """What OpenAI-style effort means "least thinking" on ``model``: o-series models cannot switch reasoning
+    off (low), GPT-5 takes minimal, GPT-5.1 and later take none."""
+    tail = model.rsplit("/", 1)[-1].lower()
+    if re.match(r"o\d", tail):
+        return "low"
+    if re.match(r"gpt-5(?![.\d])", tail):
+        return "minimal"
+    return "none"
+
+
+class ThinkingControl(_Strict):
+    """How a tier turns thinking on/off and bounds it (`control`), by the kind of server:
+
+    - ``chat_template_kwargs``: vLLM ``extra_body.chat_template_kwargs: {enable_thinking: bool}`` (Qwen3,
+      DeepSeek-R1 style); the budget per ``budget_param``;
+    - ``reasoning_effort``: ``reasoning_effort`` = ``effort_on`` when on, ``effort_off`` when off (any server that
+      takes OpenAI's parameter); the budget per ``budget_param``;
+    - ``anthropic`` (Anthropic API, Bedrock and Vertex Claude): on = ``thinking: {type: enabled, budget_tokens:
+      N}``, off = no ``thinking``. Anthropic's limits: N >= 1,024 and N < max_tokens (`budget_over_max_tokens`
+      says which gives way); on without a budget thinks up to max_tokens - 1; sampling must keep temperature 1
+      while thinking;
+    - ``gemini`` (Gemini 2.5 on `gemini/` or `vertex_ai/`): litellm's ``thinking: {type: enabled, budget_tokens:
+      N}``, sent as ``thinkingConfig.thinkingBudget`` N; on without a budget = -1 (dynamic); off = 0. Limits:
+      2.5 Flash 1-24,576 (0 = off), Flash-Lite 512-24,576 (0 = off), 2.5 Pro 128-32,768 and never off (off sends
+      128);
+    - ``gemini_levels`` (Gemini 3): ``reasoning_effort`` levels (litellm sends ``thinkingConfig.thinkingLevel``);
+      a budget picks the level by `effort_levels`; off = ``effort_off`` (Gemini 3 cannot stop thinking: litellm
+      maps `none` to its lowest level);
+    - ``openai_effort`` (OpenAI o-series, GPT-5): ``reasoning_effort``; a budget picks the level by
+      `effort_levels` (levels are not token bounds: the budget is not enforced beyond max_tokens, which litellm
+      sends as `max_completion_tokens`); on without a budget = ``effort_on``; off = ``effort_off`` (o-series
+      cannot switch off: low; GPT-5: minimal; GPT-5.1 and later: none — the default follows the model);
+    - ``auto``: picked from the tier's model string (see `effagent.policy.auto_control`): anthropic for
+      `anthropic/`, `bedrock/...claude...`, `vertex_ai/claude...`; gemini_levels for Gemini 3; gemini for other
+      `gemini/` and `vertex_ai/gemini...`; openai_effort for `openai/o...` and `openai/gpt-5...`;
+      chat_template_kwargs for `hosted_vllm/`; none otherwise;
     - ``none``: the tier cannot think; a decision to think on it is an error in the policy.
     """
 
-    control: Literal["chat_template_kwargs", "reasoning_effort", "none"] = "none"
-    """How thinking is switched on/off for this tier."""
+    control: ControlKind = "none"
+    """How thinking is switched on/off for this tier: chat_template_kwargs | reasoning_effort (vLLM and
+    OpenAI-compatible servers), anthropic | gemini | gemini_levels | openai_effort (hosted providers through
+    litellm's own parameters), auto (picked from the model string), none."""
     max_budget: NonNegInt = 0
-    """Largest thinking budget (tokens) this tier allows; 0 = no cap of its own."""
+    """Largest thinking budget (tokens) this tier allows; 0 = no cap of its own (anthropic: at least 1,024)."""
     budget_param: Literal["thinking_token_budget", "budget_forcing", "none"] = "thinking_token_budget"
-    """How a thinking budget is enforced: vLLM's `thinking_token_budget` request field, client-side budget
-    forcing (think up to N, close the block, answer), or not at all."""
+    """How a thinking budget is enforced on chat_template_kwargs / reasoning_effort tiers: vLLM's
+    `thinking_token_budget` request field, client-side budget forcing (think up to N, close the block, answer),
+    or not at all. The provider controls (anthropic, gemini, gemini_levels, openai_effort) write the budget in
+    the provider's own field and ignore this."""
+    budget_over_max_tokens: Literal["raise_max_tokens", "lower_budget"] = "raise_max_tokens"
+    """Anthropic needs budget_tokens < max_tokens. `raise_max_tokens`: max_tokens becomes budget + the decided
+    max_tokens (the answer keeps its room), at most the tier's max_tokens (then the budget is lowered as
+    well); `lower_budget`: the budget becomes max_tokens - 1. Either way, when less than 1,024 tokens are left
+    for thinking, the call runs with thinking off."""
     effort_on: str = "medium"
-    """`reasoning_effort` sent when thinking is on (control: reasoning_effort)."""
+    """`reasoning_effort` sent when thinking is on without a budget (reasoning_effort, openai_effort,
+    gemini_levels)."""
     effort_off: str = "none"
-    """`reasoning_effort` sent when thinking is off (control: reasoning_effort)."""
+    """`reasoning_effort` sent when thinking is off (reasoning_effort, openai_effort, gemini_levels). Unset on an
+    openai_effort tier, it is what the model takes as least thinking (o-series: low, GPT-5: minimal, later:
+    none)."""
+    effort_levels: dict[str, NonNegInt] = Field(default_factory=lambda: {"low": 1024, "medium": 2048, "high": 4096})
+    """Budget -> level (openai_effort, gemini_levels): a budget gets the first level whose bound is at least the
+    budget, in order of bound; above every bound, the level with the largest. The default bounds are litellm's
+    own level -> budget mapping (low 1,024, medium 2,048, high 4,096); add `minimal: 128` for GPT-5 or Gemini 3
+    Flash."""
     think_prefix: str = "<think>\n"
     """What the chat template writes when a thinking turn opens; early exit continues a partial turn after it
     (the local `smol-think` template writes `<think>\nLet me think step by step.\n`)."""
 
     @property
     def supported(self) -> bool:
-        return self.control != "none"
+        return self.control not in ("none", "auto")
+
+    @property
+    def provider_native(self) -> bool:
+        """The budget goes in the provider's own field (anthropic, gemini, gemini_levels, openai_effort)."""
+        return self.control in PROVIDER_CONTROLS
+
+    def level_for(self, budget: int | None) -> str:
+        """The effort level a thinking budget maps to (``effort_on`` without a budget or levels)."""
+        if budget is None or not self.effort_levels:
+            return self.effort_on
+        ordered = sorted(self.effort_levels.items(), key=lambda kv: kv[1])
+        return next((level for level, bound in ordered if budget <= bound), ordered[-1][0])
+
+    @field_validator("effort_levels")
+    @classmethod
+    def _some_levels(cls, v: dict[str, int]) -> dict[str, int]:
+        if len(set(v.values())) != len(v):
+            raise ValueError("two levels share a bound; give each level its own largest budget")
+        return v
 
 
 class Tier(_Strict):
@@ -91,6 +250,42 @@ class Tier(_Strict):
     """Retries on connection errors, timeouts and 5xx before falling back to the next tier."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra request-body fields sent on every call to this tier."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        """``thinking.control: auto`` becomes the kind the model string names; an omitted price is taken from
+        litellm's bundled price table when it knows the model; openai_effort's ``effort_off`` follows the
+        model when unset."""
+        if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+            return data
+        model: str = data["model"]
+        out = dict(data)
+        thinking = out.get("thinking")
+        if isinstance(thinking, ThinkingControl):
+            thinking = thinking.model_dump(exclude_unset=True)
+        if isinstance(thinking, dict):
+            thinking = dict(thinking)
+            if thinking.get("control") == "auto":
+                thinking["control"] = auto_control(model)
+            if thinking.get("control") == "openai_effort" and "effort_off" not in thinking:
+                thinking["effort_off"] = _default_effort_off(model)
+            out["thinking"] = thinking
+        if "price" not in out:
+            known = table_price(model)
+            if known is not None:
+                out["price"] = known
+                out["price_source"] = "litellm"
+        return out
+
+    price_source: Literal["policy", "litellm"] = "policy"
+    """Where the tier's price comes from: the policy (or $0 for a self-hosted tier without one), or litellm's
+    bundled price table (set by effagent when `price` is omitted; not written in a policy)."""
+
+    @property
+    def self_hosted(self) -> bool:
+        """A tier on the user's own server: a local litellm provider, or any tier with an ``api_base``."""
+        return provider_of(self.model) in LOCAL_PROVIDERS or bool(self.api_base)
 
 
 #: the estimators a policy can name (``effagent.difficulty`` builds each; a test keeps the two lists equal)
@@ -239,6 +434,12 @@ class Finalize(_Strict):
         "The budget for this task is spent. Do not call tools. Using what you already know, "
         "give your best final answer now, briefly."
     )
+    """Appended to the conversation of the last call when a budget is spent."""
+    loop_instruction: str = (
+        "You are repeating yourself without progress ({reason}). Do not call tools. Using what you already "
+        "know, give your best final answer now, briefly."
+    )
+    """Appended when the loop guard ends the run; `{reason}` is what it found."""
     max_tokens: Annotated[int, Field(gt=0)] = 256
 
 
@@ -266,8 +467,15 @@ class Fallback(_Strict):
 
 class LoopGuard(_Strict):
     enabled: bool = True
+    scope: Literal["turn", "thread"] = "turn"
+    """Where repeats are counted: `turn` (since the last user message: a new user message starts a fresh count,
+    so a loop in one turn does not hold back the next) or `thread` (the whole conversation)."""
     max_repeated_tool_calls: Annotated[int, Field(ge=1)] = 2
-    """The same tool call with the same arguments allowed this many times; the next one forces a final answer."""
+    """The same tool call (same name and arguments) may run this many times in a turn. With the LangChain
+    middleware a further identical call is not run: the agent gets a tool message saying why, and may change
+    course or answer; if it asks for that same call once more, its next step is a final answer. (With the
+    LangGraph node, which does not run the tools, the step after the over-limit call is a final answer.)
+    A call whose arguments changed is progress, not a repeat."""
     max_reflection_rounds: Annotated[int, Field(ge=1)] = 3
     """Critique→revise rounds whose drafts barely change before a final answer is forced."""
     min_change_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1

@@ -146,23 +146,27 @@ class StepProcedure:
     #: early exit's endpoint call (default :func:`effagent.llm.client.complete`; tests pass a fake)
     complete_fn: Callable[..., Any] | None = None
     verifier: Any = field(default=None, repr=False)  # the cascade verifier, loaded on first use
+    #: the integration answers an over-limit repeated tool call instead of running it (the LangChain middleware)
+    blocks_repeated_calls: bool = False
 
     # -- 1. plan ----------------------------------------------------------------------------------------
     def plan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None) -> StepContext:
-        decision = self.governor.plan(step, run_id, thread_id, thread_base)
+        decision = self.governor.plan(step, run_id, thread_id, thread_base, blocks_calls=self.blocks_repeated_calls)
         return StepContext(run_id, thread_id, thread_base, decision, step)
 
     async def aplan(self, step: Step, run_id: str, thread_id: str | None,
                     thread_base: Usage | None) -> StepContext:
-        decision = await self.governor.aplan(step, run_id, thread_id, thread_base)
+        decision = await self.governor.aplan(step, run_id, thread_id, thread_base,
+                                             blocks_calls=self.blocks_repeated_calls)
         return StepContext(run_id, thread_id, thread_base, decision, step)
 
     def instruction(self, ctx: StepContext) -> str | None:
-        """A user message to append to the conversation: the finalize instruction, or a prompt-level length
-        budget (TALE / Chain-of-Draft); None when nothing is added."""
+        """A user message to append to the conversation: the finalize instruction (saying why: a loop, or a spent
+        budget), or a prompt-level length budget (TALE / Chain-of-Draft); None when nothing is added."""
         d = ctx.decision
+        fin = self.governor.policy.budgets.finalize
         if d.action == "finalize":
-            return self.governor.policy.budgets.finalize.instruction
+            return fin.loop_instruction.replace("{reason}", d.loop) if d.loop is not None else fin.instruction
         if d.prompt_budget == "none":
             return None
         return prompt_budget_instruction(d.prompt_budget, ctx.step.prompt, d.difficulty)

@@ -19,16 +19,18 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
-from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr
+from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr, ToolCallRequest
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage, convert_to_openai_messages
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, convert_to_openai_messages
 from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.types import Command
 
 from effagent.governor import Governor
 from effagent.ledger.base import Ledger, Usage
+from effagent.levers import loopguard
 from effagent.observe import Observer
 from effagent.policy import Policy
+from effagent.records import ToolCall
 from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
 
@@ -116,7 +118,8 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         self.governor = governor or Governor(policy, ledger=ledger, observer=observer)
         self.policy = self.governor.policy
         self.models = check_models(self.policy, models)
-        self.procedure = StepProcedure(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
+        self.procedure = StepProcedure(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter),
+                                       blocks_repeated_calls=True)
         self.cache = MessageCache()
 
     @property
@@ -187,3 +190,24 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         ctx = await self.procedure.aplan(step, run_id, thread_id, base)
         out = await self.procedure.arun(ctx, self._calls(request, handler, ctx))
         return self._response(out, ctx, started, checkpointed)
+
+    # -- tool calls: an over-limit repeated call is answered, not run ------------------------------------
+    def _blocked(self, request: ToolCallRequest) -> ToolMessage | None:
+        """The tool message that stands in for a call the loop guard stops (see ``loop_guard``), or None."""
+        call = request.tool_call
+        messages = [self.cache.convert(m) for m in (request.state or {}).get("messages", ())]
+        why = loopguard.blocked_call(messages, ToolCall(name=call["name"], args=dict(call.get("args") or {})),
+                                     self.policy.loop_guard)
+        if why is None:
+            return None
+        return ToolMessage(content=why, tool_call_id=call.get("id") or "", name=call["name"], status="error",
+                           response_metadata={"effagent": {"blocked": True, "reason": why}})
+
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]) -> Any:
+        blocked = self._blocked(request)
+        return blocked if blocked is not None else handler(request)
+
+    async def awrap_tool_call(self, request: ToolCallRequest,
+                              handler: Callable[[ToolCallRequest], Awaitable[Any]]) -> Any:
+        blocked = self._blocked(request)
+        return blocked if blocked is not None else await handler(request)

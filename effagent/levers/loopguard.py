@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
 
 from effagent.policy import LoopGuard
-from effagent.records import Step
+from effagent.records import Message, Step, ToolCall, summarize
 
 _REFLECT = ("let me double-check", "let me verify", "let me re-check", "let me check again", "wait,",
             "on second thought", "let me reconsider", "revised", "revision", "critique", "i apologize")
@@ -23,21 +23,39 @@ def _revision(prev: str, cur: str) -> tuple[float, bool]:
     return 1.0 - SequenceMatcher(None, prev, cur, autojunk=False).ratio(), any(w in low for w in _REFLECT)
 
 
-def check(step: Step, cfg: LoopGuard) -> str | None:
-    """The reason the agent looks stuck, or None. Looks only at this run's messages."""
+def in_scope(messages: Sequence[Message], cfg: LoopGuard) -> Sequence[Message]:
+    """The messages the guard counts: those of the current turn (from the last user message on) for
+    ``scope: turn``, all of them for ``scope: thread``."""
+    if cfg.scope == "thread":
+        return messages
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            return messages[i:]
+    return messages
+
+
+def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | None:
+    """The reason the agent looks stuck, or None.
+
+    ``blocks_calls``: the integration answers an over-limit identical tool call with a message instead of
+    running it (:func:`blocked_call`); the agent then gets one chance to change course, and only a further
+    identical call ends the run."""
     if not cfg.enabled:
         return None
     if cfg.max_steps is not None and step.index >= cfg.max_steps:
         return f"step {step.index} reached loop_guard.max_steps={cfg.max_steps}"
-    stats = step.stats()
-    if stats.max_call_repeats > cfg.max_repeated_tool_calls:  # name the first call that went over the limit
+    scoped = in_scope(step.messages, cfg)
+    stats = step.stats() if len(scoped) == len(step.messages) else summarize(list(scoped))
+    allowed = cfg.max_repeated_tool_calls + (1 if blocks_calls else 0)
+    if stats.max_call_repeats > allowed:  # name the first call that went over the limit
         counts: dict[str, int] = {}
-        for call in step.tool_calls:
-            k = call.key
-            counts[k] = counts.get(k, 0) + 1
-            if counts[k] > cfg.max_repeated_tool_calls:
-                return (f"tool call {call.name}({k[len(call.name):][:80]}) repeated "
-                        f"{counts[k]} times (limit {cfg.max_repeated_tool_calls})")
+        for m in scoped:
+            for call in m.tool_calls:
+                k = call.key
+                counts[k] = counts.get(k, 0) + 1
+                if counts[k] > allowed:
+                    return (f"tool call {call.name}({k[len(call.name):][:80]}) repeated "
+                            f"{counts[k]} times (limit {cfg.max_repeated_tool_calls})")
     drafts = stats.drafts
     stalled = 0
     for prev, cur in zip(drafts, drafts[1:], strict=False):
@@ -49,6 +67,22 @@ def check(step: Step, cfg: LoopGuard) -> str | None:
     if stats.last_reasoning:  # the last assistant message's thinking
         return check_reasoning(stats.last_reasoning, cfg.max_reasoning_verifications)
     return None
+
+
+def blocked_call(messages: Sequence[Message], call: ToolCall, cfg: LoopGuard) -> str | None:
+    """Why ``call`` must not run, or None: it is the same call (name and arguments) the agent already asked for
+    ``max_repeated_tool_calls`` times in scope. ``messages`` end with the assistant message that asks for it.
+    The text is what the agent is told instead of the tool's result."""
+    if not cfg.enabled:
+        return None
+    scoped = in_scope(messages, cfg)
+    asked = sum(1 for m in scoped for c in m.tool_calls if c.key == call.key)
+    if asked <= cfg.max_repeated_tool_calls:
+        return None
+    where = "in this turn" if cfg.scope == "turn" else "in this conversation"
+    return (f"Not run: {call.name} with these same arguments was already called {asked - 1} times {where} "
+            f"(loop_guard.max_repeated_tool_calls={cfg.max_repeated_tool_calls}), and repeating it will not "
+            f"give a different result. Change the arguments, try another approach, or answer with what you have.")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -232,15 +232,86 @@ def test_no_tier_left_raises_endpoint_error():
     assert "small: TimeoutError" in str(e.value) and "large: ConnectionError" in str(e.value)
 
 
-def test_repeated_tool_call_loop_is_capped_with_a_final_answer():
-    looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "2+2"})])])
-    final = FakeTierModel(tier="small", script=[ai("4")])
-    agent, mw, *_ = build(policy(), small=final, large=looper)
+def test_repeated_tool_call_beyond_the_limit_is_not_run_and_the_loop_ends_with_a_final_answer():
+    runs: list[str] = []
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look a fact up."""
+        runs.append(q)
+        return "error: the booking service is unavailable"
+
+    looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("lookup", {"q": "booking 42"})])])
+    final = FakeTierModel(tier="small", script=[ai("I could not complete the booking.")])
+    mw = EfficiencyMiddleware(policy(), models={"small": final, "large": looper})
+    agent = create_agent(mw.default_model, tools=[lookup], middleware=[mw])
     out = agent.invoke({"messages": [HumanMessage(HARD)]}, {"recursion_limit": 100})
-    assert out["messages"][-1].content == "4"
-    # limit 2 repeats: the third identical call is detected before the 4th model step
-    assert len(looper.calls) == 3
-    assert "repeated 3 times" in mw.ledger.records()[-1].reason
+    # limit 2: the tool ran twice; the third identical call was answered, not run, and said why
+    assert runs == ["booking 42", "booking 42"]
+    blocked = [m for m in out["messages"] if isinstance(m, ToolMessage) and m.content.startswith("Not run")]
+    assert blocked and "already called 2 times in this turn" in blocked[0].content and blocked[0].status == "error"
+    # the agent asked for the same call once more (also not run), so its next step was the final answer
+    assert len(looper.calls) == 4 and len(blocked) == 2
+    last = out["messages"][-1]
+    assert last.content == "I could not complete the booking."
+    assert "repeated 4 times" in mw.ledger.records()[-1].reason
+    # the final call was told why it must answer now: the loop, not a budget
+    told = final.calls[-1]["messages"][-1].content
+    assert "repeating yourself without progress" in told and "budget" not in told
+
+
+def test_a_changed_argument_retry_is_progress_not_a_repeat():
+    runs: list[str] = []
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look a fact up."""
+        runs.append(q)
+        return "found" if q == "booking 42 (retry with card)" else "error: payment declined"
+
+    script = [ai("", tool_calls=[call("lookup", {"q": "booking 42"})]),
+              ai("", tool_calls=[call("lookup", {"q": "booking 42"})]),
+              ai("", tool_calls=[call("lookup", {"q": "booking 42 (retry with card)"})]),
+              ai("Booked.")]
+    large = FakeTierModel(tier="large", script=script)
+    mw = EfficiencyMiddleware(policy(), models={"small": FakeTierModel(tier="small"), "large": large})
+    out = create_agent(mw.default_model, tools=[lookup], middleware=[mw]).invoke(
+        {"messages": [HumanMessage(HARD)]})
+    assert runs == ["booking 42", "booking 42", "booking 42 (retry with card)"]
+    assert out["messages"][-1].content == "Booked."
+    assert all(r.kind != "finalize" for r in mw.ledger.records())
+
+
+def test_a_loop_in_one_turn_does_not_hold_back_the_next_turn():
+    """With a checkpointer, the thread's history holds the earlier turn's loop; the next user turn is planned
+    and its tools run normally (repeats count per turn)."""
+    runs: list[str] = []
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look a fact up."""
+        runs.append(q)
+        return "error: unavailable" if q == "booking 42" else "ok"
+
+    def respond(messages, kwargs):
+        last_user = [m for m in messages if isinstance(m, HumanMessage)][-1].content
+        if "update" in last_user and not isinstance(messages[-1], ToolMessage):
+            return ai("", tool_calls=[call("lookup", {"q": "booking 42"})])
+        if "update" in last_user:
+            return ai("Updated.")
+        return ai("", tool_calls=[call("lookup", {"q": "booking 42"})])
+
+    large = FakeTierModel(tier="large", responder=respond)
+    small = FakeTierModel(tier="small", script=[ai("I could not do it.")])
+    mw = EfficiencyMiddleware(policy(), models={"small": small, "large": large})
+    agent = create_agent(mw.default_model, tools=[lookup], middleware=[mw], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t-loop"}, "recursion_limit": 100}
+    first = agent.invoke({"messages": [HumanMessage(HARD)]}, cfg)
+    assert first["messages"][-1].content == "I could not do it."  # the loop was stopped
+    ran_before = len(runs)
+    second = agent.invoke({"messages": [HumanMessage(HARD + " Now update the booking, please.")]}, cfg)
+    assert second["messages"][-1].content == "Updated."  # planned normally, the same lookup ran again
+    assert len(runs) == ran_before + 1
 
 
 async def test_async_agent_routes_and_accounts():

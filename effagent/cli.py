@@ -19,6 +19,7 @@ _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("effagent.bench.overhead", "register", "bench", ("overhead",)),
     ("effagent.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
     ("effagent.report", "register", None, ("report",)),
+    ("effagent.explain", "register", None, ("explain",)),
 ]
 
 # optional packages (top-level import name) -> the extra of pyproject.toml that installs them

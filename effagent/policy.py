@@ -283,6 +283,12 @@ class Tier(_Strict):
     bundled price table (set by effagent when `price` is omitted; not written in a policy)."""
 
     @property
+    def reports_reasoning_tokens(self) -> bool:
+        """Whether the provider's usage carries its own reasoning-token count. Anthropic-style tiers do not
+        (thinking is inside ``output_tokens``; litellm counts the thinking text), so their counts are estimates."""
+        return self.thinking.control != "anthropic" and auto_control(self.model) != "anthropic"
+
+    @property
     def self_hosted(self) -> bool:
         """A tier on the user's own server: a local litellm provider, or any tier with an ``api_base``."""
         return provider_of(self.model) in LOCAL_PROVIDERS or bool(self.api_base)
@@ -586,6 +592,10 @@ class Policy(_Strict):
                 elif tier.thinking.max_budget and band.thinking_budget > tier.thinking.max_budget:
                     problems.append((("bands", i, "thinking_budget"), f"{band.thinking_budget} exceeds tier "
                                      f"{band.tier!r}'s max_budget {tier.thinking.max_budget}"))
+        for name, tier in self.tiers.items():
+            problems.extend(_tier_problems(name, tier))
+        for i, band in enumerate(self.bands):
+            problems.extend(_band_provider_problems(i, band, self.tiers))
         need_tier(("budgets", "finalize", "tier"), self.budgets.finalize.tier)
         need_tier(("baseline_tier",), self.baseline_tier)
         for i, name in enumerate(self.fallback.order or []):
@@ -634,6 +644,75 @@ class Policy(_Strict):
                      f"thread {t.tokens or '-'} tok / ${t.usd if t.usd is not None else '-'}, "
                      f"on_exhausted={self.budgets.on_exhausted}")
         return "\n".join(lines)
+
+
+def _tier_problems(name: str, tier: Tier) -> list[tuple[tuple[Any, ...], str]]:
+    """What a tier's provider refuses, found without a call: an unpriced hosted model, a Claude cap below its
+    least budget, a Gemini cap above its largest, budget forcing on a hosted API."""
+    loc = ("tiers", name)
+    out: list[tuple[tuple[Any, ...], str]] = []
+    ctl = tier.thinking
+    if "price" not in tier.model_fields_set and tier.price_source == "policy" and not tier.self_hosted:
+        out.append(((*loc, "model"), f"tier {name!r}: litellm's price table does not know {tier.model!r} and the "
+                    "tier has no price; add price: {input_per_mtok: ..., output_per_mtok: ...} (USD per million "
+                    "tokens; write 0s for a free endpoint) or use a model name the table knows"))
+    if ctl.control == "anthropic":
+        if 0 < ctl.max_budget < ANTHROPIC_MIN_BUDGET:
+            out.append(((*loc, "thinking", "max_budget"), f"tier {name!r}: Claude's least thinking budget is "
+                        f"{ANTHROPIC_MIN_BUDGET:,} tokens; set max_budget: {ANTHROPIC_MIN_BUDGET} or more (or 0)"))
+    if ctl.control == "gemini":
+        _, high, _ = gemini_budget_limits(tier.model)
+        if ctl.max_budget > high:
+            out.append(((*loc, "thinking", "max_budget"), f"tier {name!r}: {tier.model} thinks at most {high:,} "
+                        f"tokens; set max_budget: {high} or less"))
+    if ctl.provider_native and ctl.budget_param == "budget_forcing":
+        out.append(((*loc, "thinking", "budget_param"), f"tier {name!r}: budget forcing continues a raw "
+                    f"completion, which {ctl.control} endpoints do not offer; drop budget_param (the budget goes in "
+                    "the provider's own field)"))
+    return out
+
+
+def _budget_problem(tier_name: str, tier: Tier, budget: int) -> str | None:
+    """Why a provider refuses a thinking budget of ``budget`` tokens on ``tier`` (None when it takes it)."""
+    ctl = tier.thinking
+    if ctl.control == "anthropic" and 0 < budget < ANTHROPIC_MIN_BUDGET:
+        return (f"a {budget}-token thinking budget is below Claude's least ({ANTHROPIC_MIN_BUDGET:,}) on tier "
+                f"{tier_name!r}; set it to {ANTHROPIC_MIN_BUDGET} or more, 0 for up to max_tokens, or turn "
+                "thinking off")
+    if ctl.control == "gemini" and budget:
+        low, high, _ = gemini_budget_limits(tier.model)
+        if not low <= budget <= high:
+            return (f"{tier.model} takes thinking budgets from {low:,} to {high:,} tokens (tier {tier_name!r}); "
+                    f"set one in that range, or 0 for a dynamic budget")
+    return None
+
+
+def _band_provider_problems(i: int, band: Band, tiers: dict[str, Tier]) -> list[tuple[tuple[Any, ...], str]]:
+    """Band settings the band's (or its cascade's) tier provider refuses."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    tier = tiers.get(band.tier)
+    if tier is not None and band.thinking and tier.thinking.supported:
+        why = _budget_problem(band.tier, tier, band.thinking_budget)
+        if why:
+            out.append((("bands", i, "thinking_budget"), why))
+        if tier.thinking.control == "anthropic" and tier.max_tokens <= ANTHROPIC_MIN_BUDGET:
+            out.append((("bands", i, "thinking"), f"tier {band.tier!r} has max_tokens {tier.max_tokens}: Claude "
+                        f"thinks only with max_tokens above its least thinking budget ({ANTHROPIC_MIN_BUDGET:,}); "
+                        "raise the tier's max_tokens (2048 or more) or set thinking: false"))
+        if band.early_exit is not None and tier.thinking.provider_native:
+            out.append((("bands", i, "early_exit"), f"early exit continues a partial assistant turn (vLLM), which "
+                        f"tier {band.tier!r} ({tier.thinking.control}) does not offer; drop early_exit or route "
+                        "the band to a vLLM tier"))
+        if (band.samples > 1 and tier.thinking.control == "anthropic" and band.consistency.temperature != 1.0):
+            out.append((("bands", i, "consistency", "temperature"), f"Claude takes only temperature 1 while "
+                        f"thinking (tier {band.tier!r}); set consistency.temperature: 1.0 or thinking: false"))
+    if band.cascade is not None and band.cascade.thinking:
+        up = tiers.get(band.cascade.to)
+        if up is not None and up.thinking.supported:
+            why = _budget_problem(band.cascade.to, up, band.cascade.thinking_budget)
+            if why:
+                out.append((("bands", i, "cascade", "thinking_budget"), why))
+    return out
 
 
 class _CrossCheckError(ValueError):

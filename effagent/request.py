@@ -3,15 +3,26 @@ keyword arguments of that tier's call.
 
 ``decide`` chooses (tier, thinking on/off, thinking budget, max_tokens); this module only says how the chosen
 values are written for the tier's server, within the tier's own limits (a fallback or escalation tier may
-allow less than the decided one):
+allow less than the decided one), per ``tier.thinking.control``:
 
-- thinking on/off: ``extra_body.chat_template_kwargs.enable_thinking`` (vLLM chat templates) or
-  ``reasoning_effort`` (OpenAI style), per ``tier.thinking.control``;
-- the thinking budget, per ``tier.thinking.budget_param`` (the *enforcement*):
-  ``server`` — vLLM's ``thinking_token_budget`` request field; ``forcing`` — client-side budget forcing by
-  the tier's chat model (:class:`effagent.integrations.chat_models.BudgetForcingChatModel`, which takes it as
-  its ``thinking_budget`` call argument); ``none`` — not bounded beyond ``max_tokens``;
+- ``chat_template_kwargs``: ``extra_body.chat_template_kwargs.enable_thinking`` (vLLM chat templates);
+  ``reasoning_effort``: ``reasoning_effort`` = effort_on / effort_off (OpenAI-compatible servers). The budget
+  per ``tier.thinking.budget_param`` (the *enforcement*): ``server`` — vLLM's ``thinking_token_budget``
+  request field; ``forcing`` — client-side budget forcing by the tier's chat model
+  (:class:`effagent.integrations.chat_models.BudgetForcingChatModel`, which takes it as its ``thinking_budget``
+  call argument); ``none`` — not bounded beyond ``max_tokens``;
+- ``anthropic`` (Anthropic, Bedrock and Vertex Claude, through litellm): ``thinking={"type": "enabled",
+  "budget_tokens": N}`` with N >= 1,024 and N < max_tokens (``budget_over_max_tokens`` says whether max_tokens
+  rises or the budget falls); thinking off sends no ``thinking``;
+- ``gemini`` (Gemini 2.5): litellm's ``thinking={"type": "enabled", "budget_tokens": N}`` (sent as
+  ``thinkingConfig.thinkingBudget``), N within the model's range, -1 (dynamic) without a budget,
+  ``{"type": "disabled", "budget_tokens": 0}`` for off (2.5 Pro cannot stop thinking: its least budget);
+- ``gemini_levels`` (Gemini 3) and ``openai_effort`` (o-series, GPT-5): ``reasoning_effort``, the level a
+  budget maps to by ``tier.thinking.effort_levels`` (``effort_on`` without a budget, ``effort_off`` when off);
+  a level is not a token bound, so the enforcement is ``none``;
 - ``max_tokens``, and the tier's own ``extra_body``.
+
+What had to give way to a provider's rule is said in :attr:`TierRequest.notes` (``effagent explain`` prints it).
 
 The path of a band's ``thinking_budget``: policy -> ``decide`` -> :func:`encode` -> chat model -> HTTP body.
 The other calls effagent makes on a tier (a difficulty probe, a thinking chunk of early exit or budget
@@ -24,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from effagent.policy import Tier
+from effagent.policy import ANTHROPIC_MIN_BUDGET, Tier, gemini_budget_limits
 
 if TYPE_CHECKING:  # for annotations only: decide does not depend on how its decisions are sent
     from effagent.decide import Decision
@@ -34,7 +45,7 @@ Enforcement = Literal["server", "forcing", "none"]
 # request keys that shape sampling and go to an answer's continuation as well
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "stop", "presence_penalty", "frequency_penalty",
                  "repetition_penalty")
-THINKING_ONLY_KEYS = ("chat_template_kwargs", "thinking_token_budget", "reasoning_effort")
+THINKING_ONLY_KEYS = ("chat_template_kwargs", "thinking_token_budget", "reasoning_effort", "thinking")
 
 #: the call argument that carries a client-side thinking budget to a budget-forcing chat model
 FORCED_BUDGET_ARG = "thinking_budget"
@@ -52,20 +63,34 @@ class TierRequest:
     max_tokens: int
     enforcement: Enforcement | None  # how the budget is held to; None without a budget
     settings: dict[str, Any]
+    notes: tuple[str, ...] = ()  # what gave way to the provider's rules (a budget raised, max_tokens raised, ...)
 
 
 def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
     """The request for ``decision`` on ``tier`` (the decided tier, or a fallback/escalation tier)."""
-    on = decision.thinking and tier.thinking.supported
+    ctl = tier.thinking
+    on = decision.thinking and ctl.supported
     budget = decision.thinking_budget if on else None
-    if budget is not None and tier.thinking.max_budget:
-        budget = min(budget, tier.thinking.max_budget)
+    if budget is not None and ctl.max_budget:
+        budget = min(budget, ctl.max_budget)
     max_tokens = max(1, min(decision.max_tokens, tier.max_tokens))
-    settings = switch_thinking(tier, on, {"max_tokens": max_tokens})
+    notes: list[str] = []
+    if on and ctl.control == "anthropic":
+        on, budget, max_tokens = _anthropic_budget(tier, budget, max_tokens, notes)
+    elif on and ctl.control == "gemini" and budget is not None:
+        budget = _gemini_budget(tier, budget, notes)
+    elif not on and ctl.control == "gemini" and not gemini_budget_limits(tier.model)[2]:
+        notes.append(f"{tier.model} cannot stop thinking: off sends its least budget "
+                     f"({gemini_budget_limits(tier.model)[0]})")
+    settings = switch_thinking(tier, on, {"max_tokens": max_tokens}, budget=budget)
     enforcement: Enforcement | None = None
     if budget is not None:
-        param = tier.thinking.budget_param
-        if param == "thinking_token_budget":
+        param = ctl.budget_param
+        if ctl.control in ("anthropic", "gemini"):
+            enforcement = "server"
+        elif ctl.provider_native:
+            enforcement = "none"  # a level, not a token bound
+        elif param == "thinking_token_budget":
             settings.setdefault("extra_body", {})["thinking_token_budget"] = budget
             enforcement = "server"
         elif param == "budget_forcing":
@@ -74,12 +99,51 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
         else:
             enforcement = "none"
     return TierRequest(tier=tier_name, model=tier.model, thinking=on, thinking_budget=budget, max_tokens=max_tokens,
-                       enforcement=enforcement, settings=settings)
+                       enforcement=enforcement, settings=settings, notes=tuple(notes))
 
 
-def switch_thinking(tier: Tier, on: bool, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _anthropic_budget(tier: Tier, budget: int | None, max_tokens: int,
+                      notes: list[str]) -> tuple[bool, int | None, int]:
+    """(thinking on, budget_tokens, max_tokens) for Claude: at least 1,024, below max_tokens."""
+    want = budget if budget is not None else max_tokens - 1  # unbounded: think up to max_tokens
+    if want < ANTHROPIC_MIN_BUDGET:
+        if budget is not None:
+            notes.append(f"thinking budget {want} raised to Claude's least, {ANTHROPIC_MIN_BUDGET}")
+        want = ANTHROPIC_MIN_BUDGET
+    if want >= max_tokens:
+        if tier.thinking.budget_over_max_tokens == "raise_max_tokens":
+            raised = min(tier.max_tokens, want + max_tokens)
+            if raised > max_tokens:
+                notes.append(f"max_tokens raised from {max_tokens} to {raised}: Claude needs budget_tokens < "
+                             "max_tokens (budget_over_max_tokens: raise_max_tokens)")
+                max_tokens = raised
+        if want >= max_tokens:
+            notes.append(f"thinking budget {want} lowered to {max_tokens - 1}: Claude needs budget_tokens < "
+                         f"max_tokens ({max_tokens})")
+            want = max_tokens - 1
+    if want < ANTHROPIC_MIN_BUDGET:
+        notes.append(f"thinking off: max_tokens {max_tokens} leaves less than Claude's least thinking budget "
+                     f"({ANTHROPIC_MIN_BUDGET})")
+        return False, None, max_tokens
+    return True, want, max_tokens
+
+
+def _gemini_budget(tier: Tier, budget: int, notes: list[str]) -> int:
+    """A Gemini 2.5 budget within the model's range (0 stays "dynamic": -1)."""
+    low, high, _ = gemini_budget_limits(tier.model)
+    if budget <= 0:
+        return -1
+    fitted = max(low, min(high, budget))
+    if fitted != budget:
+        notes.append(f"thinking budget {budget} moved to {fitted}: {tier.model} takes {low}-{high}")
+    return fitted
+
+
+def switch_thinking(tier: Tier, on: bool, settings: Mapping[str, Any] | None = None,
+                    budget: int | None = None) -> dict[str, Any]:
     """``settings`` (copied) with the tier's ``extra_body`` and thinking switched on or off the way its server
-    understands it. An ``extra_body`` in the result is a dict of its own."""
+    understands it (``budget``: the thinking budget of a provider control, already within the provider's
+    limits; ignored by the others). An ``extra_body`` in the result is a dict of its own."""
     out = {k: v for k, v in (settings or {}).items() if k != "extra_body"}
     extra = {**tier.extra_body, **dict((settings or {}).get("extra_body") or {})}
     ctl = tier.thinking
@@ -87,6 +151,23 @@ def switch_thinking(tier: Tier, on: bool, settings: Mapping[str, Any] | None = N
         extra["chat_template_kwargs"] = {**dict(extra.get("chat_template_kwargs") or {}), "enable_thinking": on}
     elif ctl.control == "reasoning_effort":
         out["reasoning_effort"] = ctl.effort_on if on else ctl.effort_off
+    elif ctl.control == "anthropic":
+        out.pop("thinking", None)
+        if on:
+            max_tokens = int(out.get("max_tokens") or tier.max_tokens)
+            out["thinking"] = {"type": "enabled",
+                               "budget_tokens": budget if budget is not None else max(ANTHROPIC_MIN_BUDGET,
+                                                                                      max_tokens - 1)}
+    elif ctl.control == "gemini":
+        low, _, can_off = gemini_budget_limits(tier.model)
+        if on:
+            out["thinking"] = {"type": "enabled", "budget_tokens": budget if budget is not None else -1}
+        elif can_off:
+            out["thinking"] = {"type": "disabled", "budget_tokens": 0}
+        else:
+            out["thinking"] = {"type": "enabled", "budget_tokens": low}
+    elif ctl.control in ("openai_effort", "gemini_levels"):
+        out["reasoning_effort"] = ctl.level_for(budget) if on else ctl.effort_off
     if extra:
         out["extra_body"] = extra
     return out

@@ -54,6 +54,9 @@ class StepRecord(BaseModel):
     ok: bool = True
     error: str | None = None
     ts: float = Field(default_factory=time.time)
+    reasoning_estimated: bool = False
+    """True when ``usage.reasoning_tokens`` is an estimate (the provider reported no count of its own: Anthropic's
+    thinking inside output_tokens, or a server that reports none and whose reasoning text was counted)."""
 
 
 class LedgerState(BaseModel):

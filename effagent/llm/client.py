@@ -64,6 +64,7 @@ class Completion(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int | None = None
+    reasoning_estimated: bool = False  # the count is litellm's estimate from the thinking text (Anthropic-style)
     finish_reason: str | None = None
     logprobs: list[float] | None = None
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
@@ -254,21 +255,26 @@ def _tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def parse_response(response: Any) -> list[Completion]:
+def parse_response(response: Any, provider_counts_reasoning: bool = True) -> list[Completion]:
     """Completions (one per choice) from a chat-completion body: a dict or litellm's ``ModelResponse``.
+
+    Reasoning tokens come from litellm's normalised ``usage.completion_tokens_details.reasoning_tokens``: OpenAI's
+    own field, Gemini's ``thoughtsTokenCount``, Bedrock's ``output_tokens_details``. Anthropic reports thinking
+    inside ``output_tokens`` only, and litellm counts the thinking text: with ``provider_counts_reasoning=False``
+    such a count is marked :attr:`Completion.reasoning_estimated`.
 
     Raises :class:`MalformedResponse` when there are no choices, a choice has no message, or a field has the
     wrong type.
     """
     try:
-        return _parse(response)
+        return _parse(response, provider_counts_reasoning)
     except MalformedResponse:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise MalformedResponse(f"unexpected response shape: {type(err).__name__}: {err}") from err
 
 
-def _parse(response: Any) -> list[Completion]:
+def _parse(response: Any, provider_counts_reasoning: bool = True) -> list[Completion]:
     data = _as_dict(response)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
@@ -305,7 +311,9 @@ def _parse(response: Any) -> list[Completion]:
         rt = reported_reasoning if len(parsed) == 1 else None
         if rt == 0 and p["reasoning"]:
             rt = None  # the server reported 0 for a non-empty reasoning text: not a count (vLLM)
-        out.append(Completion(input_tokens=prompt if i == 0 else 0, output_tokens=n_out, reasoning_tokens=rt, **p))
+        estimated = bool(rt) and not provider_counts_reasoning
+        out.append(Completion(input_tokens=prompt if i == 0 else 0, output_tokens=n_out, reasoning_tokens=rt,
+                              reasoning_estimated=estimated, **p))
     return out
 
 
@@ -375,7 +383,8 @@ def complete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, 
     """
     litellm = _litellm()
     kwargs = request_kwargs(tier, messages, settings, n, logprobs, seed)
-    return with_retries(tier, lambda: parse_response(litellm.completion(**kwargs)))
+    counts = tier.reports_reasoning_tokens
+    return with_retries(tier, lambda: parse_response(litellm.completion(**kwargs), counts))
 
 
 async def acomplete(tier: Tier, messages: list[dict[str, Any]], *, settings: dict[str, Any], n: int = 1,
@@ -385,6 +394,6 @@ async def acomplete(tier: Tier, messages: list[dict[str, Any]], *, settings: dic
     kwargs = request_kwargs(tier, messages, settings, n, logprobs, seed)
 
     async def once() -> list[Completion]:
-        return parse_response(await litellm.acompletion(**kwargs))
+        return parse_response(await litellm.acompletion(**kwargs), tier.reports_reasoning_tokens)
 
     return await awith_retries(tier, once)

@@ -1,0 +1,145 @@
+"""``effagent explain``: what a policy does to one prompt, without calling any model.
+
+```
+effagent explain --policy mixed-hosted "Prove that there are infinitely many primes."
+effagent explain --policy my-policy.yaml --json --thread-spent 40000 - < prompt.txt
+```
+
+It prints the difficulty score and its signals, the band, the decision (tier, thinking, budget, max_tokens,
+samples, reason) and the exact keyword arguments the tier's ``litellm.completion`` call would get (the tier's
+api key is never printed). A ``probe`` estimator calls a model, so it is left out of the score (and reported as
+not run) unless ``--allow-calls`` is given. An invalid policy gets the same ``PATH:LINE:COL`` problems as
+``effagent validate`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from effagent.decide import decide
+from effagent.ledger.base import LedgerState, Usage
+from effagent.policy import DifficultyConfig, Policy, load_policy
+from effagent.records import Difficulty, Step
+
+#: keys of the request printed first, in this order; the rest follow as litellm takes them
+_FIRST = ("model", "api_base", "max_tokens", "thinking", "reasoning_effort", "extra_body")
+_SECRET = ("api_key",)
+
+
+def _load(ref: str) -> Policy:
+    from effagent import policies
+
+    shipped = not Path(ref).exists() and ref in policies.names()
+    return policies.load(ref) if shipped else load_policy(ref)
+
+
+def _estimate(policy: Policy, step: Step, allow_calls: bool) -> tuple[Difficulty, list[str]]:
+    """The step's difficulty, and the estimators left out (a probe calls a model: only with ``allow_calls``)."""
+    from effagent.difficulty import build_estimator
+
+    refs = list(policy.difficulty.estimators)
+    skipped = [] if allow_calls else [r.name for r in refs if r.name == "probe"]
+    kept = [r for r in refs if r.name not in skipped and r.weight > 0]
+    if not kept:  # only a probe: no score without calling it
+        return Difficulty(score=0.0, estimator="none"), skipped
+    config = DifficultyConfig(estimators=kept)
+    return build_estimator(config, policy).estimate(step), skipped
+
+
+def explain(policy: Policy, prompt: str, *, thread_spent: int = 0, allow_calls: bool = False) -> dict[str, Any]:
+    """What ``policy`` does with ``prompt`` as the first step of a run: ``{"difficulty", "band", "decision",
+    "request"}`` (``request``: the keyword arguments of the tier's litellm call, without its api key)."""
+    from effagent.llm.client import request_kwargs
+    from effagent.request import encode
+
+    step = Step.from_prompt(prompt)
+    difficulty, skipped = _estimate(policy, step, allow_calls)
+    state = LedgerState(thread=Usage(input_tokens=max(0, thread_spent)))
+    stats = step.stats()
+    input_tokens = max(1, (stats.chars + max(0, stats.count - 1)) // 4)
+    decision = decide(policy, difficulty, state, step=0, input_tokens=input_tokens)
+    tier = policy.tier(decision.tier)
+    req = encode(decision, decision.tier, tier)
+    kwargs = request_kwargs(tier, [{"role": "user", "content": prompt}], req.settings, 1, None, None)
+    for key in _SECRET:
+        kwargs.pop(key, None)
+    ordered = {k: kwargs.pop(k) for k in _FIRST if k in kwargs}
+    ordered.update(kwargs)
+    band = policy.band_named(decision.band)
+    return {
+        "difficulty": {
+            "score": round(difficulty.score, 4), "estimator": difficulty.estimator,
+            "signals": {k: round(v, 4) for k, v in difficulty.signals.items()},
+            "not_run": {name: "calls a model; pass --allow-calls" for name in skipped},
+        },
+        "band": None if band is None else {"name": band.name, "min": band.min, "max": band.max},
+        "decision": {
+            "action": decision.action, "tier": decision.tier, "model": decision.model, "thinking": req.thinking,
+            "thinking_budget": req.thinking_budget, "max_tokens": req.max_tokens, "samples": decision.samples,
+            "enforcement": req.enforcement, "reason": decision.reason, "notes": list(req.notes),
+            "decided": {"thinking": decision.thinking, "thinking_budget": decision.thinking_budget,
+                        "max_tokens": decision.max_tokens},
+            "fallback": decision.fallback,
+            "price": {"input_per_mtok": tier.price.input_per_mtok, "output_per_mtok": tier.price.output_per_mtok,
+                      "source": tier.price_source},
+        },
+        "request": ordered,
+    }
+
+
+def render_text(out: dict[str, Any]) -> str:
+    d, diff, band = out["decision"], out["difficulty"], out["band"]
+    lines = [f"difficulty {diff['score']:.3f} (estimator {diff['estimator']})"]
+    for name, why in diff["not_run"].items():
+        lines.append(f"  {name}: not run ({why})")
+    for key, value in sorted(diff["signals"].items()):
+        lines.append(f"  {key} = {value:g}")
+    lines.append(f"band {band['name']} [{band['min']}, {band['max']})" if band else "band: none (finalize)")
+    think = (f"thinking on, budget {d['thinking_budget'] if d['thinking_budget'] is not None else 'unbounded'}"
+             f" ({d['enforcement'] or 'no budget'})" if d["thinking"] else "thinking off")
+    lines.append(f"decision: {d['action']} on tier {d['tier']} ({d['model']}), {think}, max_tokens "
+                 f"{d['max_tokens']}, samples {d['samples']}")
+    lines.append(f"  reason: {d['reason']}")
+    for note in d["notes"]:
+        lines.append(f"  note: {note}")
+    p = d["price"]
+    lines.append(f"  price: ${p['input_per_mtok']:g} in / ${p['output_per_mtok']:g} out per Mtok ({p['source']})")
+    lines.append("request (litellm.completion keyword arguments; api key not shown):")
+    req = {k: v for k, v in out["request"].items() if k != "messages"}
+    lines += ["  " + line for line in json.dumps(req, indent=2, default=str).splitlines()]
+    lines.append(f"  + messages: {len(out['request'].get('messages', []))} message(s)")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    policy = _load(args.policy)  # a PolicyError reaches the CLI: PATH:LINE:COL problems, exit 2
+    prompt = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
+    if not prompt.strip():
+        print("effagent explain: give a prompt (an argument, or - to read it from stdin)", file=sys.stderr)
+        return 2
+    out = explain(policy, prompt, thread_spent=args.thread_spent, allow_calls=args.allow_calls)
+    if args.json:
+        print(json.dumps(out, default=str))
+    else:
+        sys.stdout.write(render_text(out))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``effagent explain`` to the CLI's sub-commands."""
+    p = subparsers.add_parser(
+        "explain", help="show what a policy does to one prompt (difficulty, band, decision, request); no model call",
+        description="Estimate a prompt's difficulty, decide the step as the policy says and print the decision "
+                    "and the exact keyword arguments of the tier's litellm call, without calling any model.")
+    p.add_argument("prompt", nargs="?", default=None, metavar="PROMPT", help="the prompt, or - (default) for stdin")
+    p.add_argument("--policy", required=True, metavar="PATH", help="a policy file, or a shipped policy's name")
+    p.add_argument("--json", action="store_true", help='print one object {"difficulty", "band", "decision", '
+                   '"request"}')
+    p.add_argument("--thread-spent", type=int, default=0, metavar="TOKENS",
+                   help="tokens the thread has already spent (the thread budget's remainder shapes the decision)")
+    p.add_argument("--allow-calls", action="store_true", help="run a probe estimator (it calls the probe tier)")
+    p.set_defaults(func=_cmd_explain)

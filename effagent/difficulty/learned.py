@@ -6,10 +6,12 @@ and fits, in closed form with numpy alone, a ridge regression of the gain ``stro
 - hashed word unigrams and bigrams (``HASH_DIM`` buckets, sublinear tf x idf, rows l2-normalised), and
 - the default rule's cues (length, specialised vocabulary, quantities, clauses), standardised.
 
-Score = the rule's squash of ``rule_raw + shrink * rule_sd * z(ridge)``: with ``shrink`` 0 it is exactly the
-default. ``shrink`` = (the blend weight with the best cross-validated APGR on the rows) x n / (n + ``PRIOR_ROWS``),
-so a few hundred rows move the order a little and thousands move it more; rows that teach nothing (no
-cross-validated gain over the default) leave it at 0. The model file is plain JSON, written atomically.
+Score = the rule's squash of the blend ``z(rule_raw) + shrink * z(ridge)``, mapped back to the rule's raw scale
+(the rule's mean and s.d. on the rows), so scores keep the default's range and a policy's band boundaries keep
+their meaning; with ``shrink`` 0 it is exactly the default. ``shrink`` = (the blend weight with the best
+cross-validated APGR on the rows) x n / (n + ``PRIOR_ROWS``), so a few hundred rows move the order a little and
+thousands move it more; rows that teach nothing (no cross-validated gain over the default) leave it at 0. The
+model file is plain JSON, written atomically.
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ class LearnedModel(BaseModel):
     intercept: float
     pred_mean: float
     pred_scale: float
-    base_scale: float  # s.d. of the rule's raw sum on the rows
+    base_mean: float  # mean and s.d. of the rule's raw sum on the rows
+    base_scale: float
     shrink: float
+    blend_scale: float  # s.d. of the blend z(rule) + shrink * z(ridge) on the rows
     rows: int
     cheap_accuracy: float
     strong_accuracy: float
@@ -264,6 +268,8 @@ def learn(outcomes: Sequence[Outcome], *, seed: int = 0) -> LearnedModel:
         w, b = (gram if folds >= 2 and np.any(gain != 0) else _Gram(x, gain)).fit(None, ALPHA)
     pred = x @ w + b
     p_mu, p_sd = _zs(pred)
+    shrink = float(best * n / (n + PRIOR_ROWS))
+    blend_sd = float(((base - b_mu) / b_sd + shrink * (pred - p_mu) / p_sd).std() or 1.0)
     return LearnedModel(
         hash_dim=HASH_DIM,
         idf=[round(float(v), 5) for v in idf],
@@ -275,8 +281,10 @@ def learn(outcomes: Sequence[Outcome], *, seed: int = 0) -> LearnedModel:
         intercept=float(b),
         pred_mean=p_mu,
         pred_scale=p_sd,
+        base_mean=b_mu,
         base_scale=b_sd,
-        shrink=float(best * n / (n + PRIOR_ROWS)),
+        shrink=shrink,
+        blend_scale=blend_sd,
         rows=n,
         cheap_accuracy=float(cheap.mean()),
         strong_accuracy=float(strong.mean()),
@@ -350,7 +358,9 @@ class _Scorer:
             cues, _ = _cues(chunk)
             pred = text @ self.w_text + ((cues - self.cmu) / self.csd) @ self.w_cue + self.m.intercept
             out[s : s + len(chunk)] = (pred - self.m.pred_mean) / self.m.pred_scale
-        return base + self.m.shrink * self.m.base_scale * out
+        m = self.m
+        blend = (base - m.base_mean) / m.base_scale + m.shrink * out
+        return m.base_mean + m.base_scale * blend / m.blend_scale
 
 
 @lru_cache(maxsize=8)

@@ -6,12 +6,14 @@ Nothing else in effagent chooses a tier, a thinking budget, a sample count or wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from effagent.checkin import Grant
 from effagent.errors import BudgetExceeded
-from effagent.ledger.base import LedgerState, Usage
+from effagent.ledger.base import LedgerState
 from effagent.policy import Consistency, EarlyExit, Policy, Tier
 from effagent.records import Difficulty
 
@@ -40,7 +42,7 @@ class Decision(BaseModel):
     """What one model step gets. Serialisable; logged, traced and testable without a model."""
 
     step: int = 0
-    action: Literal["call", "finalize"] = "call"
+    action: Literal["call", "finalize", "pause"] = "call"  # pause: a person is asked for more budget
     tier: str
     model: str
     thinking: bool = False
@@ -57,36 +59,61 @@ class Decision(BaseModel):
     loop: str | None = None  # why a loop was capped, when it was
     fallback: list[str] = Field(default_factory=list)  # tiers to try, in order, if this one fails
     verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
+    warning: str | None = None  # budgets.warn_at reached: the note the step's request gets
     early_exit: EarlyExit | None = None  # the band's early-exit settings when it thinks with early exit
 
     def summary(self) -> dict[str, Any]:
         """The few fields that say what a step got (``telemetry.answer_metadata: summary``)."""
-        return {"step": self.step, "action": self.action, "band": self.band, "difficulty": self.difficulty,
-                "thinking": self.thinking, "max_tokens": self.max_tokens}
+        out = {"step": self.step, "action": self.action, "band": self.band, "difficulty": self.difficulty,
+               "thinking": self.thinking, "max_tokens": self.max_tokens}
+        if self.action != "call":  # a step that ends the run early says why
+            out["reason"] = self.reason
+        if self.warning is not None:
+            out["warning"] = self.warning
+        return out
 
 
-def _budget_left(policy: Policy, state: LedgerState) -> BudgetLeft:
+@dataclass(frozen=True)
+class _Limits:
+    """The run's and the thread's limits: the policy's, raised by what a person granted (None = no limit)."""
+
+    run_tokens: int | None
+    run_usd: float | None
+    thread_tokens: int | None
+    thread_usd: float | None
+
+    @classmethod
+    def of(cls, policy: Policy, grant: Grant | None) -> _Limits:
+        b, g = policy.budgets, grant or Grant()
+
+        def plus(limit: float | None, extra: float) -> Any:
+            return None if limit is None else limit + extra
+
+        return cls(plus(b.run.tokens, g.tokens), plus(b.run.usd, g.usd), plus(b.thread.tokens, g.tokens),
+                   plus(b.thread.usd, g.usd))
+
+    def scopes(self, state: LedgerState) -> list[tuple[str, str, float, float | None]]:
+        """(scope, unit, spent, limit) of each budget."""
+        return [("run", "tokens", state.run.total_tokens, self.run_tokens), ("run", "$", state.run.cost_usd,
+                                                                             self.run_usd),
+                ("thread", "tokens", state.thread.total_tokens, self.thread_tokens),
+                ("thread", "$", state.thread.cost_usd, self.thread_usd)]
+
+
+def _budget_left(limits: _Limits, state: LedgerState) -> BudgetLeft:
     """What is left of the run's and the thread's budgets before this step."""
-    b, run, thread = policy.budgets, state.run, state.thread
-
-    def tokens(limit: int | None, spent: Usage) -> int | None:
-        return None if limit is None else max(0, limit - spent.total_tokens)
-
-    def usd(limit: float | None, spent: Usage) -> float | None:
-        return None if limit is None else max(0.0, limit - spent.cost_usd)
-
-    return BudgetLeft(run_tokens=tokens(b.run.tokens, run), run_usd=usd(b.run.usd, run),
-                      thread_tokens=tokens(b.thread.tokens, thread), thread_usd=usd(b.thread.usd, thread))
+    left = {f"{scope}_{'tokens' if unit == 'tokens' else 'usd'}": None if limit is None else max(0, limit - spent)
+            for scope, unit, spent, limit in limits.scopes(state)}
+    return BudgetLeft(**left)
 
 
-def _exhausted(policy: Policy, state: LedgerState) -> tuple[str, str, str] | None:
+def _exhausted(limits: _Limits, state: LedgerState) -> tuple[str, str, str] | None:
     """(scope, spent, limit) of the first spent budget, or None."""
-    scopes = (("run", policy.budgets.run, state.run), ("thread", policy.budgets.thread, state.thread))
-    for scope, limit, usage in scopes:
-        if limit.tokens is not None and usage.total_tokens >= limit.tokens:
-            return scope, f"{usage.total_tokens} tokens", f"{limit.tokens} tokens"
-        if limit.usd is not None and usage.cost_usd >= limit.usd:
-            return scope, f"${usage.cost_usd:.6f}", f"${limit.usd:.6f}"
+    for scope, unit, spent, limit in limits.scopes(state):
+        if limit is not None and spent >= limit:
+            if unit == "tokens":
+                return scope, f"{spent} tokens", f"{limit} tokens"
+            return scope, f"${spent:.6f}", f"${limit:.6f}"
     return None
 
 
@@ -109,16 +136,30 @@ def decide(
     loop: str | None = None,
     input_tokens: int = 0,
     shared_exhausted: str | None = None,
+    grant: Grant | None = None,
+    refused: bool = False,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
 
     ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` an estimate of the
     prompt size, used to keep the step inside the remaining budget; ``shared_exhausted`` says a shared
-    (team) budget had no room for this step's reservation.
+    (team) budget had no room for this step's reservation. ``grant`` is extra budget a person gave the thread
+    (``on_exhausted: interrupt``), ``refused`` that they declined to give more.
+
+    With ``on_exhausted: interrupt`` a spent run or thread budget gives ``action: pause`` (the integration asks a
+    person; see :mod:`effagent.checkin`) unless more was refused.
     """
     step = state.steps if step is None else step
-    left = _budget_left(policy, state)
-    spent = _exhausted(policy, state)
+    limits = _Limits.of(policy, grant)
+    left = _budget_left(limits, state)
+    spent = _exhausted(limits, state)
+    if spent is not None and policy.budgets.on_exhausted == "interrupt" and not refused:
+        tier = policy.tier(policy.budgets.finalize.tier or policy.cheapest_tier)
+        return Decision(step=step, action="pause", tier=policy.budgets.finalize.tier or policy.cheapest_tier,
+                        model=tier.model, max_tokens=1, difficulty=difficulty.score,
+                        signals=dict(difficulty.signals), budget_left=left,
+                        reason=f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]}); waiting for a person to "
+                               "grant more or refuse")
     if spent is not None and policy.budgets.on_exhausted == "error":
         raise BudgetExceeded(*spent)
     if spent is None and shared_exhausted is not None and policy.budgets.on_exhausted == "error":
@@ -126,6 +167,7 @@ def decide(
     if spent is not None or loop is not None or shared_exhausted is not None:
         if spent is not None:
             why = f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]})"
+            why += "; more budget was refused" if refused else ""
         elif shared_exhausted is not None:
             why = f"team budget exhausted ({shared_exhausted})"
         else:
@@ -159,6 +201,9 @@ def decide(
             thinking = thinking and tier.thinking.supported
             budget = budget if thinking else None
     reasons.append(_thinking_reason(thinking, budget))
+    warning = _warning(policy, limits, state)
+    if warning is not None:
+        reasons.append(warning)
     return Decision(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=band.samples, prompt_budget=band.prompt_budget, band=band.name,
@@ -166,8 +211,23 @@ def decide(
         verify=band.cascade is not None and band.samples == 1,
         early_exit=band.early_exit if thinking else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
-        budget_left=left, fallback=_fallback(policy, name),
+        budget_left=left, fallback=_fallback(policy, name), warning=warning,
     )
+
+
+def _warning(policy: Policy, limits: _Limits, state: LedgerState) -> str | None:
+    """The soft limit's note once ``budgets.warn_at`` of the run's or the thread's budget is spent."""
+    at = policy.budgets.warn_at
+    if at is None:
+        return None
+    shares = [(used / limit, scope, "token" if unit == "tokens" else unit)
+              for scope, unit, used, limit in limits.scopes(state) if limit]
+    if not shares:
+        return None
+    share, scope, unit = max(shares)
+    if share < at:
+        return None
+    return f"budget nearly spent: {share:.0%} of the {scope}'s {unit} budget is used; wrap up and answer soon"
 
 
 def _thinking_budget(asked: int | None, tier: Tier, policy: Policy) -> int | None:

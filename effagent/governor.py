@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 
+from effagent.checkin import Grant
 from effagent.decide import Decision, decide, escalate
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator
@@ -74,29 +75,36 @@ class Governor:
 
     # -- planning: estimate, decide, reserve --------------------------------------------------------
     def plan(self, step: Step, run_id: str, thread_id: str | None = None,
-             thread_base: Usage | None = None, *, blocks_calls: bool = False) -> Decision:
+             thread_base: Usage | None = None, *, blocks_calls: bool = False, grant: Grant | None = None,
+             refused: bool = False) -> Decision:
         """The step's Decision. ``blocks_calls``: the integration does not run an over-limit repeated tool call
-        (see :func:`effagent.levers.loopguard.check`)."""
+        (see :func:`effagent.levers.loopguard.check`); ``grant``/``refused``: a person's answer to a pause
+        (:mod:`effagent.checkin`). A ``pause`` decision starts no step: the step starts once a person answered."""
         state = self.ledger.state(run_id, thread_id, thread_base)
         step, loop, inp = self._read(step, state, blocks_calls)
         difficulty = self.estimator.estimate(step)
-        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
+        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
+                          grant=grant, refused=refused)
         if decision.action == "call" and self._reserving:
             hold = self.ledger.reserve(*self._reservation(decision, run_id, thread_id, inp))
-            decision = self._held(decision, hold, run_id, difficulty, state, loop, inp)
-        return self._started(run_id, thread_id, decision, difficulty)
+            decision = self._held(decision, hold, run_id, difficulty, state, loop, inp, grant, refused)
+        return decision if decision.action == "pause" else self._started(run_id, thread_id, decision, difficulty)
 
     async def aplan(self, step: Step, run_id: str, thread_id: str | None = None,
-                    thread_base: Usage | None = None, *, blocks_calls: bool = False) -> Decision:
+                    thread_base: Usage | None = None, *, blocks_calls: bool = False, grant: Grant | None = None,
+                    refused: bool = False) -> Decision:
         state = await self.ledger.astate(run_id, thread_id, thread_base)
         step, loop, inp = self._read(step, state, blocks_calls)
         # a probe estimator calls a model: off the event loop
         difficulty = (await asyncio.to_thread(self.estimator.estimate, step) if self._probe is not None
                       else self.estimator.estimate(step))
-        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp)
+        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
+                          grant=grant, refused=refused)
         if decision.action == "call" and self._reserving:
             hold = await self.ledger.areserve(*self._reservation(decision, run_id, thread_id, inp))
-            decision = self._held(decision, hold, run_id, difficulty, state, loop, inp)
+            decision = self._held(decision, hold, run_id, difficulty, state, loop, inp, grant, refused)
+        if decision.action == "pause":
+            return decision
         if self._probe is not None:
             return await asyncio.to_thread(self._started, run_id, thread_id, decision, difficulty)
         return self._started(run_id, thread_id, decision, difficulty)
@@ -110,10 +118,11 @@ class Governor:
         return step, loop, max(1, (st.chars + max(0, st.count - 1)) // 4)
 
     def _held(self, decision: Decision, hold: Reservation | None, run_id: str, difficulty: Difficulty,
-              state: LedgerState, loop: str | None, inp: int) -> Decision:
+              state: LedgerState, loop: str | None, inp: int, grant: Grant | None, refused: bool) -> Decision:
         if hold is None:  # a shared budget has no room for this step's maximum
             return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          shared_exhausted="no room left for this step's reserved maximum")
+                          shared_exhausted="no room left for this step's reserved maximum", grant=grant,
+                          refused=refused)
         with self._holds_lock:
             self._holds[(run_id, decision.step)] = hold
         return decision
@@ -246,6 +255,24 @@ class Governor:
         else:
             await self.ledger.arecord(rec)
         self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
+        return rec
+
+    @staticmethod
+    def _grant_record(run_id: str, thread_id: str | None, decision: Decision, grant: Grant) -> StepRecord:
+        return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step, kind="grant", tier=decision.tier,
+                          model=decision.model, usage=Usage(), reason=f"budget granted: {grant}", ts=time.time())
+
+    def record_grant(self, run_id: str, thread_id: str | None, decision: Decision, grant: Grant) -> StepRecord:
+        """A person granted more budget: a ledger record of kind ``grant`` (no usage), traced like a call."""
+        rec = self._grant_record(run_id, thread_id, decision, grant)
+        self.ledger.record(rec)
+        self.observer.on_call(run_id, decision, rec, 0.0, None, None)
+        return rec
+
+    async def arecord_grant(self, run_id: str, thread_id: str | None, decision: Decision, grant: Grant) -> StepRecord:
+        rec = self._grant_record(run_id, thread_id, decision, grant)
+        await self.ledger.arecord(rec)
+        self.observer.on_call(run_id, decision, rec, 0.0, None, None)
         return rec
 
     def end_step(self, run_id: str, decision: Decision, usage: Usage) -> None:

@@ -458,9 +458,15 @@ class Budgets(_Strict):
     """Shared by every worker of `ledger.redis.team` (per `ledger.redis.window`); enforced by atomic
     reservations of each step's maximum before the call."""
     step: StepLimit = Field(default_factory=StepLimit)
-    on_exhausted: Literal["finalize", "error"] = "finalize"
+    warn_at: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """A soft limit: once this share of the run's or the thread's budget is spent, each further step's request
+    gets a short note ("budget nearly spent: wrap up"), recorded on the decision and in the trace (unset = none)."""
+    on_exhausted: Literal["finalize", "error", "interrupt"] = "finalize"
     """When a budget is spent: `finalize` makes one last cheap call without tools or thinking for the final
-    answer; `error` raises effagent.BudgetExceeded."""
+    answer; `error` raises effagent.BudgetExceeded; `interrupt` pauses a checkpointed agent with a LangGraph
+    `interrupt()` carrying what was spent and what is left: resume with `Command(resume={"grant": {"tokens": N}})`
+    (or `{"usd": X}`) to go on with that much more budget for the thread (a ledger record of kind `grant`), or
+    `Command(resume={"refuse": true})` for the final answer. A team budget that is spent finalizes."""
     finalize: Finalize = Field(default_factory=Finalize)
 
 

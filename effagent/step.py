@@ -28,6 +28,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
+from effagent.checkin import CheckinError, Grant, pause_payload, read_resume
 from effagent.decide import Decision, escalate
 from effagent.errors import EndpointError
 from effagent.governor import Governor, approx_tokens
@@ -150,15 +151,68 @@ class StepProcedure:
     blocks_repeated_calls: bool = False
 
     # -- 1. plan ----------------------------------------------------------------------------------------
-    def plan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None) -> StepContext:
-        decision = self.governor.plan(step, run_id, thread_id, thread_base, blocks_calls=self.blocks_repeated_calls)
+    def plan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None, *,
+             grant: Grant | None = None, refused: bool = False) -> StepContext:
+        decision = self.governor.plan(step, run_id, thread_id, thread_base, blocks_calls=self.blocks_repeated_calls,
+                                      grant=grant, refused=refused)
         return StepContext(run_id, thread_id, thread_base, decision, step)
 
-    async def aplan(self, step: Step, run_id: str, thread_id: str | None,
-                    thread_base: Usage | None) -> StepContext:
+    async def aplan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None, *,
+                    grant: Grant | None = None, refused: bool = False) -> StepContext:
         decision = await self.governor.aplan(step, run_id, thread_id, thread_base,
-                                             blocks_calls=self.blocks_repeated_calls)
+                                             blocks_calls=self.blocks_repeated_calls, grant=grant, refused=refused)
         return StepContext(run_id, thread_id, thread_base, decision, step)
+
+    # -- 1b. a spent budget with on_exhausted: interrupt — ask a person ----------------------------------
+    def plan_checked_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
+                        grant: Grant, ask: Callable[[dict[str, Any]], Any]) -> tuple[StepContext, Grant]:
+        """:meth:`plan`, and while the decision is a pause: ``ask(payload)`` (LangGraph's ``interrupt``) for a grant
+        or a refusal, then plan again. Returns the step and the thread's grant so far (to keep in graph state).
+        A malformed answer is asked again with its error in the payload: the run stays paused, nothing spent."""
+        ctx = self.plan(step, run_id, thread_id, thread_base, grant=grant)
+        given: list[Grant] = []
+        error: str | None = None
+        while ctx.decision.action == "pause":
+            try:
+                answer = read_resume(ask(self._pause_payload(ctx, grant, error)))
+            except CheckinError as err:
+                error = str(err)
+                continue
+            if answer is None:
+                ctx = self.plan(step, run_id, thread_id, thread_base, grant=grant, refused=True)
+                break
+            grant, error = grant + answer, None
+            given.append(answer)
+            ctx = self.plan(step, run_id, thread_id, thread_base, grant=grant)
+        for g in given:
+            self.governor.record_grant(run_id, thread_id, ctx.decision, g)
+        return ctx, grant
+
+    async def aplan_checked_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
+                               grant: Grant, ask: Callable[[dict[str, Any]], Any]) -> tuple[StepContext, Grant]:
+        ctx = await self.aplan(step, run_id, thread_id, thread_base, grant=grant)
+        given: list[Grant] = []
+        error: str | None = None
+        while ctx.decision.action == "pause":
+            try:
+                answer = read_resume(ask(self._pause_payload(ctx, grant, error)))
+            except CheckinError as err:
+                error = str(err)
+                continue
+            if answer is None:
+                ctx = await self.aplan(step, run_id, thread_id, thread_base, grant=grant, refused=True)
+                break
+            grant, error = grant + answer, None
+            given.append(answer)
+            ctx = await self.aplan(step, run_id, thread_id, thread_base, grant=grant)
+        for g in given:
+            await self.governor.arecord_grant(run_id, thread_id, ctx.decision, g)
+        return ctx, grant
+
+    def _pause_payload(self, ctx: StepContext, grant: Grant, error: str | None) -> dict[str, Any]:
+        state = self.governor.ledger.state(ctx.run_id, ctx.thread_id, ctx.thread_base)
+        spent = {"run": state.run.model_dump(), "thread": state.thread.model_dump()}
+        return pause_payload(ctx.decision.reason, spent, ctx.decision.budget_left.model_dump(), grant, error)
 
     def instruction(self, ctx: StepContext) -> str | None:
         """A user message to append to the conversation: the finalize instruction (saying why: a loop, or a spent
@@ -167,9 +221,10 @@ class StepProcedure:
         fin = self.governor.policy.budgets.finalize
         if d.action == "finalize":
             return fin.loop_instruction.replace("{reason}", d.loop) if d.loop is not None else fin.instruction
-        if d.prompt_budget == "none":
-            return None
-        return prompt_budget_instruction(d.prompt_budget, ctx.step.prompt, d.difficulty)
+        parts = [prompt_budget_instruction(d.prompt_budget, ctx.step.prompt, d.difficulty)
+                 if d.prompt_budget != "none" else None,
+                 f"Note: {d.warning}." if d.warning else None]
+        return "\n".join(p for p in parts if p) or None
 
     def exits_early(self, ctx: StepContext) -> bool:
         """Early exit applies to answer steps (no tools offered) that think, on a tier that can think."""
@@ -219,7 +274,9 @@ class StepProcedure:
         """Tag the answer with its decision, close the step, and give the thread's new total."""
         d = ctx.decision
         telemetry = self.governor.policy.telemetry
-        shown = {"decision": d.model_dump(mode="json")} if telemetry.answer_metadata == "decision" else d.summary()
+        shown = d.summary()  # what the step got, and why it ended the run early when it did
+        if telemetry.answer_metadata == "decision":
+            shown["decision"] = d.model_dump(mode="json")
         note = (f"(no final answer: the model still asked for a tool; {d.reason})" if d.action == "finalize"
                 else None)
         endpoint.tag(result, {"tier": tier, **shown, **(extra or {})}, note)

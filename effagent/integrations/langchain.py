@@ -22,9 +22,9 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, ModelReques
 from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr, ToolCallRequest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, convert_to_openai_messages
-from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.types import Command
 
+from effagent.checkin import Grant
 from effagent.governor import Governor
 from effagent.ledger.base import Ledger, Usage
 from effagent.levers import loopguard
@@ -40,7 +40,9 @@ from .messages import (
     check_models,
     default_reasoning_counter,
     graph_context,
+    interrupt_for_budget,
     reply_of,
+    require_checkpointer,
     tag_answer,
     thread_usage_for_state,
     thread_usage_from_state,
@@ -49,11 +51,15 @@ from .messages import (
 
 THREAD_KEY = "effagent_thread_usage"
 RUN_KEY = "effagent_run_id"
+GRANT_KEY = "effagent_grant"
 
 
 class EfficiencyState(AgentState[Any]):
     effagent_thread_usage: NotRequired[Annotated[dict[str, Any], PrivateStateAttr]]
-    effagent_run_id: NotRequired[Annotated[str, UntrackedValue, PrivateStateAttr]]
+    # the run's id: kept in the checkpoint while the run lasts (a run paused by an interrupt resumes as itself),
+    # cleared when the agent ends, so every invocation is a new run
+    effagent_run_id: NotRequired[Annotated[str, PrivateStateAttr]]
+    effagent_grant: NotRequired[Annotated[dict[str, Any], PrivateStateAttr]]  # budget a person granted
 
 
 def _first_ai(response: ModelResponse) -> AIMessage | None:
@@ -137,12 +143,14 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         run_id = state.get(RUN_KEY)
         if run_id:
             self.governor.end_run(run_id)
+            return {RUN_KEY: ""}
         return None
 
     async def aafter_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
         run_id = state.get(RUN_KEY)
         if run_id:
             await self.governor.aend_run(run_id)
+            return {RUN_KEY: ""}
         return None
 
     # -- model steps --------------------------------------------------------------------------------
@@ -162,15 +170,17 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                            ctx.decision.action == "finalize")
 
     @staticmethod
-    def _response(out: Outcome[ModelResponse], ctx: StepContext, started: bool,
-                  checkpointed: bool) -> ModelResponse | ExtendedModelResponse:
-        """The response, with the state update effagent needs: the run's id on its first step, and the thread's
-        total when the state is checkpointed."""
+    def _response(out: Outcome[ModelResponse], ctx: StepContext, started: bool, checkpointed: bool,
+                  grant: Grant | None = None) -> ModelResponse | ExtendedModelResponse:
+        """The response, with the state update effagent needs: the run's id on its first step, the thread's
+        total when the state is checkpointed, and a new grant."""
         update: dict[str, Any] = {}
         if checkpointed:
             update[THREAD_KEY] = thread_usage_for_state(out.thread_total)
         if started:
             update[RUN_KEY] = ctx.run_id
+        if grant is not None:
+            update[GRANT_KEY] = grant.as_state()
         if not update:
             return out.result
         return ExtendedModelResponse(model_response=out.result, command=Command(update=update))
@@ -179,17 +189,32 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         run_id, started, thread_id, checkpointed, base = self._where(request)
         step = to_step(request.messages, request.tools, self.cache, run_id)
-        ctx = self.procedure.plan(step, run_id, thread_id, base)
+        grant = None
+        if self.policy.budgets.on_exhausted == "interrupt":
+            require_checkpointer(self.policy, checkpointed)
+            before = Grant.from_state(request.state.get(GRANT_KEY))
+            ctx, grant = self.procedure.plan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
+            grant = None if grant == before else grant
+        else:
+            ctx = self.procedure.plan(step, run_id, thread_id, base)
         out = self.procedure.run(ctx, self._calls(request, handler, ctx))
-        return self._response(out, ctx, started, checkpointed)
+        return self._response(out, ctx, started, checkpointed, grant)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         run_id, started, thread_id, checkpointed, base = self._where(request)
         step = to_step(request.messages, request.tools, self.cache, run_id)
-        ctx = await self.procedure.aplan(step, run_id, thread_id, base)
+        grant = None
+        if self.policy.budgets.on_exhausted == "interrupt":
+            require_checkpointer(self.policy, checkpointed)
+            before = Grant.from_state(request.state.get(GRANT_KEY))
+            ctx, grant = await self.procedure.aplan_checked_in(step, run_id, thread_id, base, before,
+                                                               interrupt_for_budget)
+            grant = None if grant == before else grant
+        else:
+            ctx = await self.procedure.aplan(step, run_id, thread_id, base)
         out = await self.procedure.arun(ctx, self._calls(request, handler, ctx))
-        return self._response(out, ctx, started, checkpointed)
+        return self._response(out, ctx, started, checkpointed, grant)
 
     # -- tool calls: an over-limit repeated call is answered, not run ------------------------------------
     def _blocked(self, request: ToolCallRequest) -> ToolMessage | None:

@@ -23,14 +23,14 @@ Your own state class works too if it has the two keys of :class:`EfficiencyGraph
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, convert_to_openai_messages
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph import MessagesState
 
+from effagent.checkin import Grant
 from effagent.governor import Governor
 from effagent.ledger.base import Ledger
 from effagent.observe import Observer
@@ -44,7 +44,9 @@ from .messages import (
     check_models,
     default_reasoning_counter,
     graph_context,
+    interrupt_for_budget,
     reply_of,
+    require_checkpointer,
     tag_answer,
     thread_usage_for_state,
     thread_usage_from_state,
@@ -53,14 +55,17 @@ from .messages import (
 
 THREAD_KEY = "effagent_thread_usage"
 RUN_KEY = "effagent_run_id"
+GRANT_KEY = "effagent_grant"
 
 
 class EfficiencyGraphState(MessagesState, total=False):
-    """``MessagesState`` plus effagent's keys: the thread's usage (checkpointed) and this run's id
-    (not checkpointed, so every invocation is a new run)."""
+    """``MessagesState`` plus effagent's keys: the thread's usage, this run's id (cleared when the agent answers,
+    so every invocation is a new run; a run paused by an interrupt resumes as itself) and the budget a person
+    granted."""
 
     effagent_thread_usage: dict[str, Any]
-    effagent_run_id: Annotated[str, UntrackedValue]
+    effagent_run_id: str
+    effagent_grant: dict[str, Any]  # budget a person granted the thread (on_exhausted: interrupt)
 
 
 def _as_ai(msg: Any) -> AIMessage | None:
@@ -146,28 +151,48 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
             msgs.insert(0, SystemMessage(self.system_prompt))
         return _NodeCalls(self, msgs, config, ctx.decision.action == "finalize")
 
-    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, out: Outcome[Any]) -> dict[str, Any]:
+    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, out: Outcome[Any],
+                grant: Grant | None) -> dict[str, Any]:
         update: dict[str, Any] = {self.messages_key: [out.result]}
         if checkpointed:
             update[THREAD_KEY] = thread_usage_for_state(out.thread_total)
-        if new_run:
+        if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
+            update[RUN_KEY] = ""
+        elif new_run:
             update[RUN_KEY] = ctx.run_id
+        if grant is not None:
+            update[GRANT_KEY] = grant.as_state()
         return update
 
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
-        ctx = self.procedure.plan(step, run_id, thread_id, base)
+        grant = None
+        if self.policy.budgets.on_exhausted == "interrupt":
+            require_checkpointer(self.policy, checkpointed)
+            before = Grant.from_state(state.get(GRANT_KEY))
+            ctx, grant = self.procedure.plan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
+            grant = None if grant == before else grant
+        else:
+            ctx = self.procedure.plan(step, run_id, thread_id, base)
         out = self.procedure.run(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
             self.governor.end_run(ctx.run_id)
-        return self._update(ctx, new_run, checkpointed, out)
+        return self._update(ctx, new_run, checkpointed, out, grant)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
-        ctx = await self.procedure.aplan(step, run_id, thread_id, base)
+        grant = None
+        if self.policy.budgets.on_exhausted == "interrupt":
+            require_checkpointer(self.policy, checkpointed)
+            before = Grant.from_state(state.get(GRANT_KEY))
+            ctx, grant = await self.procedure.aplan_checked_in(step, run_id, thread_id, base, before,
+                                                               interrupt_for_budget)
+            grant = None if grant == before else grant
+        else:
+            ctx = await self.procedure.aplan(step, run_id, thread_id, base)
         out = await self.procedure.arun(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):
             await self.governor.aend_run(ctx.run_id)
-        return self._update(ctx, new_run, checkpointed, out)
+        return self._update(ctx, new_run, checkpointed, out, grant)

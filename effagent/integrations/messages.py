@@ -259,3 +259,18 @@ def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> 
         raise EffagentError(f"no chat model given for tier(s) {missing}; pass models={{name: model}} for every "
                             f"tier in the policy ({', '.join(policy.tiers)})")
     return dict(models)
+
+
+def interrupt_for_budget(payload: dict[str, Any]) -> Any:
+    """LangGraph's ``interrupt()`` for a spent budget (``on_exhausted: interrupt``): pauses the graph; on resume,
+    the value given to ``Command(resume=...)``."""
+    from langgraph.types import interrupt
+
+    return interrupt(payload)
+
+
+def require_checkpointer(policy: Policy, checkpointed: bool) -> None:
+    if policy.budgets.on_exhausted == "interrupt" and not checkpointed:
+        raise EffagentError("budgets.on_exhausted: interrupt pauses the graph until a person answers, which needs "
+                            "a checkpointer: build the agent with checkpointer=... (e.g. InMemorySaver()) and "
+                            "invoke it with a thread_id, or set on_exhausted: finalize")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from effagent.policy import Limit
 
 T = TypeVar("T")
-CallKind = Literal["model", "finalize", "probe", "sample", "verify"]
+CallKind = Literal["model", "finalize", "probe", "sample", "verify", "grant"]  # grant: budget a person gave
 #: the kinds of call that make up a model step of the run (probes and verifications ride on a step)
 STEP_KINDS = ("model", "finalize", "sample")
 

@@ -228,6 +228,8 @@ class OTelObserver:
                 a[f"effagent.budget_left.{k}"] = v
         if d.loop is not None:
             a["effagent.loop.reason"] = self._scrub(d.loop)
+        if d.warning is not None:
+            a["effagent.budget.warning"] = d.warning
         return a
 
     def _call_attrs(self, record: StepRecord, response_model: str | None) -> dict[str, Any]:

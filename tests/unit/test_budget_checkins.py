@@ -1,0 +1,142 @@
+"""Budgets that warn before they stop (``warn_at``) and that hand control to a person (``on_exhausted:
+interrupt``), in both integrations, sync and async, with a checkpointer."""
+
+from __future__ import annotations
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.types import Command
+
+from effagent import EffagentError, InMemoryLedger, parse_policy
+from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.langgraph import EfficiencyGraphState, EfficiencyNode
+from tests.fakes import FakeTierModel, ai, call
+from tests.unit.test_langchain_middleware import calculator
+
+POLICY = """
+tiers:
+  small: {model: openai/small, price: {input_per_mtok: 1, output_per_mtok: 2}}
+bands:
+  - {name: all, min: 0.0, max: 1.0, tier: small}
+budgets:
+  run: {tokens: 60}
+  on_exhausted: ON_EXHAUSTED
+  WARN
+"""
+QUESTION = "What is 6 * 7? Use the calculator."
+
+
+def policy(on_exhausted: str = "interrupt", warn: str = ""):
+    return parse_policy(POLICY.replace("ON_EXHAUSTED", on_exhausted).replace("WARN", warn), env={})
+
+
+def respond(messages, kwargs):
+    """Calls the calculator (40 tokens), then answers (40 tokens): the second step finds the 60-token run
+    budget spent after the first 40 + ... tool round."""
+    if isinstance(messages[-1], ToolMessage):
+        return ai("42", input_tokens=30, output_tokens=10)
+    if isinstance(messages[-1], HumanMessage) and "budget" in messages[-1].content:
+        return ai("42 (final)", input_tokens=30, output_tokens=10)
+    return ai("", tool_calls=[call("calculator", {"expression": "6*7"})], input_tokens=50, output_tokens=15)
+
+
+def agent_graph(pol, model, checkpointer=None):
+    mw = EfficiencyMiddleware(pol, models={"small": model})
+    return create_agent(mw.default_model, tools=[calculator], middleware=[mw], checkpointer=checkpointer), mw
+
+
+def node_graph(pol, model, checkpointer=None):
+    node = EfficiencyNode(pol, models={"small": model}, tools=[calculator], ledger=InMemoryLedger())
+    g = StateGraph(EfficiencyGraphState)
+    g.add_node("agent", node)
+    g.add_node("tools", ToolNode([calculator]))
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", tools_condition)
+    g.add_edge("tools", "agent")
+    return g.compile(checkpointer=checkpointer), node
+
+
+BUILDERS = {"create_agent": agent_graph, "StateGraph": node_graph}
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_a_spent_budget_pauses_and_a_grant_resumes_the_run(kind):
+    model = FakeTierModel(tier="small", responder=respond)
+    graph, holder = BUILDERS[kind](policy(), model, InMemorySaver())
+    cfg = {"configurable": {"thread_id": f"grant-{kind}"}}
+    paused = graph.invoke({"messages": [HumanMessage(QUESTION)]}, cfg)
+    [pending] = paused["__interrupt__"]
+    assert pending.value["effagent"] == "budget_exhausted" and "run budget exhausted" in pending.value["reason"]
+    assert pending.value["spent"]["run"]["input_tokens"] == 50 and pending.value["left"]["run_tokens"] == 0
+    assert len(model.calls) == 1  # paused before the second model call
+    done = graph.invoke(Command(resume={"grant": {"tokens": 500}}), cfg)
+    assert done["messages"][-1].content == "42" and "__interrupt__" not in done
+    grants = [r for r in holder.ledger.records() if r.kind == "grant"]
+    assert len(grants) == 1 and "500 tokens" in grants[0].reason
+    assert graph.get_state(cfg).values["effagent_grant"] == {"tokens": 500, "usd": 0.0}
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_a_refusal_ends_the_run_with_a_final_answer_that_says_why(kind):
+    model = FakeTierModel(tier="small", responder=respond)
+    graph, holder = BUILDERS[kind](policy(), model, InMemorySaver())
+    cfg = {"configurable": {"thread_id": f"refuse-{kind}"}}
+    graph.invoke({"messages": [HumanMessage(QUESTION)]}, cfg)
+    done = graph.invoke(Command(resume={"refuse": True}), cfg)
+    last = done["messages"][-1]
+    assert last.content == "42 (final)"
+    assert last.response_metadata["effagent"]["action"] == "finalize"
+    assert "more budget was refused" in last.response_metadata["effagent"]["reason"]
+    assert [r.kind for r in holder.ledger.records()] == ["model", "finalize"]
+
+
+@pytest.mark.parametrize("bad", [{"grant": {"tokens": -5}}, {"grant": {"tokens": "lots"}}, {"more": 1}, "yes",
+                                 {"grant": {"tokens": 10, "minutes": 3}}])
+def test_a_malformed_answer_keeps_the_run_paused_with_the_error_and_spends_nothing(bad):
+    model = FakeTierModel(tier="small", responder=respond)
+    graph, mw = agent_graph(policy(), model, InMemorySaver())
+    cfg = {"configurable": {"thread_id": "bad"}}
+    graph.invoke({"messages": [HumanMessage(QUESTION)]}, cfg)
+    spent = mw.ledger.total()
+    again = graph.invoke(Command(resume=bad), cfg)
+    [pending] = again["__interrupt__"]
+    assert pending.value["error"] and "resume" in pending.value
+    assert mw.ledger.total() == spent and len(model.calls) == 1
+    done = graph.invoke(Command(resume={"grant": {"usd": 1.0, "tokens": 100}}), cfg)  # a good answer still works
+    assert done["messages"][-1].content == "42"
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+async def test_async_agents_pause_and_resume_too(kind):
+    model = FakeTierModel(tier="small", responder=respond)
+    graph, holder = BUILDERS[kind](policy(), model, InMemorySaver())
+    cfg = {"configurable": {"thread_id": f"async-{kind}"}}
+    paused = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, cfg)
+    assert paused["__interrupt__"]
+    done = await graph.ainvoke(Command(resume={"grant": {"tokens": 500}}), cfg)
+    assert done["messages"][-1].content == "42"
+    assert [r.kind for r in holder.ledger.records()].count("grant") == 1
+
+
+def test_interrupt_without_a_checkpointer_is_a_clear_error():
+    graph, _ = agent_graph(policy(), FakeTierModel(tier="small", responder=respond))
+    with pytest.raises(EffagentError, match="needs a checkpointer"):
+        graph.invoke({"messages": [HumanMessage(QUESTION)]})
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_warn_at_adds_a_visible_note_once_that_share_is_spent(kind):
+    model = FakeTierModel(tier="small", responder=respond)
+    pol = parse_policy(POLICY.replace("run: {tokens: 60}", "run: {tokens: 100}").replace("ON_EXHAUSTED", "finalize")
+                       .replace("WARN", "warn_at: 0.5"), env={})
+    graph, holder = BUILDERS[kind](pol, model, InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage(QUESTION)]}, {"configurable": {"thread_id": f"warn-{kind}"}})
+    first, second = model.calls[0]["messages"], model.calls[1]["messages"]
+    assert not any("budget nearly spent" in str(m.content) for m in first)
+    note = second[-1].content  # 65 of 100 tokens spent: the second request carries the note
+    assert "budget nearly spent: 65% of the run's token budget is used" in note
+    assert out["messages"][-1].response_metadata["effagent"]["warning"].startswith("budget nearly spent")

@@ -240,10 +240,13 @@ class StepProcedure:
             request = encode(ctx.decision, tier, policy.tier(tier))
             whole = self._whole_step(ctx, request, endpoint)
             started = time.perf_counter()
+            spent, meta = Usage(), {}  # what a lever that gave no answer already spent
             try:
                 if whole is not None:
-                    result, usage, meta = yield whole
-                    return (yield from self._finish(ctx, tier, endpoint, result, usage, meta))
+                    result, spent, meta = yield whole
+                    if result is not None:
+                        return (yield from self._finish(ctx, tier, endpoint, result, spent, meta))
+                    started = time.perf_counter()  # the lever gave no answer: one plain call answers
                 result = yield _Call(request)
             except Exception as err:
                 if not is_endpoint_failure(err):
@@ -254,7 +257,7 @@ class StepProcedure:
             rec: StepRecord = yield self._account(ctx, tier, reply, started)
             up = self._escalation(ctx, reply)
             if up is None:
-                return (yield from self._finish(ctx, tier, endpoint, result, rec.usage))
+                return (yield from self._finish(ctx, tier, endpoint, result, spent + rec.usage, meta))
             up_tier = up.decision.tier
             started = time.perf_counter()
             try:
@@ -372,10 +375,10 @@ class StepProcedure:
         return chosen, total, meta  # type: ignore[return-value]
 
     def _early_exit(self, ctx: StepContext, request: TierRequest,
-                    endpoint: Endpoint[T]) -> tuple[T, Usage, dict[str, Any]]:
+                    endpoint: Endpoint[T]) -> tuple[T | None, Usage, dict[str, Any]]:
         """Chunked thinking with answer probes on the tier's endpoint; every call is accounted as it returns.
         The answer is never empty: when the written answer comes back empty, the agreeing probes' answer
-        stands in for it."""
+        stands in for it; when there is none either, the result is None and one plain call answers."""
         from effagent.levers.early_exit import EarlyExitConfig, run_on_tier
         from effagent.levers.loopguard import check_reasoning
 
@@ -411,13 +414,17 @@ class StepProcedure:
         more = {"complete_fn": self.complete_fn} if self.complete_fn is not None else {}
         result = run_on_tier(tier, endpoint.conversation(), cfg, max_tokens=request.max_tokens, answer=opts.answer,
                              stop_check=stop_check, on_call=on_call, **more)
-        answer = result.answer.strip() or (result.extracted or "")
-        reply = Reply(text=answer, input_tokens=total.input_tokens, output_tokens=total.output_tokens,
-                      reasoning_tokens=thinking_tokens, reasoning=result.reasoning, model=tier.model)
+        agreed = result.probes[-1].text.strip() if result.exited == "probes_agree" and result.probes else ""
+        answer = result.answer.strip() or agreed
         meta = {"early_exit": {"exited": result.exited, "reason": result.reason,
                                "thinking_tokens": result.thinking_tokens, "probes": len(result.probes),
                                "answer": result.extracted, "calls": len(result.calls),
-                               "answer_from_probes": not result.answer.strip() and bool(answer)}}
+                               "answer_from_probes": not result.answer.strip() and bool(answer),
+                               "plain_call_answered": not answer}}
+        if not answer:  # neither the written answer nor the probes: a plain call on the tier answers the step
+            return None, total, meta
+        reply = Reply(text=answer, input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+                      reasoning_tokens=thinking_tokens, reasoning=result.reasoning, model=tier.model)
         return endpoint.wrap(reply), total, meta
 
     # -- the drivers ---------------------------------------------------------------------------------------

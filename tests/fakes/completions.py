@@ -56,8 +56,9 @@ class FakeEndpoint:
     answer after a closed thinking block; raises like a dead server after ``fail_at`` calls."""
 
     def __init__(self, probes=("maybe 41?", "42", "42"), fail_at: int | None = None, thought: str = "step ",
-                 prefix: str = "<think>\n") -> None:
+                 prefix: str = "<think>\n", answer: str = "The answer is 42.") -> None:
         self.probes = list(probes)
+        self.answer = answer
         self.calls: list[dict] = []
         self.fail_at = fail_at
         self.thought = thought
@@ -77,6 +78,6 @@ class FakeEndpoint:
             text = self.probes.pop(0) if self.probes else "42"
             return [Completion(content=text, input_tokens=inp, output_tokens=2, finish_reason="stop")]
         if turn.endswith("</think>\n\n"):
-            return [Completion(content="The answer is 42.", input_tokens=inp, output_tokens=6, finish_reason="stop")]
+            return [Completion(content=self.answer, input_tokens=inp, output_tokens=6, finish_reason="stop")]
         k = settings["max_tokens"]
         return [Completion(reasoning=self.thought * k, input_tokens=inp, output_tokens=k, finish_reason="length")]

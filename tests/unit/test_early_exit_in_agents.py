@@ -67,6 +67,28 @@ def test_agent_step_stops_thinking_when_probes_agree_and_every_call_is_in_the_le
     assert total.total_tokens <= tokens and total.cost_usd <= usd and total.calls <= calls
 
 
+def test_an_empty_written_answer_is_replaced_by_what_the_probes_agreed_on():
+    mw = middleware(FakeEndpoint(answer=""))
+    out = create_agent(mw.default_model, tools=[], middleware=[mw]).invoke(
+        {"messages": [HumanMessage("What is 6 * 7?")]})
+    last = out["messages"][-1]
+    assert last.content == "42"
+    assert last.response_metadata["effagent"]["early_exit"]["answer_from_probes"] is True
+
+
+def test_with_no_answer_at_all_one_plain_call_answers_the_step():
+    think = FakeTierModel(tier="think", script=[ai("It is 42.", input_tokens=30, output_tokens=5)])
+    endpoint = FakeEndpoint(probes=["hmm, maybe?"] * 40, answer="")  # probes never settle, the answer is empty
+    mw = middleware(endpoint, think=think, small=FakeTierModel(tier="small"))
+    out = create_agent(mw.default_model, tools=[], middleware=[mw]).invoke(
+        {"messages": [HumanMessage("What is 6 * 7?")]})
+    last = out["messages"][-1]
+    assert last.content == "It is 42." and len(think.calls) == 1
+    assert last.response_metadata["effagent"]["early_exit"]["plain_call_answered"] is True
+    recs = mw.ledger.records()
+    assert recs[-1].usage.input_tokens == 30 and len(recs) == len(endpoint.calls) + 1  # every call accounted
+
+
 def test_probe_answer_mode_makes_no_answer_call():
     endpoint = FakeEndpoint(probes=("42", "42"))
     mw = middleware(endpoint, POLICY.replace("probe_tokens: 4}", "probe_tokens: 4, answer: probe}"))

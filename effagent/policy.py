@@ -189,9 +189,10 @@ class ThinkingControl(_Strict):
     the provider's own field and ignore this."""
     budget_over_max_tokens: Literal["raise_max_tokens", "lower_budget"] = "raise_max_tokens"
     """Anthropic needs budget_tokens < max_tokens. `raise_max_tokens`: max_tokens becomes budget + the decided
-    max_tokens (the answer keeps its room), at most the tier's max_tokens (then the budget is lowered as
-    well); `lower_budget`: the budget becomes max_tokens - 1. Either way, when less than 1,024 tokens are left
-    for thinking, the call runs with thinking off."""
+    max_tokens (the answer keeps its room), at most the tier's max_tokens and what the run's and thread's
+    remaining tokens and dollars allow (beyond that the budget is lowered as well); `lower_budget`: the budget
+    becomes max_tokens - 1. Either way, when less than 1,024 tokens are left for thinking, the call runs with
+    thinking off."""
     effort_on: str = "medium"
     """`reasoning_effort` sent when thinking is on without a budget (reasoning_effort, openai_effort,
     gemini_levels)."""

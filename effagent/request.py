@@ -76,7 +76,7 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
     max_tokens = max(1, min(decision.max_tokens, tier.max_tokens))
     notes: list[str] = []
     if on and ctl.control == "anthropic":
-        on, budget, max_tokens = _anthropic_budget(tier, budget, max_tokens, notes)
+        on, budget, max_tokens = _anthropic_budget(tier, budget, max_tokens, _raise_room(decision, tier), notes)
     elif on and ctl.control == "gemini" and budget is not None:
         budget = _gemini_budget(tier, budget, notes)
     elif not on and ctl.control == "gemini" and not gemini_budget_limits(tier.model)[2]:
@@ -102,9 +102,23 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
                        enforcement=enforcement, settings=settings, notes=tuple(notes))
 
 
-def _anthropic_budget(tier: Tier, budget: int | None, max_tokens: int,
+def _raise_room(decision: Decision, tier: Tier) -> int:
+    """The most ``max_tokens`` may be raised to for Claude's rule: the tier's cap, and no more than the run's and
+    the thread's remaining tokens and dollars buy (what ``decide`` left of the budgets before this step)."""
+    room = tier.max_tokens
+    left = decision.budget_left
+    tokens, usd = left.tokens(), left.usd()
+    if tokens is not None:
+        room = min(room, tokens)
+    if usd is not None and tier.price.output_per_mtok > 0:
+        room = min(room, int(usd / tier.price.output_per_mtok * 1e6))
+    return max(room, min(decision.max_tokens, tier.max_tokens))
+
+
+def _anthropic_budget(tier: Tier, budget: int | None, max_tokens: int, room: int,
                       notes: list[str]) -> tuple[bool, int | None, int]:
-    """(thinking on, budget_tokens, max_tokens) for Claude: at least 1,024, below max_tokens."""
+    """(thinking on, budget_tokens, max_tokens) for Claude: at least 1,024, below max_tokens; max_tokens raised
+    (``raise_max_tokens``) at most to ``room``."""
     want = budget if budget is not None else max_tokens - 1  # unbounded: think up to max_tokens
     if want < ANTHROPIC_MIN_BUDGET:
         if budget is not None:
@@ -112,10 +126,11 @@ def _anthropic_budget(tier: Tier, budget: int | None, max_tokens: int,
         want = ANTHROPIC_MIN_BUDGET
     if want >= max_tokens:
         if tier.thinking.budget_over_max_tokens == "raise_max_tokens":
-            raised = min(tier.max_tokens, want + max_tokens)
+            raised = min(room, want + max_tokens)
             if raised > max_tokens:
+                capped = " (capped by the tier and the budget left)" if raised < want + max_tokens else ""
                 notes.append(f"max_tokens raised from {max_tokens} to {raised}: Claude needs budget_tokens < "
-                             "max_tokens (budget_over_max_tokens: raise_max_tokens)")
+                             f"max_tokens (budget_over_max_tokens: raise_max_tokens){capped}")
                 max_tokens = raised
         if want >= max_tokens:
             notes.append(f"thinking budget {want} lowered to {max_tokens - 1}: Claude needs budget_tokens < "

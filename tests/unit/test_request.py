@@ -215,3 +215,21 @@ def test_every_shipped_policy_validates_and_mixed_hosted_has_each_provider_kind(
     mixed = policies.load("mixed-hosted", env={})
     kinds = {t.thinking.control for t in mixed.tiers.values()}
     assert kinds == {"chat_template_kwargs", "gemini", "openai_effort", "anthropic"}
+
+
+def test_claude_raise_stays_inside_the_budget_left() -> None:
+    policy = parse_policy(f"""
+tiers:
+  t: {CLAUDE}
+bands:
+  - {{name: all, min: 0.0, max: 1.0, tier: t, thinking: true, thinking_budget: 2048, max_tokens: 1024}}
+budgets:
+  run: {{tokens: 100000}}
+""", env={})
+    from effagent.ledger.base import Usage
+
+    spent = LedgerState(run=Usage(input_tokens=98000))  # 2000 tokens left
+    d = decide(policy, Difficulty(score=0.5), spent)
+    req = encode(d, "t", policy.tier("t"))
+    assert req.max_tokens <= 2000 and req.settings["thinking"]["budget_tokens"] < req.max_tokens
+    assert any("capped by the tier and the budget left" in n for n in req.notes), req.notes

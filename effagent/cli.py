@@ -20,6 +20,7 @@ _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("effagent.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
     ("effagent.report", "register", None, ("report",)),
     ("effagent.explain", "register", None, ("explain",)),
+    ("effagent.budgets", "register", None, ("budgets",)),
 ]
 
 # optional packages (top-level import name) -> the extra of pyproject.toml that installs them

@@ -464,3 +464,26 @@ def test_a_dead_servers_core_is_not_held(home: Path, monkeypatch: pytest.MonkeyP
     assert vl.claim_core(lay, 1236, os.getpid()) == 0  # core 1 is held by a live process, core 0's holder died
     monkeypatch.setattr(vl, "allowed_cpus", lambda: [0])
     assert vl.claim_core(lay, 1237, os.getpid()) is None  # one CPU: nothing to spread, vLLM's `auto` decides
+
+
+def test_demo_stops_the_server_it_started_on_sigterm(home: Path, tmp_path: Path) -> None:
+    """`effagent demo` starts a local server unless given one; killed with SIGTERM it stops that server."""
+    _fake_prepared_home(home, tmp_path)
+    pids_file = tmp_path / "pids"
+    env = {**os.environ, "FAKE_VLLM_PIDS": str(pids_file), "FAKE_VLLM_DELAY": "60"}
+    env.pop(vl.URL_ENV, None)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "effagent.cli", "demo", "--skip-replay", "--no-progress", "--out", str(tmp_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: pids_file.exists() and pids_file.read_text().strip(), 60, "the demo's server to start")
+        server_pid, worker_pid = map(int, pids_file.read_text().split())
+        demo.send_signal(signal.SIGTERM)
+        code = demo.wait(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    _, err = demo.communicate()
+    assert code == 130 and "interrupted" in err, err
+    _wait_for(lambda: not _running(server_pid) and not _running(worker_pid), 10, "the server group to be gone")

@@ -363,7 +363,8 @@ def learning_curves(evals: dict[str, RecordedSet], progress: bool, seeds: int = 
                 jobs.append((d, size, k))
     for d, size, k in tqdm(jobs, desc="learning curves", disable=not progress, file=sys.stderr):
         rs = evals[d]
-        learned_v, rule_v = [], []
+        agreement = agreement_labels(rs)
+        learned_v, rule_v, agree_v = [], [], []
         for seed in range(seeds):
             perm = np.random.default_rng(seed).permutation(len(rs.rows))
             tr, te = perm[:k], perm[k:]
@@ -373,10 +374,30 @@ def learning_curves(evals: dict[str, RecordedSet], progress: bool, seeds: int = 
             c, g = rs.cheap[te], rs.strong[te]
             learned_v.append(apgr(fn(rest), c, g))
             rule_v.append(apgr(rule.score_prompts(rest), c, g))
+            if agreement is not None:
+                fa = fit_scorer("learned", [agreement.model_copy(update={"rows": [agreement.rows[i] for i in tr]})])
+                agree_v.append(apgr(fa(rest), c, g))
         label = f"{int(size * 100)} %" if isinstance(size, float) else str(size)
-        out.setdefault(d, []).append({"size": label, "rows": k, "learned": float(np.mean(learned_v)),
-                                      "learned_sd": float(np.std(learned_v)), "rule": float(np.mean(rule_v))})
+        point = {"size": label, "rows": k, "learned": float(np.mean(learned_v)),
+                 "learned_sd": float(np.std(learned_v)), "rule": float(np.mean(rule_v))}
+        if agree_v:
+            point["from_agreement"] = float(np.mean(agree_v))
+        out.setdefault(d, []).append(point)
     return out
+
+
+def agreement_labels(rs: RecordedSet) -> RecordedSet | None:
+    """The set relabelled as production would label it without people: the strong answer counts as right and the
+    cheap one as right when it agrees with it (needs both models' extracted answers), or None."""
+    h = rs.header
+    if not rs.rows or not {h.cheap_model, h.strong_model} <= set(rs.rows[0].answers):
+        return None
+    rows = []
+    for r in rs.rows:
+        same = bool(r.answers[h.cheap_model]) and r.answers[h.cheap_model] == r.answers[h.strong_model]
+        rows.append(r.model_copy(update={"outcomes": {**r.outcomes, h.cheap_model: float(same),
+                                                      h.strong_model: 1.0}}))
+    return rs.model_copy(update={"rows": rows})
 
 
 # ---------------------------------------------------------------- output
@@ -432,12 +453,15 @@ def format_matrix(title: str, table: dict[str, dict[str, dict[str, float]]], nam
 
 def format_curves(curves: dict[str, list[dict[str, float]]]) -> str:
     lines = ["in-domain learning curves: `learned` fit on N rows of a set, APGR on the rest (mean of "
-             f"{LEARNING_SEEDS} samples) vs the default rule on the same rest",
-             f"{'domain':14s} {'N':>6s} {'rows':>6s} {'learned':>8s} {'± s.d.':>7s} {'rule':>7s}"]
+             f"{LEARNING_SEEDS} samples) vs the default rule on the same rest; 'from agreement': learned from "
+             "labels without people (cheap right = it agrees with the strong answer), scored on true correctness",
+             f"{'domain':14s} {'N':>6s} {'rows':>6s} {'learned':>8s} {'± s.d.':>7s} {'rule':>7s} "
+             f"{'from agreement':>15s}"]
     for d, pts in curves.items():
         for p in pts:
+            agree = f"{p['from_agreement']:15.3f}" if "from_agreement" in p else f"{'':15s}"
             lines.append(f"{d:14s} {p['size']:>6s} {p['rows']:6d} {p['learned']:8.3f} {p['learned_sd']:7.3f} "
-                         f"{p['rule']:7.3f}")
+                         f"{p['rule']:7.3f} {agree}")
     return "\n".join(lines)
 
 

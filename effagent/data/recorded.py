@@ -247,7 +247,8 @@ def build_routerbench(raw: Path, domain: str, split: Split) -> RecordedSet:
         prompt = last_block(r["prompt"])
         outcomes = {m: float(r[m]) for m in keep if r[m] != ""}
         usd = {m: float(r[f"{m}|total_cost"]) for m in keep if r.get(f"{m}|total_cost")}
-        answers = ({m: extract_choice(_first(r[f"{m}|model_response"]), prompt) for m in (MIXTRAL_RB, *VOTERS_RB)}
+        answers = ({m: extract_choice(_first(r[f"{m}|model_response"]), prompt)
+                    for m in (MIXTRAL_RB, *VOTERS_RB, GPT4_RB)}
                    if kind == "choice" and split == "eval" else {})
         rows.append(RecordedRow(prompt=prompt, outcomes=outcomes, usd=usd, answers=answers))
     header = SetHeader(domain=domain, split=split, cheap_model=MIXTRAL_RB, strong_model=GPT4_RB,

@@ -168,3 +168,15 @@ def test_replay_on_shipped_sets_prints_cross_domain_lodo_and_curves(
     cascade = wino["agreement cascade (3 votes)"]
     assert cascade["kind"] == "cascade" and cascade["dollars_saved"] is not None
     assert (out / "replay.png").stat().st_size > 0 and "<img" in (out / "replay.html").read_text()
+
+
+def test_agreement_labels_stand_in_for_correctness_on_choice_sets() -> None:
+    from effagent.data.recorded import load_sets
+
+    (arc,) = load_sets(domains=["arc_challenge"], split="eval")
+    labels = replay.agreement_labels(arc)
+    assert labels is not None and len(labels.rows) == len(arc.rows)
+    assert set(np.unique(labels.strong)) == {1.0}  # the strong answer is taken as right
+    assert float(np.mean(labels.cheap == arc.cheap)) > 0.85  # agreement mostly matches the graded correctness
+    (mbpp,) = load_sets(domains=["mbpp"], split="eval")
+    assert replay.agreement_labels(mbpp) is None  # code answers are not extracted: no agreement labels

@@ -76,15 +76,16 @@ def _price_table() -> dict[str, Any]:
 
 
 def table_price(model: str) -> Price | None:
-    """The price litellm's bundled table gives ``model`` (its full string, or the name after the provider
-    prefix), or None when the table does not know it. Self-hosted providers are never looked up: a local
+    """The price litellm's bundled table gives ``model`` (its full string, or the name after each ``/`` prefix
+    in turn), or None when the table does not know it. Self-hosted providers are never looked up: a local
     ``hosted_vllm/gpt-4o`` does not cost what OpenAI charges."""
     provider = provider_of(model)
     if provider in LOCAL_PROVIDERS:
         return None
     table = _price_table()
-    for key in (model, model.split("/", 1)[1] if provider else None):
-        entry = table.get(key) if key else None
+    parts = model.split("/")
+    for key in ("/".join(parts[i:]) for i in range(len(parts))):  # bedrock/converse/us.anthropic... -> us.anthropic...
+        entry = table.get(key)
         if isinstance(entry, dict):
             inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
             if isinstance(inp, int | float) and isinstance(out, int | float):

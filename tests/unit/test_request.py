@@ -202,6 +202,9 @@ def test_prices_come_from_litellm_s_table_when_omitted() -> None:
     given = one_tier("{model: anthropic/claude-sonnet-4-5, price: {input_per_mtok: 1, output_per_mtok: 2}}",
                      "thinking: false").tier("t")
     assert (given.price.output_per_mtok, given.price_source) == (2.0, "policy")
+    converse = one_tier("{model: 'bedrock/converse/us.anthropic.claude-sonnet-4-5-20250929-v1:0'}",
+                        "thinking: false").tier("t")
+    assert (converse.price.input_per_mtok, converse.price.output_per_mtok) == (3.3, 16.5)
     # self-hosted: never priced from the table (a local gpt-4o is not OpenAI's), $0 without a price
     local = one_tier("{model: hosted_vllm/gpt-4o, api_base: 'http://127.0.0.1:8000/v1'}", "thinking: false")
     assert local.tier("t").price.output_per_mtok == 0

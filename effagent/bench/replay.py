@@ -135,9 +135,9 @@ class _Costs:
             self.cheap = np.asarray(rs.cheap_usd, dtype=float)
             self.strong = np.asarray(rs.strong_usd, dtype=float)
         elif rs.cheap_model in rs.prices and rs.strong_model in rs.prices:
-            from effagent.data.recorded import _count_tokens
+            from effagent.data.recorded import token_counter
 
-            count, _ = _count_tokens()
+            count, _ = token_counter()
             inp = np.array([count(p) for p in rs.prompts], dtype=float)
             oc = np.array([count(t) for t in rs.cheap_responses or [""] * n], dtype=float)
             os_ = np.array([count(t) for t in rs.strong_responses or [""] * n], dtype=float)
@@ -283,19 +283,16 @@ def fit_scorer(name: str, train: Sequence[RecordedSet]) -> ScoreFn:
     cheap = np.concatenate([s.cheap for s in train])
     strong = np.concatenate([s.strong for s in train])
     if name == "learned":
-        from effagent.difficulty.learned import Outcome, _Scorer, learn
-        from effagent.difficulty.rule import _squash
+        from effagent.difficulty.learned import Outcome, learn, score_with
 
         model = learn([Outcome(prompt=p, cheap_correct=bool(c >= 0.5), strong_correct=bool(g >= 0.5))
                        for p, c, g in zip(prompts, cheap, strong, strict=True)])
-        sc = _Scorer(model)
-        return lambda ps: [_squash(float(r)) for r in sc.raw(ps)]
+        return lambda ps: score_with(model, ps)
     if name == "trained":
-        from effagent.difficulty.trained import TrainConfig, _fit
-        from effagent.difficulty.trained import _Scorer as _TrainedScorer
+        from effagent.difficulty.trained import fit_on, raw_scores
 
-        tsc = _TrainedScorer(_fit(prompts, strong - cheap, TrainConfig()))
-        return lambda ps: list(tsc.raw(ps))
+        art = fit_on(prompts, strong - cheap)
+        return lambda ps: raw_scores(art, ps)
     raise KeyError(f"{name!r} is not trainable; trainable: {', '.join(TRAINABLE)}")
 
 

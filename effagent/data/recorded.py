@@ -155,7 +155,8 @@ def extract_number(response: str) -> str:
 # ---------------------------------------------------------------- building from the raw files
 
 
-def _count_tokens() -> tuple[Any, str]:
+def token_counter() -> tuple[Any, str]:
+    """(count(text) -> tokens, its name): cl100k_base through tiktoken when it works offline, else chars / 4."""
     try:
         import tiktoken
 
@@ -179,7 +180,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def build_gsm8k(raw: Path) -> RecordedSet:
-    count, tok_name = _count_tokens()
+    count, tok_name = token_counter()
     rows = []
     for r in _read_csv(raw / "routing" / "routellm_gsm8k_responses.csv"):
         n_in = count(r["prompt"])
@@ -199,7 +200,7 @@ def build_gsm8k(raw: Path) -> RecordedSet:
 
 
 def build_llmrouter(raw: Path, split: Split) -> RecordedSet:
-    count, tok_name = _count_tokens()
+    count, tok_name = token_counter()
     recs = json.loads((raw / "routing" / f"llmrouter_{'test' if split == 'eval' else 'train'}.json").read_text())
     prices_path = raw / "routing" / "llmrouter_models.json"
     prices = json.loads(prices_path.read_text()) if prices_path.exists() else {}

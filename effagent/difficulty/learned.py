@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from effagent.difficulty.base import Difficulty, Step
-from effagent.difficulty.rule import _prompt_part, _squash, prompt_cues, step_raw
+from effagent.difficulty.rule import prompt_cues, prompt_raw, squash, step_raw
 from effagent.evaluation import apgr
 
 MODEL_KIND = "effagent-learned-difficulty"
@@ -161,7 +161,7 @@ def _cues(prompts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def _base_raw(prompts: Sequence[str]) -> np.ndarray:
-    return np.array([_prompt_part(p)[0] for p in prompts], dtype=float)
+    return np.array([prompt_raw(p)[0] for p in prompts], dtype=float)
 
 
 class _Gram:
@@ -363,6 +363,11 @@ class _Scorer:
         return m.base_mean + m.base_scale * blend / m.blend_scale
 
 
+def score_with(model: LearnedModel, prompts: Sequence[str]) -> list[float]:
+    """Scores of ``prompts`` under a model in memory (what ``LearnedEstimator`` does with a model file)."""
+    return [squash(float(r)) for r in _Scorer(model).raw(prompts)]
+
+
 @lru_cache(maxsize=8)
 def _scorer(path: str, mtime: float) -> _Scorer:
     return _Scorer(load_model(path))
@@ -385,11 +390,11 @@ class LearnedEstimator:
         return _scorer(self.path, mtime)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
-        return [_squash(float(r)) for r in self._scorer().raw(prompts)]
+        return [squash(float(r)) for r in self._scorer().raw(prompts)]
 
     def estimate(self, step: Step) -> Difficulty:
         raw, signals = step_raw(step)
         prompt = step.prompt
         shift = float(self._scorer().raw([prompt])[0] - _base_raw([prompt])[0])
         signals["learned_shift"] = shift
-        return Difficulty(score=_squash(raw + shift), signals=signals, estimator=self.name)
+        return Difficulty(score=squash(raw + shift), signals=signals, estimator=self.name)

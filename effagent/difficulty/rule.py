@@ -43,24 +43,25 @@ def prompt_cues(prompt: str) -> dict[str, float]:
     }
 
 
-def _squash(raw: float) -> float:
+def squash(raw: float) -> float:
+    """The rule's raw sum -> a score in [0, 1]."""
     return clamp01(1.0 / (1.0 + math.exp(-_SLOPE * (raw - _CENTER))))
 
 
 @lru_cache(maxsize=2048)  # an agent re-reads the same task every step
-def _prompt_part(prompt: str) -> tuple[float, tuple[tuple[str, float], ...]]:
+def prompt_raw(prompt: str) -> tuple[float, tuple[tuple[str, float], ...]]:
     cues = prompt_cues(prompt)
     return sum(WEIGHTS[k] * v for k, v in cues.items()), tuple(cues.items())
 
 
 def score_prompt(prompt: str) -> float:
-    return _squash(_prompt_part(prompt)[0])
+    return squash(prompt_raw(prompt)[0])
 
 
 def step_raw(step: Step) -> tuple[float, dict[str, float]]:
     """The raw sum for an agent step (the prompt's cues plus the run's own signals), and the signals."""
     st = step.stats()
-    raw, cues = _prompt_part(st.prompt)
+    raw, cues = prompt_raw(st.prompt)
     signals = dict(cues)
     errors = signals["tool_errors"] = min(1.0, st.tool_errors / 3)
     repeats = signals["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
@@ -75,7 +76,7 @@ class RuleEstimator:
 
     def estimate(self, step: Step) -> Difficulty:
         raw, signals = step_raw(step)
-        return Difficulty(score=_squash(raw), signals=signals, estimator=self.name)
+        return Difficulty(score=squash(raw), signals=signals, estimator=self.name)
 
     def score_prompts(self, prompts: list[str]) -> list[float]:
         return [score_prompt(p) for p in prompts]

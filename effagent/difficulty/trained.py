@@ -501,6 +501,16 @@ class _Scorer:
         return clamp01(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z)))))
 
 
+def fit_on(questions: Sequence[str], target: np.ndarray, cfg: TrainConfig | None = None) -> TrainedArtifact:
+    """Fit the model's ridge + trees on any questions and per-question gain target (needs scikit-learn)."""
+    return _fit(questions, np.asarray(target, dtype=float), cfg or TrainConfig())
+
+
+def raw_scores(art: TrainedArtifact, prompts: Sequence[str]) -> list[float]:
+    """The blended raw prediction per prompt (higher = more to gain from the stronger model)."""
+    return [float(v) for v in _Scorer(art).raw(prompts)]
+
+
 def pair_apgr_mean(scores: np.ndarray, y: np.ndarray, pairs: Iterable[tuple[int, int]]) -> float:
     return float(np.mean([apgr(scores, y[:, i], y[:, j]) for i, j in pairs]))
 

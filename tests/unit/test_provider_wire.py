@@ -254,3 +254,18 @@ def test_chat_model_path_sends_claude_thinking_and_reads_usage(server: FakeServe
     assert reply is not None
     assert (reply.input_tokens, reply.output_tokens) == (46, 212)
     assert 0 < reply.reasoning_tokens < 212 and "37 * 41" in reply.reasoning
+
+
+def test_chat_model_path_reads_gemini_thought_tokens(server: FakeServer) -> None:
+    from effagent.integrations.chat_models import chat_litellm_for
+    from effagent.integrations.messages import reply_of
+
+    path = "/models/gemini-2.5-flash:generateContent"
+    server.script[path] = [(200, body("gemini_generate_content_thinking.json"))]
+    policy = policy_for(gemini_tier(server), budget=2048)
+    request = encode(decision(policy, HARD), "t", policy.tier("t"))
+    msg = chat_litellm_for(policy.tier("t")).invoke("Is 1517 prime?", **request.settings)
+    assert sent(server)["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 2048
+    reply = reply_of(msg)  # type: ignore[arg-type]
+    assert reply is not None
+    assert (reply.input_tokens, reply.output_tokens, reply.reasoning_tokens) == (11, 552, 537)

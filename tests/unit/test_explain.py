@@ -11,6 +11,7 @@ import pytest
 
 from effagent import policies
 from effagent.cli import main
+from tests.fakes.servers import FakeServer
 
 EASY = "What is 2+2?"
 HARD = ("Prove that for every integer n>1 there is a prime between n and 2n; then derive a bound on the number of "
@@ -105,19 +106,32 @@ bands:
 
 
 def test_a_probe_estimator_is_not_run_without_allow_calls(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = tmp_path / "probe.yaml"
-    path.write_text("""tiers:
-  t: {model: hosted_vllm/smol, api_base: 'http://127.0.0.1:9/v1'}
+    answer = {"choices": [{"message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
+                           "logprobs": {"content": [{"token": "4", "logprob": -0.05, "top_logprobs": []}]}}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+    server = FakeServer()
+    server.script["/v1/chat/completions"] = [(200, answer)]
+    try:
+        path = tmp_path / "probe.yaml"
+        path.write_text(f"""tiers:
+  t: {{model: hosted_vllm/smol, api_base: '{server.base_url}', retries: 0}}
 difficulty:
-  estimators: [{name: heuristic, weight: 1}, {name: probe, weight: 1}]
+  estimators: [{{name: heuristic, weight: 1}}, {{name: probe, weight: 1}}]
 bands:
-  - {name: all, min: 0.0, max: 1.0, tier: t}
+  - {{name: all, min: 0.0, max: 1.0, tier: t}}
 """)
-    out = as_json(capsys, "--policy", str(path), EASY)  # port 9 refuses: a call would fail the command
-    assert "probe" in out["difficulty"]["not_run"] and "--allow-calls" in out["difficulty"]["not_run"]["probe"]
-    assert not any(k.startswith("probe.") for k in out["difficulty"]["signals"])
-    code, text, _ = run(capsys, "--policy", str(path), EASY)
-    assert code == 0 and "probe: not run" in text
+        out = as_json(capsys, "--policy", str(path), EASY)
+        assert "--allow-calls" in out["difficulty"]["not_run"]["probe"]
+        assert not any(k.startswith("probe.") for k in out["difficulty"]["signals"])
+        code, text, _ = run(capsys, "--policy", str(path), EASY)
+        assert code == 0 and "probe: not run" in text
+        assert server.requests == []  # no model was called
+        called = as_json(capsys, "--policy", str(path), "--allow-calls", EASY)
+        assert called["difficulty"]["not_run"] == {}
+        assert any(k.startswith("probe.") for k in called["difficulty"]["signals"])
+        assert len(server.requests) == 1
+    finally:
+        server.close()
 
 
 def test_thread_spent_shapes_the_decision(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -208,16 +208,19 @@ class Governor:
     # -- accounting ---------------------------------------------------------------------------------
     def call_record(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                     input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
-                    ok: bool = True, error: str | None = None) -> StepRecord:
-        """The ledger record of one call: counts clamped to what is believable, cost at the tier's prices."""
+                    ok: bool = True, error: str | None = None, reasoning_estimated: bool = False) -> StepRecord:
+        """The ledger record of one call: counts clamped to what is believable, cost at the tier's prices.
+        ``reasoning_estimated``: the reasoning count was not reported by the provider but estimated (counted
+        from the thinking text); a tier whose provider never reports one (Anthropic-style) is always estimated."""
         t = self.policy.tier(tier)  # an unknown tier raises here
         inp, out = max(0, int(input_tokens)), max(0, int(output_tokens))
         usage = Usage(input_tokens=inp, output_tokens=out, reasoning_tokens=min(max(0, int(reasoning_tokens)), out),
                       cost_usd=t.price.cost(inp, out), calls=1)
+        estimated = usage.reasoning_tokens > 0 and (reasoning_estimated or not t.reports_reasoning_tokens)
         return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
                           kind="finalize" if kind == "model" and decision.action == "finalize" else kind,
                           tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error,
-                          ts=time.time())
+                          ts=time.time(), reasoning_estimated=estimated)
 
     def _settling_hold(self, rec: StepRecord, decision: Decision) -> Reservation | None:
         """A one-call step settles its hold with that call; a step of several calls (samples, early exit, a
@@ -229,11 +232,12 @@ class Governor:
     def account(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                 input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
                 ok: bool = True, error: str | None = None, duration_s: float = 0.0,
-                response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
+                response_model: str | None = None, content: dict[str, str] | None = None,
+                reasoning_estimated: bool = False) -> StepRecord:
         """Record one call's usage (cost at the tier's prices) in the ledger and tell the observer."""
         rec = self.call_record(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
                                output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind, ok=ok,
-                               error=error)
+                               error=error, reasoning_estimated=reasoning_estimated)
         hold = self._settling_hold(rec, decision)
         if hold is not None:
             self.ledger.settle(hold, rec)
@@ -245,10 +249,11 @@ class Governor:
     async def aaccount(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                        input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
                        ok: bool = True, error: str | None = None, duration_s: float = 0.0,
-                       response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
+                       response_model: str | None = None, content: dict[str, str] | None = None,
+                       reasoning_estimated: bool = False) -> StepRecord:
         rec = self.call_record(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
                                output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind, ok=ok,
-                               error=error)
+                               error=error, reasoning_estimated=reasoning_estimated)
         hold = self._settling_hold(rec, decision)
         if hold is not None:
             await self.ledger.asettle(hold, rec)

@@ -289,7 +289,7 @@ class StepProcedure:
     def _account(self, ctx: StepContext, tier: str, reply: Reply | None, started: float,
                  kind: CallKind = "model") -> _Account:
         """One call's ledger record (usage estimated when the server reported none)."""
-        inp, out, reasoning, note = 0, 0, 0, None
+        inp, out, reasoning, note, counted = 0, 0, 0, None, False
         if reply is not None:
             inp, out, reasoning = reply.input_tokens, reply.output_tokens, reply.reasoning_tokens
             if inp is None or out is None:
@@ -297,14 +297,14 @@ class StepProcedure:
                 inp = approx_tokens(ctx.step.text) if inp is None else inp
                 out = approx_tokens(reply.text + reply.reasoning) if out is None else out
             if not reasoning and reply.reasoning and self.reasoning_counter is not None:
-                reasoning = self.reasoning_counter(tier, reply.reasoning)
+                reasoning, counted = self.reasoning_counter(tier, reply.reasoning), True
         content = None
         if reply is not None and self.governor.policy.telemetry.record_content:
             content = {"prompt": ctx.step.prompt, "completion": reply.text}
         return _Account(ctx, dict(tier=tier, input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning,
                                   kind=kind, duration_s=time.perf_counter() - started,
                                   response_model=reply.model if reply is not None else None, content=content,
-                                  error=note))
+                                  error=note, reasoning_estimated=counted))
 
     def _failed(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str]) -> _Account:
         msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
@@ -397,17 +397,18 @@ class StepProcedure:
 
         def on_call(role: str, c: Any) -> None:
             nonlocal total, thinking_tokens
-            reasoning = 0
+            reasoning, counted = 0, False
             if role == "think":
                 reasoning = c.reasoning_tokens if c.reasoning_tokens is not None else c.output_tokens
                 if c.content and c.reasoning and c.reasoning_tokens is None and self.reasoning_counter is not None:
                     reasoning = self.reasoning_counter(request.tier, c.reasoning)  # the chunk holds the answer too
+                    counted = True
                 thinking_tokens += reasoning
             now = time.perf_counter()
             rec = self.governor.account(ctx.run_id, ctx.thread_id, d, tier=request.tier, input_tokens=c.input_tokens,
                                         output_tokens=c.output_tokens, reasoning_tokens=reasoning,
                                         kind="probe" if role == "probe" else "model", duration_s=now - last[0],
-                                        response_model=c.model)
+                                        response_model=c.model, reasoning_estimated=counted)
             last[0] = now
             total = total + rec.usage
 

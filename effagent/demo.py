@@ -1,12 +1,19 @@
-"""`effagent demo`: an agent with tools runs a small task set twice — plain (every step on the baseline tier
-with thinking on, no budgets) and governed by a policy — and prints what effagent changed.
+"""`effagent demo`: an agent with tools runs a task set twice — plain (every step on the baseline tier with
+thinking on where the tier has it, no budgets) and governed by a policy — and prints what effagent changed:
+answers correct, tokens, $, time and calls per tier, task by task.
 
 Both runs go through the same middleware and ledger, so their numbers are measured the same way; the
 plain run's policy routes every step to ``baseline_tier`` (the most expensive tier when unset) with
 unbounded thinking and no budgets or loop guard.
 
+By default it runs on the two models of the local CPU test bed (:mod:`effagent.serving.vllm_local`, one server
+each, started for the demo and stopped after it): the shipped policy ``local-two-tier`` sends the steps its
+difficulty rule scores easy to SmolLM2-135M and the rest to Qwen2.5-Coder-0.5B; the plain run sends every step
+to Qwen. The shipped tasks are short facts the small model answers and tool tasks (calculator, lookups of facts
+only the local encyclopedia holds) that need the stronger model's tool calls.
+
 Its inputs ship with the package, so it runs from a plain ``pip install``: the tasks and the lookup tool's
-corpus in ``effagent/demo_data/``, the policy ``balanced`` from :mod:`effagent.policies`; ``--tasks``,
+corpus in ``effagent/demo_data/``, the policy ``local-two-tier`` from :mod:`effagent.policies`; ``--tasks``,
 ``--corpus`` and ``--policy`` (a shipped name or a file) replace them. tqdm (progress bars) and matplotlib
 (the report's charts, the replay plot) are used when installed (the ``report`` extra); without them the
 demo still prints its tables and says what it left out.
@@ -24,10 +31,12 @@ import operator
 import os
 import re
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -40,7 +49,8 @@ from effagent.errors import PolicyError, ServiceUnreachableError
 from effagent.ledger.memory import InMemoryLedger
 from effagent.policy import Band, Budgets, LoopGuard, Policy, load_policy
 
-DEFAULT_POLICY = "balanced"  # a shipped policy (effagent/policies/balanced.yaml)
+DEFAULT_POLICY = "local-two-tier"  # a shipped policy (effagent/policies/local-two-tier.yaml)
+DEFAULT_CONCURRENCY = 4  # tasks in flight at once: each CPU vLLM server batches them
 DATA_FOLDER = "demo_data"  # inside the package
 TASKS_NAME = "tasks.jsonl"
 CORPUS_NAME = "corpus.json"
@@ -100,6 +110,7 @@ class Task(BaseModel):
     id: str
     question: str
     answer: str
+    kind: str = ""  # what the task needs (the shipped ones: fact, calculator, lookup); shown in the task list
 
 
 def shipped(name: str) -> Traversable:
@@ -158,7 +169,6 @@ def baseline_policy(policy: Policy) -> Policy:
     band = Band(name="all", min=0.0, max=1.0, tier=name, thinking=tier.thinking.supported)
     return policy.model_copy(update={
         "name": "plain", "bands": [band], "budgets": Budgets(), "loop_guard": LoopGuard(enabled=False),
-        "telemetry": policy.telemetry.model_copy(update={"enabled": False}),  # the report shows the governed run
     })
 
 
@@ -180,7 +190,8 @@ class RunRow(BaseModel):
 
 def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str, Any], tools: list[Any],
               prices: Policy, observer: Any = None, reasoning_counter: Any = None,
-              progress: bool = True) -> tuple[RunRow, list[dict[str, Any]]]:
+              progress: bool = True, concurrency: int = 1) -> tuple[RunRow, list[dict[str, Any]]]:
+    """Each task is one agent invocation (its own run and thread); ``concurrency`` of them in flight at once."""
     from langchain.agents import create_agent
 
     from effagent.integrations.langchain import EfficiencyMiddleware
@@ -189,18 +200,31 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
     mw = EfficiencyMiddleware(policy, models=models, ledger=ledger, observer=observer,
                               reasoning_counter=reasoning_counter)
     agent = create_agent(mw.default_model, tools=tools, middleware=[mw], system_prompt=SYSTEM)
-    answers: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for task in _progress(tasks, label, progress):
+
+    def one(task: Task) -> dict[str, Any]:
+        tiers: list[str] = []
         try:
             out = agent.invoke({"messages": [{"role": "user", "content": task.question}]},
-                               {"recursion_limit": 16})
+                               {"recursion_limit": 16, "configurable": {"thread_id": f"{label}-{task.id}"}})
             reply = str(out["messages"][-1].content or "")
+            tiers = [str(m.response_metadata["effagent"].get("tier")) for m in out["messages"]
+                     if "effagent" in getattr(m, "response_metadata", {})]
             error = None
         except Exception as e:  # a task that fails is reported, the demo goes on
             reply, error = "", f"{type(e).__name__}: {str(e)[:160]}"
-        answers.append({"id": task.id, "reply": reply[-300:], "gold": task.answer,
-                        "correct": is_correct(reply, task.answer), "error": error})
+        return {"id": task.id, "kind": task.kind, "reply": reply[-300:], "gold": task.answer,
+                "correct": is_correct(reply, task.answer), "tiers": tiers, "error": error}
+
+    started = time.perf_counter()
+    done: dict[str, dict[str, Any]] = {}
+    tick = _progress(len(tasks), label, progress)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = {pool.submit(one, task): task for task in tasks}
+        for future in as_completed(futures):
+            done[futures[future].id] = future.result()
+            tick(futures[future])
+    tick(None)
+    answers = [done[t.id] for t in tasks]
     records = ledger.records()
     ok = [r for r in records if r.ok]
     # $ at the governed policy's prices for both runs, so the two are comparable
@@ -219,20 +243,28 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
     return row, answers
 
 
-def _progress(tasks: list[Task], label: str, enabled: bool) -> Iterable[Task]:
-    """A tqdm bar on stderr when tqdm is installed (the ``report`` extra), else one line per task."""
+def _progress(total: int, label: str, enabled: bool) -> Callable[[Task | None], None]:
+    """A callback per finished task (None: the run is over): a tqdm bar on stderr when tqdm is installed (the
+    ``report`` extra), else one line per task."""
     if not enabled:
-        return tasks
+        return lambda _task: None
     if importlib.util.find_spec("tqdm") is not None:
         from tqdm import tqdm
 
-        return tqdm(tasks, desc=f"{label:>9}", unit="task", file=sys.stderr)
+        bar = tqdm(total=total, desc=f"{label:>9}", unit="task", file=sys.stderr)
+        lock = threading.Lock()
 
-    def lines() -> Iterator[Task]:
-        for i, task in enumerate(tasks, 1):
-            print(f"{label:>9}: task {i}/{len(tasks)} ({task.id})", file=sys.stderr, flush=True)
-            yield task
-    return lines()
+        def tick(task: Task | None) -> None:
+            with lock:
+                bar.close() if task is None else bar.update(1)
+        return tick
+    count = [0]
+
+    def line(task: Task | None) -> None:
+        if task is not None:
+            count[0] += 1
+            print(f"{label:>9}: task {count[0]}/{total} done ({task.id})", file=sys.stderr, flush=True)
+    return line
 
 
 TABLE_TITLE = "effagent demo: the same tasks, plain vs governed"
@@ -257,65 +289,174 @@ def render_table(rows: list[RunRow]) -> str:
     return "\n".join([TABLE_TITLE, line(cells[0]), *(line(r) for r in cells[1:])]) + "\n"
 
 
-# -- server ----------------------------------------------------------------------------------------------
-@contextmanager
-def vllm_endpoint(url: str | None) -> Iterator[str]:
-    """The vLLM base URL: the given one, or a local CPU server with the bundled model (started, then stopped)."""
-    from effagent.serving.vllm_local import LocalVLLM, normalize_base_url, probe
+def render_tasks(tasks: list[Task], answers: dict[str, list[dict[str, Any]]]) -> str:
+    """One line per task: what it needs, and per run whether the answer was right and which tiers served it."""
+    labels = list(answers)
+    by_id = {label: {a["id"]: a for a in answers[label]} for label in labels}
+    cells = [["task", "kind", "answer", *labels]]
+    for t in tasks:
+        row = [t.id, t.kind or "-", t.answer]
+        for label in labels:
+            a = by_id[label].get(t.id, {})
+            mark = "ok " if a.get("correct") else ("ERR" if a.get("error") else "-- ")
+            row.append(f"{mark} {'+'.join(a.get('tiers') or []) or '-'}")
+        cells.append(row)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "per task (ok = correct; the tiers that answered each model step, in order):\n" + "\n".join(lines) + "\n"
 
-    if url:
-        url = normalize_base_url(url)
-        if probe(url) is None:
-            raise ServiceUnreachableError(f"no vLLM server answers at {url}/models: start it, or drop --vllm-url "
-                                          "(and unset EFFAGENT_VLLM_URL) to use the local CPU server")
-        yield url
-        return
-    with LocalVLLM(names=["smol", "smol-think"]) as srv:
-        yield srv.base_url
+
+def paired_comparison(answers: dict[str, list[dict[str, Any]]], plain: str = "plain",
+                      governed: str = "effagent") -> dict[str, Any]:
+    """How the governed run's correct answers compare with the plain run's on the same tasks: the discordant
+    pairs (right in one run only) and an exact two-sided McNemar (sign) test on them, plus a Wilson 95 %
+    interval on each run's accuracy."""
+    import math
+
+    p = {a["id"]: bool(a["correct"]) for a in answers[plain]}
+    g = {a["id"]: bool(a["correct"]) for a in answers[governed]}
+    only_plain = sum(1 for k in p if p[k] and not g.get(k, False))
+    only_governed = sum(1 for k in p if g.get(k, False) and not p[k])
+    n = only_plain + only_governed
+    k = min(only_plain, only_governed)
+    p_value = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+    def wilson(x: int, m: int, z: float = 1.96) -> tuple[float, float]:
+        if not m:
+            return 0.0, 0.0
+        phat = x / m
+        mid = (phat + z * z / (2 * m)) / (1 + z * z / m)
+        half = z * math.sqrt(phat * (1 - phat) / m + z * z / (4 * m * m)) / (1 + z * z / m)
+        return max(0.0, mid - half), min(1.0, mid + half)
+
+    return {"tasks": len(p), "plain_correct": sum(p.values()), "governed_correct": sum(g.values()),
+            "only_plain": only_plain, "only_governed": only_governed, "mcnemar_p": round(p_value, 4),
+            "plain_ci95": [round(x, 3) for x in wilson(sum(p.values()), len(p))],
+            "governed_ci95": [round(x, 3) for x in wilson(sum(g.values()), len(g))]}
+
+
+# -- server ----------------------------------------------------------------------------------------------
+def _local_models_used(policy: Policy) -> list[Any]:
+    """The local test bed's models whose served names the policy's tiers call (``hosted_vllm/<name>``)."""
+    from effagent.serving.vllm_local import MODELS
+
+    used = {t.model.removeprefix("hosted_vllm/") for t in policy.tiers.values() if t.model.startswith("hosted_vllm/")}
+    return [m for m in MODELS.values() if used & set(m.names)]
+
+
+@contextmanager
+def vllm_endpoints(policy: Policy, urls: dict[str, str | None]) -> Iterator[dict[str, str]]:
+    """``{url variable: base URL}`` for each local model the policy uses: the given URL (``urls`` by model key),
+    else a local CPU server started for the demo (both at once; stopped when the block ends)."""
+    from effagent.serving.vllm_local import LocalVLLM, normalize_base_url, prepare, probe
+
+    found: dict[str, str] = {}
+    to_start = []
+    for spec in _local_models_used(policy):
+        url = urls.get(spec.key)
+        if url:
+            url = normalize_base_url(url)
+            if probe(url) is None:
+                raise ServiceUnreachableError(f"no vLLM server answers at {url}/models: start it, or drop the URL "
+                                              f"(and unset {spec.url_env}) to use the local CPU server")
+            found[spec.url_env] = url
+        else:
+            to_start.append(spec)
+    with ExitStack() as stack:
+        for spec in to_start:  # provisioning and conversion one after the other (they share a lock and the CPU)
+            prepare(model=spec)
+        servers = [stack.enter_context(_StartedLater(LocalVLLM(names=list(spec.names), model=spec)))
+                   for spec in to_start]
+        errors: list[BaseException] = []
+
+        def start(srv: Any) -> None:
+            try:
+                srv.start()
+            except BaseException as e:  # reported below, after the other server had its chance
+                errors.append(e)
+        threads = [threading.Thread(target=start, args=(srv,), daemon=True) for srv in servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():  # a join with a timeout keeps Ctrl-C/SIGTERM deliverable to this thread
+                t.join(0.5)
+        if errors:
+            raise errors[0]
+        for spec, srv in zip(to_start, servers, strict=True):
+            found[spec.url_env] = srv.base_url
+        yield found
+
+
+class _StartedLater:
+    """Stops a LocalVLLM when the ``with`` block ends, whether or not its start finished."""
+
+    def __init__(self, srv: Any) -> None:
+        self.srv = srv
+
+    def __enter__(self) -> Any:
+        return self.srv
+
+    def __exit__(self, *exc: object) -> None:
+        self.srv.stop()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from effagent.serving._signals import signals_interrupt
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    load_demo_policy(args.policy, {**os.environ, "EFFAGENT_VLLM_URL": "http://127.0.0.1:8000/v1"})  # fail early
+    placeholder = {**os.environ, "EFFAGENT_VLLM_URL": "http://127.0.0.1:8000/v1",
+                   "EFFAGENT_VLLM_STRONG_URL": "http://127.0.0.1:8001/v1"}
+    first = load_demo_policy(args.policy, placeholder)  # fail early
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = load_tasks(args.tasks, args.limit)
     tools = make_tools(load_corpus(args.corpus))
     print(f"effagent demo: {len(tasks)} tasks, policy {args.policy}", file=sys.stderr)
-    # SIGTERM/SIGHUP end the demo like Ctrl-C, so the local vLLM server it started is stopped too
-    with signals_interrupt(), vllm_endpoint(args.vllm_url or os.environ.get("EFFAGENT_VLLM_URL")) as base_url:
-        env = {**os.environ, "EFFAGENT_VLLM_URL": base_url}
+    urls = {"smol": args.vllm_url or os.environ.get("EFFAGENT_VLLM_URL"),
+            "qwen": args.strong_url or os.environ.get("EFFAGENT_VLLM_STRONG_URL")}
+    traces = {"plain": out_dir / "traces-plain.jsonl", "effagent": out_dir / "traces.jsonl"}
+    for path in traces.values():  # the report must show this run's spans only
+        with contextlib.suppress(OSError):
+            path.unlink()
+    # SIGTERM/SIGHUP end the demo like Ctrl-C, so the local vLLM servers it started are stopped too
+    with signals_interrupt(), vllm_endpoints(first, urls) as found:
+        env = {**os.environ, **found}
         policy = load_demo_policy(args.policy, env=env)
-        trace_path = out_dir / "traces.jsonl"
-        policy = policy.model_copy(update={"telemetry": policy.telemetry.model_copy(update={"path": str(trace_path)})})
-        plain = baseline_policy(policy)
+        policy = _with_traces(policy, traces["effagent"])
+        plain = _with_traces(baseline_policy(policy), traces["plain"])
         from effagent.integrations.chat_models import models_for as tier_models
 
-        models = tier_models(policy)
+        models = tier_models(policy, temperature=0)
         counter = _reasoning_counter(policy)
-        observer = _observer(policy)
         rows, answers = [], {}
-        for label, pol, obs in (("plain", plain, None), ("effagent", policy, observer)):
-            row, ans = run_tasks(label, pol, tasks, models=models, tools=tools, prices=policy, observer=obs,
-                                 reasoning_counter=counter, progress=not args.no_progress)
+        for label, pol in (("plain", plain), ("effagent", policy)):
+            row, ans = run_tasks(label, pol, tasks, models=models, tools=tools, prices=policy,
+                                 observer=_observer(pol), reasoning_counter=counter,
+                                 progress=not args.no_progress, concurrency=args.concurrency)
             rows.append(row)
             answers[label] = ans
     print(render_table(rows))
+    print(render_tasks(tasks, answers))
     p, e = rows
+    paired = paired_comparison(answers)
     if p.input_tokens + p.output_tokens:
         saved = 1 - (e.input_tokens + e.output_tokens) / (p.input_tokens + p.output_tokens)
         print(f"effagent vs plain: {saved:.0%} fewer tokens, "
-              f"{(1 - e.cost_usd / p.cost_usd) if p.cost_usd else 0:.0%} fewer $; "
-              f"correct: {e.correct}/{e.tasks} vs {p.correct}/{p.tasks} "
-              "(the bundled 135M model tests the mechanics, not answer quality)")
-    result = {"rows": [r.model_dump() for r in rows], "answers": answers, "policy": str(args.policy)}
+              f"{(1 - e.cost_usd / p.cost_usd) if p.cost_usd else 0:.0%} fewer $, "
+              f"{(1 - e.seconds / p.seconds) if p.seconds else 0:.0%} less time; correct: {e.correct}/{e.tasks} "
+              f"vs {p.correct}/{p.tasks} (right in the plain run only: {paired['only_plain']}, in the governed run "
+              f"only: {paired['only_governed']}; exact McNemar p = {paired['mcnemar_p']:.2f})")
+    result = {"rows": [r.model_dump() for r in rows], "answers": answers, "paired": paired,
+              "policy": str(args.policy), "tasks": [t.model_dump() for t in tasks]}
     _replay_table(args, result)
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2))
-    _report(trace_path, out_dir)
+    _report(traces, out_dir, result)
     print(f"wrote {out_dir / 'demo.json'}")
     return 0
+
+
+def _with_traces(policy: Policy, path: Path) -> Policy:
+    return policy.model_copy(update={"telemetry": policy.telemetry.model_copy(update={"path": str(path)})})
 
 
 def _reasoning_counter(policy: Policy) -> Any:
@@ -370,11 +511,14 @@ def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
           "where the recorded outcomes are read from.")
 
 
-def _report(trace_path: Path, out_dir: Path) -> None:
-    from effagent.report import CHARTS_MISSING, has_matplotlib, write_report
+def _report(traces: dict[str, Path], out_dir: Path, result: dict[str, Any]) -> None:
+    """Both runs side by side on one page, with the comparison and the task list above them."""
+    from effagent.report import CHARTS_MISSING, has_matplotlib, write_comparison
 
-    if trace_path.exists():
-        print(f"wrote {write_report(trace_path, out_dir / 'report.html', title='effagent demo')}")
+    runs = [(label, path) for label, path in traces.items() if path.exists()]
+    if runs:
+        page = write_comparison(runs, out_dir / "report.html", title="effagent demo: plain vs governed", demo=result)
+        print(f"wrote {page}")
         if not has_matplotlib():
             print(f"(report: {CHARTS_MISSING})")
 
@@ -383,10 +527,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo", help="run an example agent plain and governed on a small task set, and compare",
         description="Runs an example LangGraph agent (calculator + local lookup tools) on a small task set "
-                    "twice — plain, then governed by a policy — against a vLLM server (the local CPU server "
-                    "with the bundled model unless --vllm-url / EFFAGENT_VLLM_URL is given), prints a table of "
-                    "tokens, $, calls per tier, loops capped and answers correct, the replay-benchmark quality "
-                    "table, and writes an HTML report of the traces.")
+                    "twice — plain (every step on the strongest tier), then governed by a policy — against vLLM "
+                    "servers (the two local CPU servers, SmolLM2-135M and Qwen2.5-Coder-0.5B, unless --vllm-url / "
+                    "--strong-url are given), prints a table of tokens, $, time, calls per tier, loops capped and "
+                    "answers correct, the task list, the replay-benchmark quality table, and writes an HTML report "
+                    "of both runs side by side.")
     p.add_argument("--policy", default=DEFAULT_POLICY, metavar="NAME|PATH",
                    help=f"a shipped policy ({', '.join(policies.names())}) or a policy YAML file "
                         "(default: %(default)s)")
@@ -396,7 +541,12 @@ def register(subparsers: Any) -> None:
                    help=f"JSON {{key: fact}} for the lookup tool (default: the shipped "
                         f"effagent/{DATA_FOLDER}/{CORPUS_NAME})")
     p.add_argument("--limit", type=int, default=None, help="run only the first N tasks")
-    p.add_argument("--vllm-url", default=None, help="use this vLLM server (e.g. http://gpu-host:8000/v1)")
+    p.add_argument("--vllm-url", default=None, help="use this vLLM server for the tiers on EFFAGENT_VLLM_URL "
+                   "(the small model's names; e.g. http://gpu-host:8000/v1) instead of starting the local one")
+    p.add_argument("--strong-url", default=None, help="use this vLLM server for the tiers on "
+                   "EFFAGENT_VLLM_STRONG_URL (served name qwen) instead of starting the local one")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                   help="tasks in flight at once (default: %(default)s)")
     p.add_argument("--out", default="effagent-out/demo", help="output folder (default: %(default)s)")
     p.add_argument("--skip-replay", action="store_true", help="do not run the replay benchmark table")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -370,6 +370,8 @@ tr.fin td{background:#fff7ed}tr.err td{background:#fef2f2}
 .tag.err{background:#fee2e2;color:#991b1b}.tag.think{background:#e0e7ff;color:#3730a3}
 .reason{color:#4b5563;max-width:520px}.muted{color:#9ca3af}.grid2{display:grid;grid-template-columns:1fr;gap:18px}
 .scroll{max-height:900px;overflow:auto}
+.side{display:grid;gap:18px;align-items:start}.side>div{min-width:0}h2.col{margin:0 0 10px;font-size:18px}
+.side .cards{grid-template-columns:repeat(auto-fill,minmax(140px,1fr))}
 """
 
 
@@ -399,23 +401,41 @@ def summary(data: Data) -> dict[str, Any]:
     }
 
 
-def render(data: Data, source: str = "", title: str = "effagent report") -> str:
-    colors = _tier_colors(data)
-    s = summary(data)
+def _span_text(data: Data) -> str:
     t0 = min([r.start_ns for r in data.runs] + [c.start_ns for c in data.calls], default=0)
     t1 = max([r.end_ns for r in data.runs] + [c.end_ns for c in data.calls], default=0)
-    span_txt = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0 / 1e9))} → "
-                f"{time.strftime('%H:%M:%S', time.localtime(t1 / 1e9))}") if t0 else "no spans"
-    saved_pct = f"{100 * s['saved'] / s['baseline']:.1f}% of {fmt_usd(s['baseline'])}" if s["baseline"] else ""
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
-             f"<header><h1>{_e(title)}</h1><p>{_e(source)} · {_e(span_txt)} · generated "
-             f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"]
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0 / 1e9))} → "
+            f"{time.strftime('%H:%M:%S', time.localtime(t1 / 1e9))}") if t0 else "no spans"
+
+
+def _head(title: str, subtitle: str) -> list[str]:
+    return [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
+            f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)} · generated "
+            f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"]
+
+
+NO_SPANS = ("<section><h2>No effagent spans</h2><p class=cap>The file holds no spans written by effagent's "
+            "observer. Run an agent with <code>telemetry.exporter: file</code> (the default) and try "
+            "again.</p></section>")
+
+
+def render(data: Data, source: str = "", title: str = "effagent report") -> str:
+    parts = _head(title, f"{source} · {_span_text(data)}")
     if not data.calls and not data.runs:
-        parts.append("<section><h2>No effagent spans</h2><p class=cap>The file holds no spans written by effagent's "
-                     "observer. Run an agent with <code>telemetry.exporter: file</code> (the default) and try "
-                     "again.</p></section></main></body></html>")
+        parts.append(NO_SPANS + "</main></body></html>")
         return "".join(parts)
+    parts += _body(data, _tier_colors(data))
+    parts.append("</main></body></html>")
+    return "".join(parts)
+
+
+def _body(data: Data, colors: dict[str, str]) -> list[str]:
+    """The sections of one trace file's report: cards, per tier, charts, runs, decision timeline."""
+    s = summary(data)
+    t0 = min([r.start_ns for r in data.runs] + [c.start_ns for c in data.calls], default=0)
+    saved_pct = f"{100 * s['saved'] / s['baseline']:.1f}% of {fmt_usd(s['baseline'])}" if s["baseline"] else ""
+    parts: list[str] = []
     cards = [
         _card("runs", fmt_int(s["runs"]), f"{sum(1 for r in data.runs if r.incomplete)} incomplete"
               if any(r.incomplete for r in data.runs) else ""),
@@ -534,8 +554,75 @@ def render(data: Data, source: str = "", title: str = "effagent report") -> str:
         parts.append(f"<p class=cap style='color:#6b7280;font-size:12px'>Saved = the same tokens priced at the "
                      f"baseline tier <b>{_e(data.baseline_tier)}</b> minus what they cost on the tier that served "
                      f"them (see docs/tracing.md).</p>")
-    parts.append("</main></body></html>")
-    return "".join(parts)
+    return parts
+
+
+def _demo_sections(demo: dict[str, Any], colors: dict[str, str]) -> list[str]:
+    """The demo's comparison (one row per run) and its task list (per run: right or not, tiers per step)."""
+    rows = demo.get("rows") or []
+    out = []
+    if rows:
+        trs = "".join(
+            f"<tr><td><b>{_e(r['label'])}</b></td><td class=n>{r['correct']}/{r['tasks']}</td>"
+            f"<td class=n>{fmt_int(r['steps'])}</td><td class=n>{fmt_int(r['input_tokens'])}</td>"
+            f"<td class=n>{fmt_int(r['output_tokens'])}</td><td class=n>{fmt_usd(r['cost_usd'])}</td>"
+            f"<td>{' '.join(f'{_chip(t, colors)} {n}' for t, n in sorted(r['calls_per_tier'].items()))}</td>"
+            f"<td class=n>{r['loops_capped']}</td><td class=n>{r['failed_calls']}</td>"
+            f"<td class=n>{r['seconds']:.0f} s</td></tr>" for r in rows)
+        paired = demo.get("paired") or {}
+        note = (f"Right in the plain run only: {paired['only_plain']}; in the governed run only: "
+                f"{paired['only_governed']} (exact McNemar p = {paired['mcnemar_p']}). Wilson 95 % intervals: plain "
+                f"{paired['plain_ci95']}, governed {paired['governed_ci95']}.") if paired else ""
+        out.append("<section><h2>Plain vs governed</h2><p class=cap>The same tasks, the same agent and tools; the "
+                   "plain run sends every step to the baseline tier, the governed run follows the policy. $ at the "
+                   f"policy's prices for both. {_e(note)}</p><table><tr><th>run</th><th class=n>correct</th>"
+                   "<th class=n>steps</th><th class=n>input tok</th><th class=n>output tok</th><th class=n>$</th>"
+                   "<th>calls per tier</th><th class=n>loops capped</th><th class=n>failed calls</th>"
+                   "<th class=n>time</th></tr>" + trs + "</table></section>")
+    answers: dict[str, list[dict[str, Any]]] = demo.get("answers") or {}
+    tasks = demo.get("tasks") or []
+    if answers and tasks:
+        labels = list(answers)
+        by = {label: {a["id"]: a for a in answers[label]} for label in labels}
+        trs = []
+        for t in tasks:
+            cells = []
+            for label in labels:
+                a = by[label].get(t["id"], {})
+                mark = ("<span class='tag think'>right</span>" if a.get("correct")
+                        else "<span class='tag err'>wrong</span>")
+                tiers = " ".join(_chip(x, colors) for x in a.get("tiers") or [])
+                cells.append(f"<td>{mark} {tiers}<div class=muted>{_e((a.get('reply') or a.get('error') or '')[-120:])}"
+                             "</div></td>")
+            trs.append(f"<tr><td><code>{_e(t['id'])}</code></td><td>{_e(t.get('kind', ''))}</td>"
+                       f"<td>{_e(t['question'])}</td><td>{_e(t['answer'])}</td>{''.join(cells)}</tr>")
+        out.append("<section><h2>Tasks</h2><p class=cap>Each task, what it needs, the expected answer, and per run "
+                   "whether the final answer was right, the tier of each model step in order, and the answer's end."
+                   "</p><div class=scroll><table><tr><th>task</th><th>kind</th><th>question</th><th>expected</th>"
+                   + "".join(f"<th>{_e(label)}</th>" for label in labels) + "</tr>" + "".join(trs)
+                   + "</table></div></section>")
+    return out
+
+
+def write_comparison(runs: list[tuple[str, str | Path]], output: str | Path, title: str = "effagent: runs side by side",
+                     demo: dict[str, Any] | None = None) -> Path:
+    """One page with several trace files side by side (e.g. the demo's plain and governed runs), each column the
+    report of one file; ``demo`` (the demo's result) adds the comparison table and the task list above them."""
+    loaded = [(label, load(path), Path(path)) for label, path in runs]
+    colors = _tier_colors(Data(runs=[], calls=[c for _, data, _ in loaded for c in data.calls], baseline_tier=None))
+    parts = _head(title, " · ".join(f"{label}: {path} ({_span_text(data)})" for label, data, path in loaded))
+    if demo:
+        parts += _demo_sections(demo, colors)
+    columns = []
+    for label, data, _ in loaded:
+        body = _body(data, colors) if data.calls or data.runs else [NO_SPANS]
+        columns.append(f"<div><h2 class=col>{_e(label)}</h2>{''.join(body)}</div>")
+    parts.append(f"<div class=side style='grid-template-columns:repeat({len(columns)},minmax(0,1fr))'>"
+                 + "".join(columns) + "</div></main></body></html>")
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(parts), encoding="utf-8")
+    return out
 
 
 def write_report(traces: str | Path, output: str | Path | None = None, title: str = "effagent report") -> Path:

@@ -317,8 +317,8 @@ names = []
 while i < len(args) and not args[i].startswith("--"):
     names.append(args[i]); i += 1
 worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-with open(os.environ["FAKE_VLLM_PIDS"], "w") as f:
-    f.write(f"{os.getpid()} {worker.pid}")
+with open(os.environ["FAKE_VLLM_PIDS"], "a") as f:  # one line per server
+    f.write(f"{os.getpid()} {worker.pid}\n")
 time.sleep(float(os.environ.get("FAKE_VLLM_DELAY", "0")))
 body = json.dumps({"data": [{"id": n} for n in names]}).encode()
 class H(http.server.BaseHTTPRequestHandler):
@@ -348,9 +348,11 @@ def _fake_prepared_home(home: Path, tmp_path: Path) -> vl.Layout:
     lay.python.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{script}" "$@"\n')  # drop "-m module"
     lay.python.chmod(0o755)
     vl.write_marker(lay, 0.0)
-    lay.model_dir.mkdir(parents=True)
-    (lay.model_dir / "model.safetensors").write_bytes(b"")
-    (lay.model_dir / vl.MODEL_MARKER_NAME).write_text(json.dumps(vl.expected_model_marker()))
+    for model in vl.MODELS:  # both models look converted
+        folder = lay.model_dir_of(model)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"")
+        (folder / vl.MODEL_MARKER_NAME).write_text(json.dumps(vl.expected_model_marker(model)))
     return lay
 
 
@@ -467,19 +469,23 @@ def test_a_dead_servers_core_is_not_held(home: Path, monkeypatch: pytest.MonkeyP
     assert vl.claim_core(lay, 1237, os.getpid()) is None  # one CPU: nothing to spread, vLLM's `auto` decides
 
 
-def test_demo_stops_the_server_it_started_on_sigterm(home: Path, tmp_path: Path) -> None:
-    """`effagent demo` starts a local server unless given one; killed with SIGTERM it stops that server."""
+def test_demo_stops_the_servers_it_started_on_sigterm(home: Path, tmp_path: Path) -> None:
+    """`effagent demo` starts the two local servers (SmolLM2 and Qwen) unless given them; killed with SIGTERM
+    while they start it stops both."""
     _fake_prepared_home(home, tmp_path)
     pids_file = tmp_path / "pids"
     env = {**os.environ, "FAKE_VLLM_PIDS": str(pids_file), "FAKE_VLLM_DELAY": "60"}
     env.pop(vl.URL_ENV, None)
+    env.pop(vl.STRONG_URL_ENV, None)
     demo = subprocess.Popen(
         [sys.executable, "-m", "effagent.cli", "demo", "--skip-replay", "--no-progress", "--out", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_for(lambda: pids_file.exists() and pids_file.read_text().strip(), 60, "the demo's server to start")
-        server_pid, worker_pid = map(int, pids_file.read_text().split())
+        _wait_for(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 4, 60,
+                  "the demo's two servers to start")
+        pids = [int(x) for x in pids_file.read_text().split()]
+        assert all(_running(pid) for pid in pids)
         demo.send_signal(signal.SIGTERM)
         code = demo.wait(timeout=30)
     finally:
@@ -487,7 +493,7 @@ def test_demo_stops_the_server_it_started_on_sigterm(home: Path, tmp_path: Path)
             demo.kill()
     _, err = demo.communicate()
     assert code == 130 and "interrupted" in err, err
-    _wait_for(lambda: not _running(server_pid) and not _running(worker_pid), 10, "the server group to be gone")
+    _wait_for(lambda: not any(_running(pid) for pid in pids), 10, "both server groups to be gone")
 
 
 # ------------------------------------------------------------------------- the Qwen tier's weights

@@ -1,0 +1,103 @@
+"""The demo's two runs, task list, paired comparison and side-by-side report, with fake tier models (the real
+servers' run is tests/integration/test_examples.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage, ToolMessage
+
+from effagent import demo, policies
+from effagent.report import write_comparison
+from effagent.serving import vllm_local as vl
+from tests.fakes import FakeTierModel, ai, call
+
+TASKS = [
+    demo.Task(id="capital", kind="fact", question="What is the capital of France?", answer="Paris"),
+    demo.Task(id="mul", kind="calculator", question="Use the calculator tool to multiply 4821 by 377, then tell "
+              "me the product.", answer="1817517"),
+]
+
+
+def _strong(messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+    """Calls the calculator for the tool task, restates its result; answers facts directly."""
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return ai(f"The product is {last.content}.")
+    if "calculator" in str(last.content):
+        return ai("", tool_calls=[call("calculator", {"expression": "4821 * 377"})])
+    return ai("Paris.")
+
+
+def _small(messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+    return ai("The capital of France is Paris." if "France" in str(messages[-1].content) else "I do not know.")
+
+
+def _runs(tmp_path: Path) -> tuple[list[demo.RunRow], dict[str, list[dict[str, Any]]], dict[str, Path]]:
+    policy = policies.load("local-two-tier", env={})
+    traces = {"plain": tmp_path / "traces-plain.jsonl", "effagent": tmp_path / "traces.jsonl"}
+    governed = demo._with_traces(policy, traces["effagent"])
+    plain = demo._with_traces(demo.baseline_policy(policy), traces["plain"])
+    models = {"large": FakeTierModel(responder=_strong), "small": FakeTierModel(responder=_small)}
+    tools = demo.make_tools(demo.load_corpus())
+    rows, answers = [], {}
+    for label, pol in (("plain", plain), ("effagent", governed)):
+        row, ans = demo.run_tasks(label, pol, TASKS, models=models, tools=tools, prices=policy,
+                                  observer=demo._observer(pol), progress=False, concurrency=2)
+        rows.append(row)
+        answers[label] = ans
+    return rows, answers, traces
+
+
+def test_plain_run_uses_the_strong_tier_only_and_the_governed_run_routes_per_step(tmp_path, monkeypatch):
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    rows, answers, traces = _runs(tmp_path)
+    plain, governed = rows
+    assert plain.calls_per_tier == {"large": 3} and plain.correct == 2
+    assert governed.calls_per_tier == {"large": 2, "small": 1} and governed.correct == 2
+    assert governed.cost_usd < plain.cost_usd  # the fact went to the cheaper tier
+    by_id = {a["id"]: a for a in answers["effagent"]}
+    assert by_id["capital"]["tiers"] == ["small"] and by_id["mul"]["tiers"] == ["large", "large"]
+    assert [a["id"] for a in answers["plain"]] == ["capital", "mul"]  # task order, whatever finished first
+    table = demo.render_tasks(TASKS, answers)
+    assert "capital  fact" in table and "ok  small" in table and "ok  large+large" in table
+
+    result = {"rows": [r.model_dump() for r in rows], "answers": answers, "paired": demo.paired_comparison(answers),
+              "tasks": [t.model_dump() for t in TASKS]}
+    page = write_comparison(list(traces.items()), tmp_path / "report.html", demo=result).read_text()
+    assert page.count("<h2 class=col>") == 2 and ">plain</h2>" in page and ">effagent</h2>" in page
+    assert "Plain vs governed" in page and "<code>mul</code>" in page and "2/2" in page
+    assert page.count("Decision timeline") == 2  # each run's own report, side by side
+
+
+def test_paired_comparison_counts_discordant_tasks_and_gives_an_exact_p_value():
+    def answers(flags: str) -> list[dict[str, Any]]:
+        return [{"id": str(i), "correct": f == "1"} for i, f in enumerate(flags)]
+
+    got = demo.paired_comparison({"plain": answers("1111100000"), "effagent": answers("1101100100")})
+    assert (got["plain_correct"], got["governed_correct"]) == (5, 5)
+    assert (got["only_plain"], got["only_governed"]) == (1, 1) and got["mcnemar_p"] == 1.0
+    got = demo.paired_comparison({"plain": answers("1111"), "effagent": answers("1000")})
+    assert (got["only_plain"], got["only_governed"]) == (3, 0) and got["mcnemar_p"] == 0.25  # 2 * (1/2)**3
+    lo, hi = got["plain_ci95"]
+    assert 0.45 < lo < 0.55 and hi == 1.0  # Wilson interval of 4/4
+
+
+def test_the_demo_starts_the_local_models_its_policy_calls():
+    assert demo._local_models_used(policies.load("local-two-tier", env={})) == [vl.SMOL, vl.QWEN]
+    assert demo._local_models_used(policies.load("balanced", env={})) == [vl.SMOL]
+    assert demo.DEFAULT_POLICY == "local-two-tier"
+
+
+def test_shipped_tasks_are_at_least_twenty_of_each_kind_and_the_corpus_answers_every_lookup():
+    tasks = demo.load_tasks()
+    kinds = {t.kind for t in tasks}
+    assert len(tasks) >= 20 and kinds == {"fact", "calculator", "lookup"}
+    lookup = demo.make_tools(demo.load_corpus())[1]
+    for t in tasks:
+        if t.kind == "lookup":  # the subject of "Look up X in the local encyclopedia" finds the fact
+            subject = t.question.removeprefix("Look up ").split(" in the local encyclopedia")[0]
+            assert t.answer.lower() in lookup.invoke({"query": subject}).lower(), t.id
+    json.dumps([t.model_dump() for t in tasks])

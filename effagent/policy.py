@@ -319,7 +319,9 @@ class EstimatorRef(_Strict):
 
 
 class DifficultyConfig(_Strict):
-    estimators: list[EstimatorRef] = Field(default_factory=lambda: [EstimatorRef(name="heuristic")])
+    estimators: list[EstimatorRef] = Field(default_factory=lambda: [EstimatorRef(name="rule")])
+    """The estimators whose weighted mean scores a step (default: `rule`, prompt cues that hold up across
+    workloads plus the run so far)."""
 
     @field_validator("estimators")
     @classmethod

@@ -7,8 +7,22 @@
 - loop guard: a real LangGraph ``create_agent`` graph with ``EfficiencyMiddleware`` whose model calls the same
   tool forever, with the guard on vs off (off runs to ``recursion_limit``).
 
-The server is ``$EFFAGENT_VLLM_URL``, the one recorded by ``vllm_local serve``, or one started for the run.
-Prints a table, writes JSON to ``--out``. Defaults keep the run to a few minutes on a 2-core CPU.
+``--model smol`` (default) runs them on the local SmolLM2-135M server: the mechanics (thinking budgets, token
+counts), not answer quality. ``--model qwen`` runs the levers the stronger local model offers on a fixed GSM8K
+slice (the first ``--prompts`` questions of ``effagent/demo_data/gsm8k_slice.jsonl``, GSM8K test lines 1-30) and
+reports accuracy next to tokens:
+
+- prompt-level length budgets (the band option ``prompt_budget``): TALE ("use less than N tokens") and
+  Chain-of-Draft vs plain step-by-step, greedy;
+- adaptive self-consistency (Beta rule) vs a fixed N, Chain-of-Draft samples at temperature > 0: majority accuracy
+  and samples drawn;
+- the loop guard as above.
+
+Qwen2.5-Coder-0.5B has no thinking mode (its template has none; with think tokens added, a budgeted answer came
+back as a refusal), so the thinking budget and early exit run on ``--model smol`` only.
+
+The server is the model's URL variable (``$EFFAGENT_VLLM_URL``, ``$EFFAGENT_VLLM_STRONG_URL``), the one recorded
+by ``vllm_local serve``, or one started for the run. Prints a table, writes JSON to ``--out``.
 
 Like ``effagent.cli``, this module is a composition root: it loads the framework adapters (vLLM launcher,
 LangChain middleware) by module name at run time, so the core never imports them.
@@ -22,13 +36,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from effagent.levers import answers, consistency, early_exit
+from effagent.levers.length import prompt_budget_instruction
 from effagent.serving.vllm_local import THINK_PREFIX
 
 SC_PROMPTS: tuple[str, ...] = (  # short questions the tiny local model answers fairly consistently
@@ -130,20 +145,22 @@ CONTINUE = early_exit.CONTINUE_BODY
 # -------------------------------------------------------------------------------------------- prompts
 
 
-def data_dir() -> Path:
-    env = os.environ.get("EFFAGENT_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+GSM8K_SLICE = "gsm8k_slice.jsonl"  # in effagent/demo_data: GSM8K test lines 1-30, gold numbers after ####
+
+
+def gsm8k_slice(n: int | None = None) -> list[dict[str, str]]:
+    """The first ``n`` rows ``{id, question, answer}`` of the shipped GSM8K slice (package data)."""
+    text = (resources.files("effagent") / "demo_data" / GSM8K_SLICE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return rows[:n] if n else rows
 
 
 def math_prompts(n: int) -> tuple[list[str], str]:
-    path = data_dir() / "tasks" / "gsm8k_test.jsonl"
+    """Short GSM8K questions (under 260 characters) from the shipped slice, for the tiny model's mechanics."""
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        qs = [str(r["question"]) for r in rows if len(str(r.get("question", ""))) < 260][:n]
+        qs = [r["question"] for r in gsm8k_slice() if len(r["question"]) < 260][:n]
         if qs:
-            return qs, str(path)
+            return qs, f"effagent/demo_data/{GSM8K_SLICE}"
     except (OSError, ValueError, KeyError):
         pass
     return list(FALLBACK_MATH[:n]), "embedded"
@@ -167,7 +184,7 @@ def _mean(xs: Sequence[float]) -> float:
     return round(sum(xs) / len(xs), 2) if xs else 0.0
 
 
-def unbounded(chat: Chat, qs: Sequence[str], max_tokens: int, seed: int, bar: tqdm) -> list[Out]:
+def unbounded(chat: Chat, qs: Sequence[str], max_tokens: int, seed: int, bar: Any) -> list[Out]:
     outs = []
     for q in qs:
         outs.append(chat.call([{"role": "user", "content": q}], model=chat.think, max_tokens=max_tokens,
@@ -177,7 +194,7 @@ def unbounded(chat: Chat, qs: Sequence[str], max_tokens: int, seed: int, bar: tq
 
 
 def bench_budget(chat: Chat, qs: Sequence[str], base: Sequence[Out], budget: int, answer_tokens: int,
-                 max_tokens: int, seed: int, bar: tqdm) -> Row:
+                 max_tokens: int, seed: int, bar: Any) -> Row:
     """The length lever as ``decide`` sets it: ``thinking_token_budget`` plus a max_tokens that leaves
     ``answer_tokens`` for the answer after the forced end of thinking."""
     detail = []
@@ -212,7 +229,7 @@ def early_exit_callables(chat: Chat, q: str, seed: int, probe_tokens: int
 
 
 def bench_early_exit(chat: Chat, qs: Sequence[str], base: Sequence[Out], cfg: early_exit.EarlyExitConfig, seed: int,
-                     bar: tqdm) -> Row:
+                     bar: Any) -> Row:
     detail = []
     for q, b in zip(qs, base, strict=True):
         think, probe = early_exit_callables(chat, q, seed, cfg.probe_tokens)
@@ -236,7 +253,7 @@ def bench_early_exit(chat: Chat, qs: Sequence[str], base: Sequence[Out], cfg: ea
 
 
 def bench_consistency(chat: Chat, qs: Sequence[str], cfg: consistency.SCConfig, fixed_n: int, temperature: float,
-                      max_tokens: int, seed: int, bar: tqdm) -> Row:
+                      max_tokens: int, seed: int, bar: Any) -> Row:
     detail = []
     for q in qs:
         msgs = [{"role": "user", "content": q}]
@@ -276,6 +293,113 @@ def bench_consistency(chat: Chat, qs: Sequence[str], cfg: consistency.SCConfig, 
                f"{pct_fewer_same:.0f}%", pct_same >= 95.0 and sum(used) < fixed_n * len(used), detail)
 
 
+# ------------------------------------------------------------------------------ accuracy (--model qwen)
+
+COT = "Solve the problem step by step. End with the line 'The answer is N.', where N is a number."
+
+
+def _pmap(fn: Any, items: Sequence[Any], workers: int, bar: Any) -> list[Any]:
+    """``fn`` over ``items``, ``workers`` requests in flight (the CPU server batches them), results in order."""
+    def one(item: Any) -> Any:
+        out = fn(item)
+        bar.update(1)
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(one, items))
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar (sign) test on the discordant pairs."""
+    import math
+
+    n, k = only_a + only_b, min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def _question(q: str, style: str | None) -> list[dict[str, str]]:
+    from effagent.difficulty.rule import score_prompt
+
+    extra = prompt_budget_instruction(style, q, score_prompt(q)) if style else None
+    return [{"role": "system", "content": COT}, {"role": "user", "content": q + (f"\n\n{extra}" if extra else "")}]
+
+
+def bench_length_accuracy(chat: Chat, rows: Sequence[dict[str, str]], styles: Sequence[str], max_tokens: int,
+                          seed: int, workers: int, bar: Any) -> list[Row]:
+    """Plain step-by-step vs each prompt-level length budget (TALE, Chain-of-Draft), greedy, same questions."""
+    def run(style: str | None) -> list[dict[str, Any]]:
+        def one(r: dict[str, str]) -> dict[str, Any]:
+            o = chat.call(_question(r["question"], style), max_tokens=max_tokens, seed=seed)[0]
+            got = answers.number(o.content)
+            return {"id": r["id"], "answer": got, "gold": r["answer"], "right": got == r["answer"],
+                    "out": o.output_tokens, "in": o.input_tokens, "finish": o.finish_reason}
+        return _pmap(one, rows, workers, bar)
+
+    base = run(None)
+    out = []
+    for style in styles:
+        got = run(style)
+        only_base = sum(b["right"] and not g["right"] for b, g in zip(base, got, strict=True))
+        only_style = sum(g["right"] and not b["right"] for b, g in zip(base, got, strict=True))
+        p = mcnemar_p(only_base, only_style)
+        acc_b, acc_s = sum(b["right"] for b in base), sum(g["right"] for g in got)
+        tok_b, tok_s = sum(b["out"] for b in base), sum(g["out"] for g in got)
+        name = {"tale": "TALE budget", "draft": "Chain-of-Draft"}.get(style, style)
+        out.append(Row(
+            name, len(rows),
+            {"accuracy": round(acc_b / len(rows), 3), "out_tokens": _mean([b["out"] for b in base]),
+             "in_tokens": _mean([b["in"] for b in base])},
+            {"accuracy": round(acc_s / len(rows), 3), "out_tokens": _mean([g["out"] for g in got]),
+             "in_tokens": _mean([g["in"] for g in got])},
+            f"prompt_budget {style} vs plain step-by-step: {acc_s}/{len(rows)} vs {acc_b}/{len(rows)} right "
+            f"(only plain: {only_base}, only {style}: {only_style}; exact McNemar p = {p:.2f}); output {tok_s} vs "
+            f"{tok_b} tokens ({1 - tok_s / max(1, tok_b):.0%} less)",
+            tok_s < tok_b and (acc_s >= acc_b or p >= 0.05),
+            [{"id": b["id"], "gold": b["gold"], "plain": b["answer"], style: g["answer"], "plain_out": b["out"],
+              f"{style}_out": g["out"]} for b, g in zip(base, got, strict=True)]))
+    return out
+
+
+def bench_consistency_accuracy(chat: Chat, rows: Sequence[dict[str, str]], cfg: consistency.SCConfig, fixed_n: int,
+                               temperature: float, max_tokens: int, style: str | None, seed: int, workers: int,
+                               bar: Any) -> Row:
+    """Adaptive self-consistency vs a fixed N on the GSM8K slice: majority accuracy, samples and tokens."""
+    def one(r: dict[str, str]) -> dict[str, Any]:
+        msgs = _question(r["question"], style)
+        cache: dict[int, list[consistency.Sample]] = {}
+
+        def draw(k: int, start: int) -> list[consistency.Sample]:
+            outs = chat.call(msgs, max_tokens=max_tokens, temperature=temperature, seed=seed + start, n=k)
+            got = [consistency.Sample(o.content, o.input_tokens, o.output_tokens) for o in outs]
+            cache[start] = got
+            return got
+
+        fixed = consistency.fixed_consistency(draw(fixed_n, 0), cfg.extractor)
+        adaptive = consistency.adaptive_consistency(draw, cfg)
+        return {"id": r["id"], "gold": r["answer"], "fixed": fixed.answer, "adaptive": adaptive.answer,
+                "fixed_right": fixed.answer == r["answer"], "adaptive_right": adaptive.answer == r["answer"],
+                "used": adaptive.used, "fixed_out": fixed.output_tokens, "adaptive_out": adaptive.output_tokens,
+                "stopped": adaptive.stopped}
+
+    detail = _pmap(one, rows, workers, bar)
+    n = len(detail)
+    acc_f, acc_a = sum(d["fixed_right"] for d in detail), sum(d["adaptive_right"] for d in detail)
+    only_f = sum(d["fixed_right"] and not d["adaptive_right"] for d in detail)
+    only_a = sum(d["adaptive_right"] and not d["fixed_right"] for d in detail)
+    tok_f, tok_a = sum(d["fixed_out"] for d in detail), sum(d["adaptive_out"] for d in detail)
+    used = [d["used"] for d in detail]
+    return Row("adaptive SC", n,
+               {"accuracy": round(acc_f / n, 3), "samples": float(fixed_n), "out_tokens": _mean([d["fixed_out"]
+                                                                                               for d in detail])},
+               {"accuracy": round(acc_a / n, 3), "samples": _mean(used),
+                "out_tokens": _mean([d["adaptive_out"] for d in detail])},
+               f"beta>={cfg.threshold}, batch {cfg.batch}, T={temperature}, {style or 'step-by-step'} samples: "
+               f"majority right {acc_a}/{n} vs {acc_f}/{n} with {fixed_n} samples (only fixed: {only_f}, only "
+               f"adaptive: "
+               f"{only_a}; exact McNemar p = {mcnemar_p(only_f, only_a):.2f}); {_mean(used)} samples on average, "
+               f"output {tok_a} vs {tok_f} tokens ({1 - tok_a / max(1, tok_f):.0%} less)",
+               tok_a < tok_f and (acc_a >= acc_f or mcnemar_p(only_f, only_a) >= 0.05), detail)
+
+
 # ---------------------------------------------------------------------------------------- loop guard
 
 _LOOP_POLICY = """\
@@ -287,7 +411,7 @@ loop_guard: {{enabled: {enabled}, max_repeated_tool_calls: {repeats}}}
 """
 
 
-def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
+def bench_loopguard(recursion_limit: int, repeats: int, bar: Any) -> Row:
     """A create_agent graph whose model calls ``lookup(q='same')`` forever; guard on vs off."""
     from langchain.agents import create_agent
     from langchain_core.language_models import BaseChatModel
@@ -358,12 +482,12 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: tqdm) -> Row:
 # ------------------------------------------------------------------------------------------------ run
 
 
-def _server(url: str | None) -> tuple[str, list[str], Any]:
-    if url:
-        os.environ["EFFAGENT_VLLM_URL"] = url
-    from effagent.serving.vllm_local import LocalVLLM
+def _server(url: str | None, model: str = "smol") -> tuple[str, list[str], Any]:
+    from effagent.serving.vllm_local import LocalVLLM, local_model
 
-    srv = LocalVLLM()
+    if url:
+        os.environ[local_model(model).url_env] = url
+    srv = LocalVLLM(model=model)
     srv.start()
     return srv.base_url, list(srv.names), srv
 
@@ -379,11 +503,15 @@ def render(rows: Sequence[Row]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "qwen":
+        return run_qwen(args)
+    from tqdm import tqdm  # the `bench` extra (checked by the CLI before this runs)
+
     started = time.monotonic()
     only = set(args.only.split(",")) if args.only else {"budget", "early_exit", "sc", "loop"}
     rows: list[Row] = []
     srv = None
-    meta: dict[str, Any] = {"seed": args.seed}
+    meta: dict[str, Any] = {"seed": args.seed, "model": "smol"}
     try:
         need_server = bool(only - {"loop"})
         if need_server:
@@ -423,9 +551,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if srv is not None:
             srv.stop()  # stops only a server this run started
+    return _finish(args, rows, meta, started)
+
+
+def _finish(args: argparse.Namespace, rows: list[Row], meta: dict[str, Any], started: float) -> int:
     meta["seconds"] = round(time.monotonic() - started, 1)
     print(render(rows))
-    print(f"({meta['seconds']} s; seed {args.seed}; server {meta.get('base_url', '-')})")
+    print(f"({meta['seconds']} s; seed {args.seed}; server {meta.get('base_url', '-')}"
+          + (f"; {meta['slice']}" if meta.get("slice") else "") + ")")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
@@ -433,19 +566,88 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
+QWEN_LEVERS = {"length", "sc", "loop"}
+
+
+def run_qwen(args: argparse.Namespace) -> int:
+    """The levers on the stronger local model, with accuracy on the shipped GSM8K slice."""
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    only = set(args.only.split(",")) if args.only else set(QWEN_LEVERS)
+    unknown = only - QWEN_LEVERS
+    if unknown:
+        print(f"error: --model qwen runs {', '.join(sorted(QWEN_LEVERS))}; not {', '.join(sorted(unknown))} "
+              "(Qwen2.5-Coder-0.5B has no thinking mode: thinking budget and early exit run on --model smol)",
+              file=sys.stderr)
+        return 2
+    rows_in = gsm8k_slice(args.prompts)
+    sc_rows = rows_in[:args.sc_prompts]
+    styles = [s for s in args.styles.split(",") if s]
+    meta: dict[str, Any] = {"seed": args.seed, "model": "qwen",
+                            "slice": f"GSM8K test lines 1-{len(rows_in)} (effagent/demo_data/{GSM8K_SLICE})"}
+    result: list[Row] = []
+    srv = None
+    try:
+        need_server = bool(only - {"loop"})
+        total = (len(rows_in) * (1 + len(styles)) if "length" in only else 0) \
+            + (len(sc_rows) if "sc" in only else 0) + (2 if "loop" in only else 0)
+        if need_server:
+            base_url, names, srv = _server(args.url, "qwen")
+            chat = Chat(base_url, names[0], names[0])
+            meta.update(base_url=base_url, models=names)
+        with tqdm(total=total, desc="bench levers (qwen)", file=sys.stderr) as bar:
+            if "length" in only:
+                result += bench_length_accuracy(chat, rows_in, styles, args.cot_max_tokens, args.seed, args.workers,
+                                                bar)
+            if "sc" in only:
+                cfg = consistency.SCConfig(max_samples=args.samples, batch=args.batch, threshold=args.threshold,
+                                           decided=args.decided, extractor="number", seed=args.seed)
+                result.append(bench_consistency_accuracy(chat, sc_rows, cfg, args.samples, args.sc_temperature,
+                                                         args.cot_max_tokens, args.sc_style or None, args.seed,
+                                                         args.workers, bar))
+            if "loop" in only:
+                result.append(bench_loopguard(args.recursion_limit, args.repeats, bar))
+        if need_server:
+            meta["server_calls"] = chat.calls
+    finally:
+        if srv is not None:
+            srv.stop()
+    return _finish(args, result, meta, started)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=None, help="a running vLLM server (http://HOST:PORT/v1); default: "
-                   "$EFFAGENT_VLLM_URL, the recorded `vllm_local serve`, or start one")
-    p.add_argument("--only", default="", help="comma list of budget,early_exit,sc,loop (default: all)")
-    p.add_argument("--prompts", type=int, default=3, help="GSM8K prompts for thinking budget / early exit")
+    p.add_argument("--model", choices=["smol", "qwen"], default="smol",
+                   help="smol: the levers' mechanics on SmolLM2-135M (thinking budget, early exit, SC, loop guard); "
+                        "qwen: accuracy next to tokens on Qwen2.5-Coder-0.5B (TALE / Chain-of-Draft, adaptive SC, "
+                        "loop guard) on the shipped GSM8K slice (default: %(default)s)")
+    p.add_argument("--url", default=None, help="a running vLLM server (http://HOST:PORT/v1) of that model; default: "
+                   "$EFFAGENT_VLLM_URL (smol) / $EFFAGENT_VLLM_STRONG_URL (qwen), the recorded `vllm_local serve`, "
+                   "or start one")
+    p.add_argument("--only", default="", help="comma list of budget,early_exit,sc,loop (smol) or length,sc,loop "
+                   "(qwen) (default: all)")
+    p.add_argument("--prompts", type=int, default=None,
+                   help="GSM8K prompts: thinking budget / early exit (smol, default 3), the length levers (qwen, "
+                        "default 20)")
     p.add_argument("--max-tokens", type=int, default=256, help="max_tokens of the unbounded-thinking baseline")
     p.add_argument("--budget", type=int, default=32, help="thinking_token_budget")
     p.add_argument("--answer-tokens", type=int, default=32, help="room for the answer after a thinking budget")
     p.add_argument("--chunk", type=int, default=16, help="early exit: thinking tokens between probes")
     p.add_argument("--agree", type=int, default=2, help="early exit: consecutive agreeing probes")
     p.add_argument("--probe-tokens", type=int, default=8, help="early exit: tokens a probe may generate")
-    p.add_argument("--sc-prompts", type=int, default=len(SC_PROMPTS), help="prompts for adaptive self-consistency")
-    p.add_argument("--samples", type=int, default=8, help="fixed N (and adaptive max_samples)")
+    p.add_argument("--sc-prompts", type=int, default=None,
+                   help=f"prompts for adaptive self-consistency (default {len(SC_PROMPTS)} short questions for "
+                        "smol; the first 10 of the GSM8K slice for qwen)")
+    p.add_argument("--samples", type=int, default=None, help="fixed N and adaptive max_samples (default 8; qwen 4)")
+    p.add_argument("--styles", default="tale,draft", help="qwen: prompt-level length budgets to compare with plain "
+                   "step-by-step (default: %(default)s)")
+    p.add_argument("--cot-max-tokens", type=int, default=400, help="qwen: max_tokens of each answer (default "
+                   "%(default)s)")
+    p.add_argument("--sc-temperature", type=float, default=0.7, help="qwen: sampling temperature (default "
+                   "%(default)s)")
+    p.add_argument("--sc-style", default="draft", help="qwen: prompt style of the SC samples (default %(default)s; "
+                   "'' for plain step-by-step)")
+    p.add_argument("--workers", type=int, default=4, help="qwen: requests in flight (default %(default)s)")
     p.add_argument("--batch", type=int, default=2, help="adaptive SC batch size")
     p.add_argument("--threshold", type=float, default=0.95, help="Beta rule threshold")
     p.add_argument("--window", type=int, default=0, help="ESC window (0: off)")
@@ -458,7 +660,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=2, help="loop_guard.max_repeated_tool_calls")
     p.add_argument("--seed", type=int, default=0, help="request seed (samples use seed + i)")
     p.add_argument("--out", default="effagent-out/bench/levers.json", help="JSON result path")
-    p.set_defaults(func=run)
+    p.set_defaults(func=_defaults_then_run)
+
+
+def _defaults_then_run(args: argparse.Namespace) -> int:
+    """Per-model defaults for the options whose sensible value depends on the model."""
+    qwen = args.model == "qwen"
+    if args.prompts is None:
+        args.prompts = 20 if qwen else 3
+    if args.sc_prompts is None:
+        args.sc_prompts = 10 if qwen else len(SC_PROMPTS)
+    if args.samples is None:
+        args.samples = 4 if qwen else 8
+    return run(args)
 
 
 def register(bench_subparsers: Any) -> None:

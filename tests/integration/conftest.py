@@ -1,8 +1,9 @@
 """Integration fixtures: one real vLLM server for the whole test session.
 
-The server is ``$EFFAGENT_VLLM_URL`` when set (nothing is started), else the one recorded by
-``python -m effagent.serving.vllm_local serve``, else a local CPU server started for the session
-(the first run provisions ~3.5 GB and converts the bundled model: several minutes).
+Two servers, one per local model: ``vllm_server`` (SmolLM2-135M) and ``qwen_server`` (Qwen2.5-Coder-0.5B, the
+stronger tier). Each is its URL variable when set (``$EFFAGENT_VLLM_URL``, ``$EFFAGENT_VLLM_STRONG_URL``; nothing is
+started), else the one recorded by ``python -m effagent.serving.vllm_local serve [--model qwen]``, else a local
+CPU server started for the session (the first run provisions ~3.5 GB and converts the models: several minutes).
 
 Tests that use it are marked ``vllm``; deselect them with ``-m "not vllm"``.
 
@@ -88,21 +89,33 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
         report.longrepr = _CI_SKIP + _skip_reason(report.longrepr)
 
 
-@pytest.fixture(scope="session")
-def vllm_server() -> Iterator[VLLMServer]:
-    """A running vLLM server for the session (reused when possible, stopped at the end if started here)."""
-    launcher = LocalVLLM()
+def _serve(model: str) -> Iterator[VLLMServer]:
+    launcher = LocalVLLM(model=model)
     try:
         launcher.start()
     except ProvisionError as exc:
-        message = f"the local vLLM environment could not be provisioned: {exc}"
+        message = f"the local vLLM environment ({model}) could not be provisioned: {exc}"
         if _in_ci():
             pytest.fail(message + "\n(CI=true: vLLM tests must run in CI)", pytrace=False)
         pytest.skip(message)
     except ServiceError as exc:
-        pytest.fail(f"vLLM server unavailable: {exc}", pytrace=False)
+        pytest.fail(f"vLLM server ({model}) unavailable: {exc}", pytrace=False)
     try:
         with httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0), trust_env=False) as client:
             yield VLLMServer(base_url=launcher.base_url, names=list(launcher.names), client=client)
     finally:
         launcher.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[VLLMServer]:
+    """A running vLLM server with SmolLM2-135M (names ``smol smol-think``) for the session (reused when possible,
+    stopped at the end if started here)."""
+    yield from _serve("smol")
+
+
+@pytest.fixture(scope="session")
+def qwen_server() -> Iterator[VLLMServer]:
+    """The stronger tier: a vLLM server with Qwen2.5-Coder-0.5B-Instruct (name ``qwen``) for the session, on a CPU
+    core of its own (``$EFFAGENT_VLLM_STRONG_URL``, a recorded ``serve --model qwen``, or started here)."""
+    yield from _serve("qwen")

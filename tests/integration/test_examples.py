@@ -38,15 +38,21 @@ def test_stategraph_example(vllm_server, tmp_path):
     assert calls >= 2  # two invocations on one thread, both counted in the checkpointed total
 
 
-def test_demo_command_runs_end_to_end(vllm_server, tmp_path):
+def test_demo_command_runs_end_to_end(vllm_server, qwen_server, tmp_path):
     out = tmp_path / "demo"
-    r = _run([sys.executable, "-m", "effagent.cli", "demo", "--limit", "2", "--no-progress", "--out", str(out),
-              "--vllm-url", vllm_server.base_url], vllm_server.base_url, tmp_path, timeout=900)
+    r = _run([sys.executable, "-m", "effagent.cli", "demo", "--limit", "3", "--no-progress", "--out", str(out),
+              "--vllm-url", vllm_server.base_url, "--strong-url", qwen_server.base_url], vllm_server.base_url,
+             tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "plain vs governed" in r.stdout and "effagent" in r.stdout
+    assert "plain vs governed" in r.stdout and "effagent" in r.stdout and "per task" in r.stdout
     result = json.loads((out / "demo.json").read_text())
     plain, governed = result["rows"]
-    assert plain["steps"] >= 2 and governed["steps"] >= 2
-    assert set(plain["calls_per_tier"]) == {"large"}  # the plain run: every step on the baseline tier
+    assert [t["kind"] for t in result["tasks"]] == ["fact", "calculator", "lookup"]
+    assert plain["steps"] >= 3 and governed["steps"] >= 3
+    assert set(plain["calls_per_tier"]) == {"large"}  # the plain run: every step on the baseline tier (Qwen)
+    assert set(governed["calls_per_tier"]) == {"small", "large"}  # the fact on SmolLM2, the tool tasks on Qwen
+    assert plain["correct"] > 0 and governed["cost_usd"] < plain["cost_usd"]
     assert result["replay"]["sets"]  # the replay-benchmark table ran
-    assert (out / "report.html").read_text().count("<svg") + (out / "report.html").read_text().count("<img") > 0
+    page = (out / "report.html").read_text()
+    assert page.count("<h2 class=col>") == 2  # both runs side by side
+    assert page.count("<svg") + page.count("<img") > 0

@@ -8,6 +8,9 @@ line number, exit code 2. Blank lines are errors too (the output must match the 
 
 learn: JSONL ``{"id", "prompt", "cheap_correct": bool, "strong_correct": bool}`` on stdin (or ``--input FILE``,
 repeatable) -> a model file at ``--out`` (written atomically; nothing is written on any error, exit code 2).
+Extra keys are allowed, so a policy's ``learning.outcomes`` file is read as it is; where one step has both an
+``"label": "agreement"`` line (shadow call) and an ``"label": "outcome"`` line (``record_outcome``), the outcome
+is used.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def learn_stream(out: str, inputs: list[str] | None, stdin: IO[str], stdout: IO[
     """Read and validate every outcome, learn, then write the model file atomically (nothing on an error)."""
     import time
 
-    from effagent.difficulty.learned import LearnError, learn, parse_outcomes, save_model
+    from effagent.difficulty.learned import LearnError, learn, merge_labels, parse_outcomes, save_model
 
     try:
         outcomes = []
@@ -109,6 +112,7 @@ def learn_stream(out: str, inputs: list[str] | None, stdin: IO[str], stdout: IO[
                 outcomes += parse_outcomes(_lines(text), source=name)
         else:
             outcomes = parse_outcomes(_lines(stdin.read()))
+        outcomes = merge_labels(outcomes)
         t0 = time.perf_counter()
         model = learn(outcomes)
         path = save_model(model, out)

@@ -123,6 +123,17 @@ def parse_outcomes(lines: Sequence[str], source: str = "stdin") -> list[Outcome]
     return out
 
 
+def merge_labels(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Outcome files from production (``learning.outcomes``) may label one step twice: ``"label": "agreement"``
+    from a shadow call and ``"label": "outcome"`` from ``record_outcome``. A step's outcome (what really happened)
+    replaces its agreement label; every other row is kept as it is, in order."""
+    def key(o: Outcome) -> str | None:
+        return None if o.id is None else json.dumps(o.id, sort_keys=True, default=str)
+
+    told = {key(o) for o in outcomes if getattr(o, "label", None) == "outcome" and key(o) is not None}
+    return [o for o in outcomes if not (getattr(o, "label", None) == "agreement" and key(o) in told)]
+
+
 # ---------------------------------------------------------------- features
 
 

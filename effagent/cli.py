@@ -21,6 +21,7 @@ _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("effagent.report", "register", None, ("report",)),
     ("effagent.explain", "register", None, ("explain",)),
     ("effagent.budgets", "register", None, ("budgets",)),
+    ("effagent.calibrate", "register", None, ("calibrate",)),
 ]
 
 # optional packages (top-level import name) -> the extra of pyproject.toml that installs them

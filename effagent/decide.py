@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from effagent.checkin import Grant
 from effagent.errors import BudgetExceeded
 from effagent.ledger.base import LedgerState
-from effagent.policy import Consistency, EarlyExit, Policy, Tier
+from effagent.policy import Agreement, Consistency, EarlyExit, Policy, Tier
 from effagent.records import Difficulty
 
 
@@ -60,6 +60,8 @@ class Decision(BaseModel):
     fallback: list[str] = Field(default_factory=list)  # tiers to try, in order, if this one fails
     verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
     warning: str | None = None  # budgets.warn_at reached: the note the step's request gets
+    agreement: Agreement | None = None  # the band's agreement cascade: votes, and where to escalate
+    shadow_tier: str | None = None  # learning.shadow_share: this step is also asked of this tier, for a label
     early_exit: EarlyExit | None = None  # the band's early-exit settings when it thinks with early exit
 
     def summary(self) -> dict[str, Any]:
@@ -138,13 +140,15 @@ def decide(
     shared_exhausted: str | None = None,
     grant: Grant | None = None,
     refused: bool = False,
+    shadow_draw: float | None = None,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
 
     ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` an estimate of the
     prompt size, used to keep the step inside the remaining budget; ``shared_exhausted`` says a shared
     (team) budget had no room for this step's reservation. ``grant`` is extra budget a person gave the thread
-    (``on_exhausted: interrupt``), ``refused`` that they declined to give more.
+    (``on_exhausted: interrupt``), ``refused`` that they declined to give more. ``shadow_draw`` is this step's
+    uniform draw in [0, 1) for ``learning.shadow_share`` (the caller draws it, so decide stays pure).
 
     With ``on_exhausted: interrupt`` a spent run or thread budget gives ``action: pause`` (the integration asks a
     person; see :mod:`effagent.checkin`) unless more was refused.
@@ -204,9 +208,15 @@ def decide(
     warning = _warning(policy, limits, state)
     if warning is not None:
         reasons.append(warning)
+    strong = policy.strong_tier
+    shadow = (strong if shadow_draw is not None and shadow_draw < policy.learning.shadow_share and name != strong
+              and band.samples == 1 and band.agreement is None else None)
+    if shadow is not None:
+        reasons.append(f"shadowed on {strong} for a label")
     return Decision(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=band.samples, prompt_budget=band.prompt_budget, band=band.name,
+        agreement=band.agreement, shadow_tier=shadow,
         consistency=band.consistency if band.samples > 1 else None,
         verify=band.cascade is not None and band.samples == 1,
         early_exit=band.early_exit if thinking else None,
@@ -268,6 +278,22 @@ def _finalize(policy: Policy, difficulty: Difficulty, step: int, left: BudgetLef
 
 def _thinking_reason(thinking: bool, budget: int | None) -> str:
     return f"thinking on, budget {budget if budget is not None else 'unbounded'}" if thinking else "thinking off"
+
+
+def escalate_on_disagreement(policy: Policy, decision: Decision, agreed: float) -> Decision | None:
+    """The agreement cascade's second decision: the votes gave the majority answer ``agreed`` of the time; below
+    the band's threshold, the escalated call's Decision (thinking off, the tier's own output cap), else None."""
+    a = decision.agreement
+    if a is None or decision.action != "call" or agreed >= a.threshold:
+        return None
+    tier = policy.tier(a.to)
+    max_tokens = min(x for x in (tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
+    return decision.model_copy(update={
+        "tier": a.to, "model": tier.model, "thinking": False, "thinking_budget": None, "max_tokens": max_tokens,
+        "agreement": None, "verify": False, "early_exit": None, "fallback": _fallback(policy, a.to),
+        "reason": f"{decision.reason}; agreement cascade: {agreed:.0%} of the votes agreed "
+                  f"(< {a.threshold:.0%}), escalated to {a.to}",
+    })
 
 
 def escalate(policy: Policy, decision: Decision, p_wrong: float) -> Decision | None:

@@ -9,18 +9,20 @@ has an async twin that awaits it, so an async agent's event loop is never blocke
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 import uuid
 
 from effagent.checkin import Grant
-from effagent.decide import Decision, decide, escalate
+from effagent.decide import Decision, decide, escalate, escalate_on_disagreement
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator
 from effagent.ledger import ledger_from_policy
 from effagent.ledger.base import CallKind, Ledger, LedgerState, Reservation, StepRecord, Usage
 from effagent.levers import loopguard
 from effagent.observe import Observer
+from effagent.outcomes import OutcomeLog, label_line
 from effagent.policy import Policy
 from effagent.records import Difficulty, Step
 from effagent.request import encode
@@ -35,7 +37,13 @@ def approx_tokens(text: str) -> int:
 
 
 def _several_calls(decision: Decision) -> bool:
-    return decision.samples > 1 or decision.early_exit is not None or decision.verify
+    return (decision.samples > 1 or decision.early_exit is not None or decision.verify
+            or decision.agreement is not None or decision.shadow_tier is not None)
+
+
+def shadow_draw(run_id: str, step: int) -> float:
+    """A uniform draw in [0, 1) for ``learning.shadow_share``, fixed by the run and step (reproducible)."""
+    return int(hashlib.sha256(f"{run_id}:{step}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 class Governor:
@@ -55,6 +63,8 @@ class Governor:
 
             observer = observer_from_policy(policy)
         self.observer: Observer = observer
+        learning = policy.learning
+        self.outcomes: OutcomeLog | None = OutcomeLog(learning.outcomes) if learning.outcomes else None
         members = getattr(self.estimator, "members", {"self": self.estimator})
         self._probe = next((e for e in members.values() if getattr(e, "name", "") == "probe"), None)
 
@@ -85,7 +95,7 @@ class Governor:
         step, loop, inp = self._read(step, state, blocks_calls)
         difficulty = self.estimator.estimate(step)
         decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          grant=grant, refused=refused)
+                          grant=grant, refused=refused, shadow_draw=self._draw(run_id, state.steps))
         if decision.action == "call" and self._reserving:
             hold = self.ledger.reserve(*self._reservation(decision, run_id, thread_id, inp))
             decision = self._held(decision, hold, run_id, difficulty, state, loop, inp, grant, refused)
@@ -100,7 +110,7 @@ class Governor:
         difficulty = (await asyncio.to_thread(self.estimator.estimate, step) if self._probe is not None
                       else self.estimator.estimate(step))
         decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          grant=grant, refused=refused)
+                          grant=grant, refused=refused, shadow_draw=self._draw(run_id, state.steps))
         if decision.action == "call" and self._reserving:
             hold = await self.ledger.areserve(*self._reservation(decision, run_id, thread_id, inp))
             decision = self._held(decision, hold, run_id, difficulty, state, loop, inp, grant, refused)
@@ -109,6 +119,9 @@ class Governor:
         if self._probe is not None:
             return await asyncio.to_thread(self._started, run_id, thread_id, decision, difficulty)
         return self._started(run_id, thread_id, decision, difficulty)
+
+    def _draw(self, run_id: str, step: int) -> float | None:
+        return shadow_draw(run_id, step) if self.policy.learning.shadow_share > 0 else None
 
     def _read(self, step: Step, state: LedgerState, blocks_calls: bool) -> tuple[Step, str | None, int]:
         """The step at its place in the run (the ledger's count), the loop guard's verdict, its prompt size."""
@@ -123,7 +136,7 @@ class Governor:
         if hold is None:  # a shared budget has no room for this step's maximum
             return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
                           shared_exhausted="no room left for this step's reserved maximum", grant=grant,
-                          refused=refused)
+                          refused=refused, shadow_draw=self._draw(run_id, state.steps))
         with self._holds_lock:
             self._holds[(run_id, decision.step)] = hold
         return decision
@@ -182,16 +195,32 @@ class Governor:
             inp = calls * (input_tokens + TURN_SLACK_TOKENS) + chunk * chunks * chunks + thinking
             outp = thinking + (chunks + 1) * decision.early_exit.probe_tokens + out
         else:
-            calls = decision.samples
+            calls = decision.samples if decision.agreement is None else self._votes(decision)
             inp, outp = input_tokens * calls, out * calls
         tokens = inp + outp
         usd = max(t.price.cost(inp, outp) for t in tiers)
-        up = escalate(self.policy, decision, 1.0) if decision.verify else None  # the escalation, if it comes
+        if decision.agreement is not None and decision.agreement.tiers:  # votes on other tiers: their prices
+            usd = max(usd, sum(self.policy.tier(n).price.cost(input_tokens, out)
+                               for n in [decision.tier, *decision.agreement.tiers]))
+        if decision.verify:
+            up = escalate(self.policy, decision, 1.0)  # the escalation, if it comes
+        else:
+            up = escalate_on_disagreement(self.policy, decision, 0.0) if decision.agreement is not None else None
+        if decision.shadow_tier is not None:  # the strong tier asked for a label
+            tokens += input_tokens + out
+            usd += self.policy.tier(decision.shadow_tier).price.cost(input_tokens, out)
+            calls += 1
         if up is not None:
             tokens += input_tokens + up.max_tokens
             usd += self.policy.tier(up.tier).price.cost(input_tokens, up.max_tokens)
             calls += 1
         return tokens, usd, calls
+
+    @staticmethod
+    def _votes(decision: Decision) -> int:
+        a = decision.agreement
+        assert a is not None
+        return 1 + len(a.tiers) if a.tiers else a.samples
 
     def _take_hold(self, run_id: str, step: int) -> Reservation | None:
         with self._holds_lock:
@@ -282,6 +311,17 @@ class Governor:
         await self.ledger.arecord(rec)
         self.observer.on_call(run_id, decision, rec, 0.0, None, None)
         return rec
+
+    # -- labels for learning -------------------------------------------------------------------------------
+    def record_label(self, run_id: str, decision: Decision, prompt: str, *, cheap_correct: bool, label: str,
+                     **extra: object) -> None:
+        """A labelled step for ``difficulty learn`` / ``calibrate``, appended to ``learning.outcomes`` (a shadow
+        comparison, or an outcome application code reported for a step a cheaper tier answered)."""
+        if self.outcomes is not None:
+            self.outcomes.append(label_line(run_id=run_id, step=decision.step, prompt=prompt,
+                                            cheap_correct=cheap_correct, label=label, cheap_tier=decision.tier,
+                                            strong_tier=self.policy.strong_tier, band=decision.band,
+                                            difficulty=decision.difficulty, **extra))
 
     def end_step(self, run_id: str, decision: Decision, usage: Usage) -> None:
         if self._reserving:

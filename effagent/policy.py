@@ -368,6 +368,30 @@ class Cascade(_Strict):
     """Thinking budget of the escalated call (0 = the tier's own cap)."""
 
 
+class Agreement(_Strict):
+    """An agreement cascade: the band's cheap tier answers with several votes (`samples` draws, or one call to
+    each tier in `tiers`); when at least `threshold` of the votes give the majority's answer, that answer stands,
+    otherwise the step escalates to `to`. Every vote and the escalation are paid for, reserved and accounted as
+    one step; the answer's metadata and the trace carry the votes. On recorded outcomes this "do other cheap
+    models give the cheap answer too?" signal routes far better than any prompt-only estimate
+    (docs/benchmarks.md)."""
+
+    to: str
+    """Tier to escalate to when the votes disagree."""
+    samples: Annotated[int, Field(ge=2, le=16)] = 3
+    """Votes drawn on the band's tier (ignored when `tiers` is given)."""
+    tiers: list[str] = Field(default_factory=list)
+    """One vote from each of these tiers instead (e.g. several small models); the band's tier answers first."""
+    threshold: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Share of the votes that must give the majority's answer for it to stand (1.0 = all agree)."""
+    extractor: Literal["number", "boxed", "choice", "exact", "code"] = "exact"
+    """How an answer is read from a vote: a number, \\boxed{}, a choice letter, the normalised short text, or
+    code compared with whitespace and comments removed. A vote that calls tools is compared by its exact call."""
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
+    """Sampling temperature of the votes drawn on one tier."""
+    seed: int = 0
+
+
 class EarlyExit(_Strict):
     """Early exit of thinking (Dynasor-CoT): think in chunks, after each chunk probe for the answer with a few
     tokens, stop thinking when `agree` probes in a row give the same answer. For answer steps with thinking on
@@ -410,6 +434,8 @@ class Band(_Strict):
     a step that calls tools is not verified)."""
     early_exit: EarlyExit | None = None
     """Stop thinking early once probes agree on the answer (needs thinking: true; answer steps only)."""
+    agreement: Agreement | None = None
+    """Answer with several cheap votes and escalate when they disagree (an agreement cascade)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
@@ -423,6 +449,10 @@ class Band(_Strict):
             raise ValueError("early_exit and samples > 1 do not combine; use one of them in a band")
         if self.early_exit is not None and self.cascade is not None:
             raise ValueError("early_exit and cascade do not combine; use one of them in a band")
+        others = [k for k, on in (("samples > 1", self.samples > 1), ("cascade", self.cascade is not None),
+                                  ("early_exit", self.early_exit is not None)) if on]
+        if self.agreement is not None and others:
+            raise ValueError(f"agreement does not combine with {', '.join(others)}; use one of them in a band")
         return self
 
 
@@ -534,6 +564,28 @@ class LedgerConfig(_Strict):
     redis: RedisLedger = Field(default_factory=RedisLedger)
 
 
+class Learning(_Strict):
+    """Labels from production without people: for `shadow_share` of the steps a cheaper tier answers, the
+    strong tier is asked too (never shown to the agent; its cost is recorded as kind `shadow` in the ledger and
+    the trace, and reserved under shared budgets), and a line saying whether the two answers agree is appended
+    to `outcomes` — the input of `effagent difficulty learn` and `effagent calibrate`."""
+
+    shadow_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Share of cheap-tier steps that are also asked of the strong tier (0 = off)."""
+    outcomes: str | None = None
+    """JSON-lines file the shadow comparisons and `record_outcome` calls are appended to."""
+    strong_tier: str | None = None
+    """The tier that labels (default: the tier of the band with the highest max)."""
+    extractor: Literal["number", "boxed", "choice", "exact", "code"] = "exact"
+    """How the two answers are compared."""
+
+    @model_validator(mode="after")
+    def _file_for_shadows(self) -> Learning:
+        if self.shadow_share > 0 and not self.outcomes:
+            raise ValueError("shadow_share needs an outcomes file to write to: learning: {outcomes: PATH}")
+        return self
+
+
 class Policy(_Strict):
     """A validated budget policy. Immutable (every section is frozen): effagent works its per-step plans out
     once per policy, so a changed policy is a new one, validated like the first
@@ -549,6 +601,7 @@ class Policy(_Strict):
     loop_guard: LoopGuard = Field(default_factory=LoopGuard)
     telemetry: Telemetry = Field(default_factory=Telemetry)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    learning: Learning = Field(default_factory=Learning)
     baseline_tier: str | None = Field(
         default=None, description="tier every step would use without effagent (for 'tokens saved')"
     )
@@ -588,6 +641,10 @@ class Policy(_Strict):
                                      f"[{a.max}, {b.min}) is not covered; set min: {a.max}"))
         for i, band in enumerate(self.bands):
             need_tier(("bands", i, "tier"), band.tier)
+            if band.agreement is not None:
+                need_tier(("bands", i, "agreement", "to"), band.agreement.to)
+                for j, name in enumerate(band.agreement.tiers):
+                    need_tier(("bands", i, "agreement", "tiers", j), name)
             if band.cascade is not None:
                 need_tier(("bands", i, "cascade", "to"), band.cascade.to)
                 target = self.tiers.get(band.cascade.to)
@@ -607,6 +664,7 @@ class Policy(_Strict):
         for i, band in enumerate(self.bands):
             problems.extend(_band_provider_problems(i, band, self.tiers))
         need_tier(("budgets", "finalize", "tier"), self.budgets.finalize.tier)
+        need_tier(("learning", "strong_tier"), self.learning.strong_tier)
         need_tier(("baseline_tier",), self.baseline_tier)
         for i, name in enumerate(self.fallback.order or []):
             need_tier(("fallback", "order", i), name)
@@ -623,6 +681,11 @@ class Policy(_Strict):
             if band.min <= score < band.max:
                 return band
         return max(self.bands, key=lambda b: b.max)  # score == 1.0 falls in the top band
+
+    @property
+    def strong_tier(self) -> str:
+        """The tier that labels shadowed steps: ``learning.strong_tier``, else the top band's tier."""
+        return self.learning.strong_tier or max(self.bands, key=lambda b: b.max).tier
 
     def tier(self, name: str) -> Tier:
         try:

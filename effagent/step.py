@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from effagent.checkin import CheckinError, Grant, pause_payload, read_resume
-from effagent.decide import Decision, escalate
+from effagent.decide import Decision, escalate, escalate_on_disagreement
 from effagent.errors import EndpointError
 from effagent.governor import Governor, approx_tokens
 from effagent.ledger.base import CallKind, StepRecord, Usage
@@ -149,6 +150,8 @@ class StepProcedure:
     verifier: Any = field(default=None, repr=False)  # the cascade verifier, loaded on first use
     #: the integration answers an over-limit repeated tool call instead of running it (the LangChain middleware)
     blocks_repeated_calls: bool = False
+    #: the prompt and decision of the last steps answered, for record_outcome
+    _answered: OrderedDict[tuple[str, int], tuple[str, Decision]] = field(default_factory=OrderedDict, repr=False)
 
     # -- 1. plan ----------------------------------------------------------------------------------------
     def plan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None, *,
@@ -257,7 +260,12 @@ class StepProcedure:
             rec: StepRecord = yield self._account(ctx, tier, reply, started)
             up = self._escalation(ctx, reply)
             if up is None:
-                return (yield from self._finish(ctx, tier, endpoint, result, spent + rec.usage, meta))
+                spent = spent + rec.usage
+                if ctx.decision.shadow_tier is not None and reply is not None and tier == ctx.decision.tier:
+                    shadow, agree = yield from self._shadow(ctx, endpoint, reply)
+                    spent, meta = spent + shadow, {**meta, "shadow": {"tier": ctx.decision.shadow_tier,
+                                                                      "agree": agree}}
+                return (yield from self._finish(ctx, tier, endpoint, result, spent, meta))
             up_tier = up.decision.tier
             started = time.perf_counter()
             try:
@@ -282,7 +290,10 @@ class StepProcedure:
             shown["decision"] = d.model_dump(mode="json")
         note = (f"(no final answer: the model still asked for a tool; {d.reason})" if d.action == "finalize"
                 else None)
-        endpoint.tag(result, {"tier": tier, **shown, **(extra or {})}, note)
+        endpoint.tag(result, {"tier": tier, "run_id": ctx.run_id, **shown, **(extra or {})}, note)
+        self._answered[(ctx.run_id, d.step)] = (ctx.step.prompt, d)
+        if len(self._answered) > 4096:
+            self._answered.popitem(last=False)
         yield _End(ctx, usage)
         return Outcome(result, usage if ctx.thread_base is None else ctx.thread_base + usage)
 
@@ -306,11 +317,54 @@ class StepProcedure:
                                   response_model=reply.model if reply is not None else None, content=content,
                                   error=note, reasoning_estimated=counted))
 
-    def _failed(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str]) -> _Account:
+    def _failed(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str],
+                kind: CallKind = "model") -> _Account:
         msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
         attempts.append(msg)
-        return _Account(ctx, dict(tier=tier, input_tokens=0, output_tokens=0, ok=False, error=msg,
+        return _Account(ctx, dict(tier=tier, input_tokens=0, output_tokens=0, ok=False, error=msg, kind=kind,
                                   duration_s=time.perf_counter() - started))
+
+    # -- labels for learning: the strong tier asked too (learning.shadow_share) -----------------------------
+    def _shadow(self, ctx: StepContext, endpoint: Endpoint[T],
+                reply: Reply) -> Generator[_Effect, Any, tuple[Usage, bool | None]]:
+        """Ask the strong tier the same step (its answer is never shown to the agent), account it as kind
+        ``shadow``, and append whether the two answers agree to the outcomes file."""
+        policy = self.governor.policy
+        strong = ctx.decision.shadow_tier
+        assert strong is not None
+        started = time.perf_counter()
+        try:
+            got = yield _Call(encode(ctx.decision, strong, policy.tier(strong)))
+        except Exception as err:
+            if not is_endpoint_failure(err):
+                raise
+            yield self._failed(ctx, strong, err, started, [], kind="shadow")
+            return Usage(), None
+        theirs = endpoint.read(got)
+        rec: StepRecord = yield self._account(ctx, strong, theirs, started, kind="shadow")
+        agree = theirs is not None and _vote(reply, get_extractor(policy.learning.extractor)) == _vote(
+            theirs, get_extractor(policy.learning.extractor))
+        self.governor.record_label(ctx.run_id, ctx.decision, ctx.step.prompt, cheap_correct=agree, label="agreement")
+        return rec.usage, agree
+
+    def record_outcome(self, run_id: str, success: bool, *, step: int | None = None,
+                       feedback: str | None = None) -> bool:
+        """Application code says whether a step's answer was right (task success, user feedback); ``step`` None
+        means the run's last step. Written to ``learning.outcomes`` for a step a cheaper tier answered (with the
+        step's decision) and to the trace; returns whether the step was known (the last 4,096 steps are)."""
+        key = (run_id, step) if step is not None else next(
+            (k for k in reversed(self._answered) if k[0] == run_id), None)
+        seen = self._answered.get(key) if key is not None else None
+        if seen is None:
+            return False
+        prompt, decision = seen
+        observe = getattr(self.governor.observer, "on_outcome", None)
+        if observe is not None:
+            observe(run_id, decision, success, feedback)
+        if decision.tier != self.governor.policy.strong_tier:
+            self.governor.record_label(run_id, decision, prompt, cheap_correct=success, label="outcome",
+                                       feedback=feedback)
+        return True
 
     # -- cascade -------------------------------------------------------------------------------------------
     def _escalation(self, ctx: StepContext, reply: Reply | None) -> StepContext | None:
@@ -329,6 +383,8 @@ class StepProcedure:
     # -- levers that run the whole step: self-consistency, early exit -------------------------------------------
     def _whole_step(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T]) -> _Whole | None:
         d = ctx.decision
+        if d.agreement is not None and d.action == "call":
+            return _Whole(lambda call: self._agreed(ctx, request, endpoint, call))
         if d.samples > 1 and d.action == "call":
             return _Whole(lambda call: self._sampled(ctx, request, endpoint, call))
         if self.exits_early(ctx) and request.thinking:
@@ -373,6 +429,47 @@ class StepProcedure:
         meta = {"consistency": {"answer": sc.answer, "used": len(sc.samples), "max": cfg.max_samples,
                                 "stopped": sc.stopped, "reason": sc.reason, "counts": sc.counts}}
         return chosen, total, meta  # type: ignore[return-value]
+
+    def _agreed(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T],
+                call: Callable[[TierRequest], T]) -> tuple[T, Usage, dict[str, Any]]:
+        """An agreement cascade: votes from the cheap tier (samples, or one call to each listed tier); the majority
+        answer stands when enough votes agree, else the escalated decision's tier answers. Every call is accounted
+        (votes as kind ``sample``)."""
+        d, policy = ctx.decision, self.governor.policy
+        a = d.agreement
+        assert a is not None  # _whole_step checked it
+        if a.tiers:
+            requests = [request, *(encode(d, n, policy.tier(n)) for n in a.tiers)]
+        else:
+            requests = [replace(request, settings={**request.settings, "temperature": a.temperature,
+                                                   "seed": a.seed + i}) for i in range(a.samples)]
+        extract = get_extractor(a.extractor)
+        total = Usage()
+        votes: list[tuple[str | None, T]] = []
+        for req in requests:
+            started = time.perf_counter()
+            res = call(req)
+            reply = endpoint.read(res)
+            acc = self._account(ctx, req.tier, reply, started, kind="sample")
+            total = total + self.governor.account(ctx.run_id, ctx.thread_id, d, **acc.kwargs).usage
+            votes.append((_vote(reply, extract) if reply is not None else None, res))
+        counts: dict[str, int] = {}
+        for v, _ in votes:
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        best = max(counts, key=lambda k: counts[k]) if counts else None
+        agreed = counts.get(best, 0) / len(votes) if best is not None else 0.0
+        meta: dict[str, Any] = {"agreement": {"votes": [v for v, _ in votes], "answer": best, "agreed": agreed,
+                                              "threshold": a.threshold, "escalated": False}}
+        up = escalate_on_disagreement(policy, d, agreed)
+        if up is None:
+            return next(res for v, res in votes if v == best), total, meta
+        started = time.perf_counter()
+        res = call(encode(up, up.tier, policy.tier(up.tier)))
+        acc = self._account(replace(ctx, decision=up), up.tier, endpoint.read(res), started)
+        total = total + self.governor.account(ctx.run_id, ctx.thread_id, up, **acc.kwargs).usage
+        meta["agreement"].update(escalated=True, to=up.tier, reason=up.reason)
+        return res, total, meta
 
     def _early_exit(self, ctx: StepContext, request: TierRequest,
                     endpoint: Endpoint[T]) -> tuple[T | None, Usage, dict[str, Any]]:
@@ -469,6 +566,13 @@ class StepProcedure:
             return await gov.arelease(effect.ctx.run_id, effect.ctx.decision)
 
         return await _adrive(self._procedure(ctx, endpoint), do)
+
+
+def _vote(reply: Reply, extract: Callable[[str], str | None]) -> str | None:
+    """What an answer votes for: its exact tool calls, or the answer the extractor reads from its text."""
+    if reply.tool_calls:
+        return _TOOL_VOTE + json.dumps([[t.name, t.args] for t in reply.tool_calls], sort_keys=True, default=str)
+    return extract(reply.text)
 
 
 def _drive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:

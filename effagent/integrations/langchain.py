@@ -132,6 +132,14 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
     def ledger(self) -> Ledger:
         return self.governor.ledger
 
+    def record_outcome(self, run_id: str, success: bool, *, step: int | None = None,
+                       feedback: str | None = None) -> bool:
+        """Say whether a step's answer was right (task success, user feedback): kept with the step's decision in
+        the trace and, for steps a cheaper tier answered, in ``learning.outcomes`` for ``difficulty learn``.
+        ``run_id`` is in every answer's ``response_metadata["effagent"]["run_id"]``; ``step`` None means the
+        run's last step. Returns False when the step is not known (too old, or not answered here)."""
+        return self.procedure.record_outcome(run_id, success, step=step, feedback=feedback)
+
     @property
     def default_model(self) -> BaseChatModel:
         """A model for ``create_agent``'s required argument; every call is re-routed by the middleware."""

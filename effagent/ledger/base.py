@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from effagent.policy import Limit
 
 T = TypeVar("T")
-CallKind = Literal["model", "finalize", "probe", "sample", "verify", "grant"]  # grant: budget a person gave
+CallKind = Literal["model", "finalize", "probe", "sample", "verify", "grant", "shadow"]
+# grant: budget a person gave; shadow: the strong tier asked for a label (learning.shadow_share), never shown
 #: the kinds of call that make up a model step of the run (probes and verifications ride on a step)
 STEP_KINDS = ("model", "finalize", "sample")
 

@@ -120,8 +120,17 @@ def exact(text: str) -> str | None:
     return s or None
 
 
+def code(text: str) -> str | None:
+    """Code compared by what it does not say: the fenced block if there is one, comments and whitespace removed."""
+    fenced = re.findall(r"```[\w+-]*\n(.*?)```", text or "", flags=re.DOTALL)
+    body = fenced[-1] if fenced else (text or "")
+    body = re.sub(r"#[^\n]*", "", body)
+    s = re.sub(r"\s+", "", body)
+    return s or None
+
+
 EXTRACTORS: Mapping[str, Extractor] = MappingProxyType({
-    "number": number, "boxed": boxed, "choice": choice, "exact": exact,
+    "number": number, "boxed": boxed, "choice": choice, "exact": exact, "code": code,
 })
 
 

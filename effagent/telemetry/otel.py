@@ -429,6 +429,17 @@ class OTelObserver:
         step.span.end()
 
     @_guard
+    def on_outcome(self, run_id: str, decision: Decision, success: bool, feedback: str | None) -> None:
+        """An outcome application code reported for a step (``record_outcome``): a span of its own."""
+        attrs: dict[str, Any] = {"effagent.span": "outcome", "effagent.run_id": run_id, "effagent.step": decision.step,
+                                 "effagent.decision.tier": decision.tier, "effagent.outcome.success": bool(success)}
+        if decision.band:
+            attrs["effagent.decision.band"] = decision.band
+        if feedback:
+            attrs["effagent.outcome.feedback"] = self._scrub(feedback)
+        self._tracer.start_span("effagent outcome", kind=SpanKind.INTERNAL, attributes=attrs).end()
+
+    @_guard
     def on_run_end(self, run_id: str, usage: Usage) -> None:
         with self._lock:
             run = self._runs.pop(run_id, None)

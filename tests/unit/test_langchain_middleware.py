@@ -99,8 +99,9 @@ def test_answers_carry_a_summary_of_the_decision_when_the_policy_asks_for_it():
             continue
         decision, summary = a.response_metadata["effagent"]["decision"], b.response_metadata["effagent"]
         assert "decision" not in summary and summary["tier"] == "large"
-        assert summary == {"tier": "large", **{k: decision[k] for k in ("step", "action", "band", "difficulty",
-                                                                          "thinking", "max_tokens")}}
+        assert summary == {"tier": "large", "run_id": summary["run_id"],
+                           **{k: decision[k] for k in ("step", "action", "band", "difficulty", "thinking",
+                                                       "max_tokens")}}
     assert slim[-1].content == full[-1].content == "42"
 
 

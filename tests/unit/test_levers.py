@@ -47,10 +47,11 @@ def test_boxed_choice_exact():
 
 def test_extractor_registry():
     assert answers.get_extractor("number") is answers.number
-    assert set(answers.EXTRACTORS) == {"number", "boxed", "choice", "exact"}
+    assert set(answers.EXTRACTORS) == {"number", "boxed", "choice", "exact", "code"}
+    assert answers.code("```python\ndef f(x):  # double\n    return 2 * x\n```") == answers.code("def f(x): return 2*x")
     mine = str.upper
     assert answers.get_extractor(mine) is mine
-    with pytest.raises(EffagentError, match=r"unknown answer extractor 'roman'.*number, boxed, choice, exact"):
+    with pytest.raises(EffagentError, match=r"unknown answer extractor 'roman'.*number, boxed, choice, exact, code"):
         answers.get_extractor("roman")
 
 

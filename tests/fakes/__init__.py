@@ -11,6 +11,8 @@ scripted answers, every call recorded).
   estimator), ``FakeEndpoint`` (a thinking endpoint continuing partial turns, for early exit).
 - ``tests.fakes.thinking``: ``fake_thinker`` (think/probe callables for the early-exit lever).
 - ``tests.fakes.servers``: ``FakeServer`` / ``fake_server()`` (an OpenAI-compatible HTTP server on loopback).
+- ``tests.fakes.step_endpoints``: ``FakeStepEndpoint`` (an ``effagent.step.Endpoint`` answering per tier, or
+  raising each tier's error, for the step procedure without a framework).
 
 The vLLM launcher's fakes stay in ``tests/unit/test_vllm_local.py``.
 """

@@ -16,9 +16,9 @@ from effagent.governor import Governor
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.observe import NullObserver
 from effagent.records import Step
-from effagent.request import TierRequest
 from effagent.step import Reply, StepProcedure
 from tests.fakes import FakeTierModel, ai
+from tests.fakes.step_endpoints import FakeStepEndpoint
 
 POLICY = """
 tiers:
@@ -30,36 +30,6 @@ fallback: {order: [large, small]}
 """
 
 
-class FakeEndpoint:
-    """A fake :class:`effagent.step.Endpoint`: each tier answers from ``answers`` or raises its error."""
-
-    def __init__(self, answers: dict[str, Any]) -> None:
-        self.answers = answers
-        self.calls: list[TierRequest] = []
-
-    def call(self, request: TierRequest) -> Reply:
-        self.calls.append(request)
-        got = self.answers[request.tier]
-        if isinstance(got, BaseException):
-            raise got
-        return got
-
-    async def acall(self, request: TierRequest) -> Reply:
-        return self.call(request)
-
-    def read(self, result: Reply) -> Reply:
-        return result
-
-    def tag(self, result: Reply, meta: dict[str, Any], final_note: str | None) -> None:
-        self.meta = meta
-
-    def conversation(self) -> list[dict[str, Any]]:
-        return [{"role": "user", "content": "q"}]
-
-    def wrap(self, reply: Reply) -> Reply:
-        return reply
-
-
 def procedure() -> StepProcedure:
     return StepProcedure(Governor(parse_policy(POLICY, env={}), ledger=InMemoryLedger(), observer=NullObserver()))
 
@@ -68,7 +38,7 @@ def test_an_endpoint_failure_moves_the_step_to_the_next_tier_and_is_recorded():
     proc = procedure()
     ctx = proc.plan(Step.from_prompt("What is 2 + 2?"), "run", None, None)
     answer = Reply(text="4", input_tokens=7, output_tokens=1)
-    out = proc.run(ctx, FakeEndpoint({"large": ConnectionError("refused"), "small": answer}))
+    out = proc.run(ctx, FakeStepEndpoint({"large": ConnectionError("refused"), "small": answer}))
     assert out.result is answer
     recs = proc.governor.ledger.records("run")
     assert [(r.tier, r.ok) for r in recs] == [("large", False), ("small", True)]
@@ -80,7 +50,7 @@ def test_an_endpoint_failure_moves_the_step_to_the_next_tier_and_is_recorded():
 def test_a_bug_in_the_model_call_surfaces_as_itself_not_as_a_dead_tier(bug):
     proc = procedure()
     ctx = proc.plan(Step.from_prompt("q"), "run", None, None)
-    endpoint = FakeEndpoint({"large": bug, "small": Reply(text="fallback")})
+    endpoint = FakeStepEndpoint({"large": bug, "small": Reply(text="fallback")})
     with pytest.raises(type(bug)):
         proc.run(ctx, endpoint)
     assert [r.tier for r in endpoint.calls] == ["large"]  # no fallback was tried
@@ -107,19 +77,19 @@ def test_every_tier_failing_is_an_endpoint_error_naming_each_attempt():
     proc = procedure()
     ctx = proc.plan(Step.from_prompt("q"), "run", None, None)
     with pytest.raises(EndpointError, match=r"large: ConnectionError.*small: TimeoutError"):
-        proc.run(ctx, FakeEndpoint({"large": ConnectionError("down"), "small": TimeoutError("slow")}))
+        proc.run(ctx, FakeStepEndpoint({"large": ConnectionError("down"), "small": TimeoutError("slow")}))
 
 
 def test_a_reasoning_count_the_server_did_not_report_is_marked_estimated():
     counted = StepProcedure(procedure().governor, reasoning_counter=lambda tier, text: len(text.split()))
     ctx = counted.plan(Step.from_prompt("q"), "run", None, None)
-    counted.run(ctx, FakeEndpoint({"large": Reply(text="4", input_tokens=5, output_tokens=9,
+    counted.run(ctx, FakeStepEndpoint({"large": Reply(text="4", input_tokens=5, output_tokens=9,
                                                   reasoning="two plus two is four")}))
     [rec] = counted.governor.ledger.records("run")
     assert rec.usage.reasoning_tokens == 5 and rec.reasoning_estimated
     reported = procedure()
     ctx = reported.plan(Step.from_prompt("q"), "run", None, None)
-    reported.run(ctx, FakeEndpoint({"large": Reply(text="4", input_tokens=5, output_tokens=9, reasoning_tokens=6,
+    reported.run(ctx, FakeStepEndpoint({"large": Reply(text="4", input_tokens=5, output_tokens=9, reasoning_tokens=6,
                                                    reasoning="two plus two is four")}))
     [rec] = reported.governor.ledger.records("run")
     assert rec.usage.reasoning_tokens == 6 and not rec.reasoning_estimated
@@ -158,7 +128,7 @@ async def test_the_async_driver_keeps_the_event_loop_free_while_the_ledger_waits
 
     tick = asyncio.create_task(ticker())
     ctx = await proc.aplan(Step.from_prompt("q"), "run", None, None)
-    out = await proc.arun(ctx, FakeEndpoint({"large": Reply(text="a", input_tokens=3, output_tokens=1)}))
+    out = await proc.arun(ctx, FakeStepEndpoint({"large": Reply(text="a", input_tokens=3, output_tokens=1)}))
     tick.cancel()
     assert out.thread_total.calls == 1
     assert len(gaps) >= 20 and max(gaps) < 0.15, f"the loop stalled for {max(gaps):.3f}s"

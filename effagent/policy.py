@@ -910,13 +910,21 @@ def _parse_policy(text: str, source: str, env: dict[str, str]) -> Policy:
 
 
 def load_policy(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Policy:
-    """Read and validate a policy file."""
+    """Read and validate a policy file. A relative model ``path`` of a ``learned`` estimator is read from the
+    policy file's folder (where ``effagent calibrate --write`` puts the policy next to its model)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise PolicyError(str(p), [f"{p}: cannot read the policy file: {e.strerror or e}"]) from None
-    return parse_policy(text, source=str(p), env=env)
+    policy = parse_policy(text, source=str(p), env=env)
+    refs = policy.difficulty.estimators
+    if not any(r.path and not Path(r.path).is_absolute() for r in refs):
+        return policy
+    here = p.resolve().parent
+    refs = [r.model_copy(update={"path": str(here / r.path)}) if r.path and not Path(r.path).is_absolute() else r
+            for r in refs]
+    return policy.model_copy(update={"difficulty": policy.difficulty.model_copy(update={"estimators": refs})})
 
 
 def policy_json_schema() -> str:

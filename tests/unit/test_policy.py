@@ -118,3 +118,14 @@ def test_cli_schema_is_json():
     r = _cli("policy", "schema")
     schema = json.loads(r.stdout)
     assert "tiers" in schema["properties"] and "bands" in schema["required"]
+
+
+def test_a_learned_models_relative_path_is_read_from_the_policys_folder(tmp_path, monkeypatch):
+    from effagent.policy import load_policy
+
+    (tmp_path / "policy.yaml").write_text(
+        "tiers: {small: {model: openai/small, price: {input_per_mtok: 1, output_per_mtok: 1}}}\n"
+        "difficulty: {estimators: [{name: learned, path: model.json}]}\n"
+        "bands: [{name: all, min: 0, max: 1, tier: small}]\n")
+    monkeypatch.chdir("/")
+    assert load_policy(tmp_path / "policy.yaml").difficulty.estimators[0].path == str(tmp_path / "model.json")

@@ -112,7 +112,7 @@ class Choice:
     quality: float
     quality_interval: tuple[float, float]
     share_interval: tuple[float, float]
-    relative_quality: float  # quality / strong quality on the same outcomes
+    relative_quality: float | None  # quality / strong quality on the same outcomes (None: strong never right)
     usd_per_1000: float
 
 
@@ -234,7 +234,7 @@ def calibrate(policy: Policy, prompts: Sequence[str], cheap: Sequence[bool], str
         usd = float(cum_uc[i] + cum_us[n] - cum_us[i])
         q = correct / n
         return Choice(threshold=t, strong_steps=k, strong_share=k / n, quality=q, quality_interval=wilson(correct, n),
-                      share_interval=wilson(k, n), relative_quality=q / q_strong if q_strong else float("nan"),
+                      share_interval=wilson(k, n), relative_quality=q / q_strong if q_strong else None,
                       usd_per_1000=1000 * usd / n)
 
     choices = [evaluate(t) for t in _candidates(scores)]
@@ -411,9 +411,10 @@ def _estimator_label(policy: Policy) -> str:
 def _fmt(ch: Choice, r: Result) -> list[str]:
     lo, hi = ch.quality_interval
     slo, shi = ch.share_interval
+    rel = "-" if ch.relative_quality is None else f"{ch.relative_quality:.3f}"
     return [f"  strong share {ch.strong_share:.3f} ({ch.strong_steps} of {r.outcomes}; 95 % interval "
             f"{slo:.3f}-{shi:.3f})",
-            f"  quality      {ch.quality:.3f} ({ch.relative_quality:.3f} of strong; 95 % interval {lo:.3f}-{hi:.3f})",
+            f"  quality      {ch.quality:.3f} ({rel} of strong; 95 % interval {lo:.3f}-{hi:.3f})",
             f"  $ per 1,000 steps {ch.usd_per_1000:.4f} (all cheap {r.usd_all_cheap:.4f}, all strong "
             f"{r.usd_all_strong:.4f})"]
 
@@ -517,7 +518,10 @@ def register(subparsers: Any) -> None:
     """Add ``calibrate`` to an argparse sub-parser collection."""
     p = subparsers.add_parser(
         "calibrate", help="the band boundary that reaches a quality or strong-share target at the least cost on "
-        "your outcomes", description=(__doc__ or "").split("\n\n")[0],
+        "your outcomes",
+        description="The cheap/strong band boundary that reaches a quality or strong-share target at the least cost "
+        "on your outcomes, at the conservative end of a 95 % Wilson interval; when the outcomes are too few, how many "
+        "more it needs.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes: 0 a boundary is supported (and written with --write); 1 too few outcomes to support the "
                "target (nothing written); 2 bad input (the file and line are named). See docs/calibration.md.")

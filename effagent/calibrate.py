@@ -482,6 +482,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate(policy, prompts, [o.cheap_correct for o in outcomes], [o.strong_correct for o in outcomes],
                        scores=scores, estimator=_estimator_label(policy), target_quality=args.target_quality,
                        strong_share=args.strong_share, output_tokens=args.output_tokens)
+    labelled = sorted({str(t) for o in outcomes if (t := getattr(o, "strong_tier", None)) is not None})
+    if labelled and labelled != [result.strong_tier]:  # production lines name the tier that labelled them
+        print(f"note: the outcomes were labelled against tier(s) {', '.join(labelled)}; the policy's top band goes to "
+              f"{result.strong_tier}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

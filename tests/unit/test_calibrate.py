@@ -246,3 +246,12 @@ def test_estimator_model_goes_into_the_written_policy(tmp_path: Path, capsys: py
     hard = est.score_prompts(["tax refund calculation question 9999"])[0]
     easy = est.score_prompts(["garden watering question 9999"])[0]
     assert new.band_for(hard).tier == "large" and new.band_for(easy).tier == "small"
+
+
+def test_labels_from_another_strong_tier_are_pointed_out(tmp_path: Path, arc_rows: list[dict[str, object]],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{**r, "label": "agreement", "strong_tier": "xl"} for r in arc_rows]
+    rc = main(["calibrate", "--policy", str(_policy(tmp_path)), "--outcomes", str(_write(tmp_path / "o.jsonl", rows)),
+               "--strong-share", "0.3"])
+    assert rc == 0
+    assert "labelled against tier(s) xl; the policy's top band goes to large" in capsys.readouterr().err

@@ -118,11 +118,34 @@ SMOL = LocalModel("smol", "SmolLM2-135M-Instruct", MODEL_DIR_NAME, DEFAULT_NAMES
                   # The pythonic parser needs no special tokens, so it works with this model's tokenizer.
                   tool_parser="pythonic")
 # Qwen2.5-Coder-0.5B answers a tool call with tool_choice "auto" as bare JSON {"name": ..., "arguments": ...}
-# without the <tool_call> tags its template asks for, so `hermes` returns it as content; `llama3_json` reads a
-# JSON object with "name" and "arguments" anywhere in the answer (tags or code fences around it included).
+# without the <tool_call> tags its template asks for, so `hermes` returns it as content. vLLM's `llama3_json`
+# parser reads exactly that (a JSON object with "name" and "arguments" anywhere in the answer, tags or code fences
+# around it included) but refuses to start without Llama's `<|python_tag|>` token in the tokenizer: the plugin
+# below registers it without that check as `effagent_bare_json` (it needs the tag only when streaming).
 # No thinking: its template has none, and with think tokens added a budgeted answer came back as a refusal.
+BARE_JSON_PARSER = "effagent_bare_json"
 QWEN = LocalModel("qwen", "Qwen2.5-Coder-0.5B-Instruct", QWEN_DIR_NAME, ("qwen",), STRONG_URL_ENV,
-                  "server-qwen.json", thinking=False, tool_parser="llama3_json")
+                  "server-qwen.json", thinking=False, tool_parser=BARE_JSON_PARSER)
+TOOL_PARSER_PLUGIN_NAME = "effagent_tool_parsers.py"
+# Loaded by the vLLM server (--tool-parser-plugin), inside the vLLM venv.
+TOOL_PARSER_PLUGIN = r'''"""effagent's tool-call parser for models writing a tool call as bare JSON (Qwen2.5-Coder)."""
+from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager
+from vllm.tool_parsers.llama_tool_parser import Llama3JsonToolParser
+
+
+@ToolParserManager.register_module("effagent_bare_json")
+class BareJsonToolParser(Llama3JsonToolParser):
+    """llama3_json's parsing (every JSON object with "name" and "arguments" in the answer is a tool call; an answer
+    without one is content) for a tokenizer without Llama's <|python_tag|> token."""
+
+    def __init__(self, tokenizer, tools=None):
+        ToolParser.__init__(self, tokenizer, tools)
+        self.prev_tool_call_arr = []
+        self.current_tool_id = -1
+        self.current_tool_name_sent = False
+        self.streamed_args_for_tool = []
+        self.bot_token_id = None
+'''
 MODELS: dict[str, LocalModel] = {m.key: m for m in (SMOL, QWEN)}
 
 
@@ -623,6 +646,8 @@ def server_command(
         *(["--reasoning-parser", REASONING_PARSER, "--reasoning-config", json.dumps(REASONING_CONFIG)]
           if spec.thinking else []),
         "--enable-auto-tool-choice", "--tool-call-parser", spec.tool_parser,
+        *(["--tool-parser-plugin", str(python.parent.parent.parent / TOOL_PARSER_PLUGIN_NAME)]
+          if spec.tool_parser == BARE_JSON_PARSER else []),
         "--disable-uvicorn-access-log",
         *eager,
     ]  # fmt: skip
@@ -1007,6 +1032,8 @@ class LocalVLLM:
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.layout.logs / f"server-{port}.log"
         cmd = server_command(python, model_dir, names, port, self.max_model_len, self.enforce_eager, self.model)
+        if self.model.tool_parser == BARE_JSON_PARSER:
+            (self.layout.home / TOOL_PARSER_PLUGIN_NAME).write_text(TOOL_PARSER_PLUGIN)
         core = None
         if not os.environ.get(BIND_ENV):
             core = claim_core(self.layout, port, os.getpid())

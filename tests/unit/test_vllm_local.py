@@ -560,7 +560,8 @@ def test_qwen_download_failure_names_the_pinned_packages(home: Path) -> None:
 
 def test_qwen_server_command_has_a_json_tool_parser_and_no_reasoning_parser(tmp_path: Path) -> None:
     cmd = vl.server_command(tmp_path / "python", tmp_path / "model", ["qwen"], 8124, 2048, model="qwen")
-    assert cmd[cmd.index("--tool-call-parser") + 1] == "llama3_json" and "--enable-auto-tool-choice" in cmd
+    assert cmd[cmd.index("--tool-call-parser") + 1] == vl.BARE_JSON_PARSER and "--enable-auto-tool-choice" in cmd
+    assert cmd[cmd.index("--tool-parser-plugin") + 1].endswith(vl.TOOL_PARSER_PLUGIN_NAME)
     assert "--reasoning-parser" not in cmd
     smol = vl.server_command(tmp_path / "python", tmp_path / "model", ["smol"], 8125, 2048)
     assert smol[smol.index("--tool-call-parser") + 1] == "pythonic"

@@ -207,8 +207,9 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
             out = agent.invoke({"messages": [{"role": "user", "content": task.question}]},
                                {"recursion_limit": 16, "configurable": {"thread_id": f"{label}-{task.id}"}})
             reply = str(out["messages"][-1].content or "")
-            tiers = [str(m.response_metadata["effagent"].get("tier")) for m in out["messages"]
+            metas = [m.response_metadata["effagent"] for m in out["messages"]
                      if "effagent" in getattr(m, "response_metadata", {})]
+            tiers = [str(meta.get("tier") or meta.get("action") or "?") for meta in metas]
             error = None
         except Exception as e:  # a task that fails is reported, the demo goes on
             reply, error = "", f"{type(e).__name__}: {str(e)[:160]}"

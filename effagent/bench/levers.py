@@ -444,17 +444,21 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: Any) -> Row:
                     usage_metadata={"input_tokens": inp, "output_tokens": 20, "total_tokens": inp + 20})
             return ChatResult(generations=[ChatGeneration(message=msg)])
 
+    ran: list[str] = []
+
     def lookup(q: str) -> str:
         """Look something up."""
+        ran.append(q)
         return "no new information"
 
     tool = as_tool(lookup)
-    final_cue = parse_policy(_LOOP_POLICY.format(enabled="true", repeats=repeats), env={}).budgets.finalize.instruction
+    final_cue = "Do not call tools."  # in every finalize instruction (spent budget or loop)
     results = {}
     for enabled in (True, False):
         pol = parse_policy(_LOOP_POLICY.format(enabled=str(enabled).lower(), repeats=repeats), env={})
         model = Looper()
         ledger = InMemoryLedger()
+        ran.clear()
         mw = EfficiencyMiddleware(pol, models={"small": model}, ledger=ledger)
         agent = create_agent(mw.default_model, tools=[tool], middleware=[mw])
         stopped_by = "guard"
@@ -466,16 +470,21 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: Any) -> Row:
         recs = ledger.records()
         tot = ledger.total()
         results[enabled] = {"model_calls": len(recs), "tool_calls": sum(1 for r in recs if r.kind == "model"),
-                            "tokens": tot.total_tokens, "out_tokens": tot.output_tokens, "stopped_by": stopped_by,
+                            "tools_run": len(ran), "tokens": tot.total_tokens, "out_tokens": tot.output_tokens,
+                            "stopped_by": stopped_by,
                             "reason": next((r.reason for r in recs if r.kind == "finalize"), "")}
         bar.update(1)
     on, off = results[True], results[False]
     saved = off["tokens"] - on["tokens"]
-    ok = on["stopped_by"] == "guard" and on["tool_calls"] <= repeats + 1 and saved > 0
+    # the guard runs the call `repeats` times, answers the next identical ask (not run), and after one more
+    # identical ask ends the run with a final answer
+    ok = (on["stopped_by"] == "guard" and on["tools_run"] == repeats and on["tool_calls"] <= repeats + 2
+          and saved > 0)
     return Row("loop guard", 1, {"tokens": float(off["tokens"]), "calls": float(off["model_calls"])},
                {"tokens": float(on["tokens"]), "calls": float(on["model_calls"]), "saved_tokens": float(saved)},
-               f"stopped after {on['tool_calls']} repeated calls (limit {repeats}) + 1 final answer; without the "
-               f"guard it ran to {off['stopped_by']} ({off['model_calls']} calls); {saved} tokens saved", ok,
+               f"the tool ran {on['tools_run']} times (limit {repeats}), {on['tool_calls'] - on['tools_run']} more "
+               f"identical asks were answered without running it, then 1 final answer; without the guard it ran "
+               f"to {off['stopped_by']} ({off['model_calls']} calls); {saved} tokens saved", ok,
                [{"guard_on": on, "guard_off": off}])
 
 

@@ -345,6 +345,7 @@ async def test_an_async_agent_awaits_the_redis_ledger_without_blocking_its_event
     from effagent.integrations.langchain import EfficiencyMiddleware
     from effagent.observe import NullObserver
     from tests.fakes import FakeTierModel, ai
+    from tests.unit.test_step import ticker
 
     policy = parse_policy("""
 tiers:
@@ -357,16 +358,7 @@ bands:
     mw = EfficiencyMiddleware(policy, models={"small": small}, ledger=ledger, observer=NullObserver())
     agent = create_agent(mw.default_model, tools=[], middleware=[mw])
     gaps: list[float] = []
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
+    tick = asyncio.create_task(ticker(gaps))
     try:
         result = await agent.ainvoke({"messages": [HumanMessage("What is 2 + 2?")]})
     finally:

@@ -208,11 +208,11 @@ def decide(
     warning = _warning(policy, limits, state)
     if warning is not None:
         reasons.append(warning)
-    strong = policy.strong_tier
-    shadow = (strong if shadow_draw is not None and shadow_draw < policy.learning.shadow_share and name != strong
-              and band.samples == 1 and band.agreement is None else None)
-    if shadow is not None:
-        reasons.append(f"shadowed on {strong} for a label")
+    shadow = None
+    if shadow_draw is not None and shadow_draw < policy.learning.shadow_share and band.samples == 1 \
+            and band.agreement is None and name != policy.strong_tier:
+        shadow = policy.strong_tier
+        reasons.append(f"shadowed on {shadow} for a label")
     return Decision(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         max_tokens=max_tokens, samples=band.samples, prompt_budget=band.prompt_budget, band=band.name,
@@ -251,9 +251,9 @@ def _cheaper_tier(policy: Policy, name: str, max_tokens: int, input_tokens: int,
     """When the step's worst case on ``name`` (every sample at ``max_tokens``) costs more than what is left:
     the most capable cheaper tier that fits (the dearest one that does), or else the cheapest tier; None when
     ``name`` fits or no tier is cheaper."""
-    cost = {n: t.price.cost(input_tokens, max_tokens) * samples for n, t in policy.tiers.items()}
-    if cost[name] <= usd_left:
+    if policy.tier(name).price.cost(input_tokens, max_tokens) * samples <= usd_left:
         return None
+    cost = {n: t.price.cost(input_tokens, max_tokens) * samples for n, t in policy.tiers.items()}
     cheaper = sorted((n for n in policy.tiers if cost[n] < cost[name]), key=lambda n: cost[n])
     if not cheaper:
         return None

@@ -416,10 +416,7 @@ class StepProcedure:
                 acc = self._account(ctx, request.tier, reply, started, kind="sample")
                 rec = self.governor.account(ctx.run_id, ctx.thread_id, ctx.decision, **acc.kwargs)
                 total = total + rec.usage
-                text = ""
-                if reply is not None:
-                    text = (_TOOL_VOTE + json.dumps([[t.name, t.args] for t in reply.tool_calls], sort_keys=True,
-                                                    default=str)) if reply.tool_calls else reply.text
+                text = "" if reply is None else _vote(reply, lambda t: t)  # exact calls, or the text to extract from
                 out.append(Sample(text, rec.usage.input_tokens, rec.usage.output_tokens, rec.usage.reasoning_tokens,
                                   payload=res))
             return out

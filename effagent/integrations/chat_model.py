@@ -47,7 +47,6 @@ from langchain_core.messages import (
     BaseMessage,
     BaseMessageChunk,
     HumanMessage,
-    convert_to_openai_messages,
 )
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
@@ -60,15 +59,13 @@ from effagent.ledger.base import Ledger
 from effagent.observe import Observer
 from effagent.policy import Policy
 from effagent.request import TierRequest
-from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
+from effagent.step import Outcome, ReasoningCounter, StepContext, StepProcedure
 
 from .messages import (
     MessageCache,
-    answer_message,
+    MessageListCalls,
     check_models,
     default_reasoning_counter,
-    reply_of,
-    tag_answer,
     to_step,
 )
 
@@ -78,11 +75,7 @@ RUN_ARG = "effagent_run_id"  # a call's configurable key naming its run
 _CALL_CONFIG: ContextVar[dict[str, Any] | None] = ContextVar("effagent_chat_model_config", default=None)
 
 
-def _as_ai(msg: Any) -> AIMessage | None:
-    return msg if isinstance(msg, AIMessage) else None
-
-
-class _ModelCalls:
+class _ModelCalls(MessageListCalls):
     """The step procedure's :class:`~effagent.step.Endpoint` for one call of the drop-in model: the tier's chat
     model with the caller's tools (none on a finalize step) and the decision's settings."""
 
@@ -105,24 +98,6 @@ class _ModelCalls:
         if self.tools and not self.finalize:
             return model.bind_tools(self.tools, **self.tool_kwargs).bind(**settings)
         return model.bind(**settings)
-
-    def call(self, req: TierRequest) -> Any:
-        return self._bound(req).invoke(self.messages, self.config)
-
-    async def acall(self, req: TierRequest) -> Any:
-        return await self._bound(req).ainvoke(self.messages, self.config)
-
-    def read(self, result: Any) -> Reply | None:
-        return reply_of(_as_ai(result))
-
-    def tag(self, result: Any, meta: dict[str, Any], final_note: str | None) -> None:
-        tag_answer(_as_ai(result), meta, final_note)
-
-    def conversation(self) -> list[dict[str, Any]]:
-        return convert_to_openai_messages(self.messages)  # type: ignore[return-value]
-
-    def wrap(self, reply: Reply) -> AIMessage:
-        return answer_message(reply)
 
 
 class EfficientChatModel(BaseChatModel):

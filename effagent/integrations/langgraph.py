@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, convert_to_openai_messages
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import MessagesState
 
@@ -36,19 +36,17 @@ from effagent.ledger.base import Ledger
 from effagent.observe import Observer
 from effagent.policy import Policy
 from effagent.request import TierRequest
-from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
+from effagent.step import Outcome, ReasoningCounter, StepContext, StepProcedure
 
 from .messages import (
     GRANT_KEY,
     MessageCache,
-    answer_message,
+    MessageListCalls,
     aplan_in_graph,
     check_models,
     default_reasoning_counter,
     graph_context,
     plan_in_graph,
-    reply_of,
-    tag_answer,
     thread_usage_for_state,
     thread_usage_from_state,
     to_step,
@@ -68,11 +66,7 @@ class EfficiencyGraphState(MessagesState, total=False):
     effagent_grant: dict[str, Any]  # budget a person granted the thread (on_exhausted: interrupt)
 
 
-def _as_ai(msg: Any) -> AIMessage | None:
-    return msg if isinstance(msg, AIMessage) else None
-
-
-class _NodeCalls:
+class _NodeCalls(MessageListCalls):
     """The step procedure's :class:`~effagent.step.Endpoint` inside the node: the tier's chat model, tools bound
     (none on a finalize step), the decision's settings, the node's config."""
 
@@ -88,24 +82,6 @@ class _NodeCalls:
         if self.node.tools and not self.finalize:
             return model.bind_tools(self.node.tools, **req.settings)
         return model.bind(**req.settings)
-
-    def call(self, req: TierRequest) -> Any:
-        return self._bound(req).invoke(self.messages, self.config)
-
-    async def acall(self, req: TierRequest) -> Any:
-        return await self._bound(req).ainvoke(self.messages, self.config)
-
-    def read(self, result: Any) -> Reply | None:
-        return reply_of(_as_ai(result))
-
-    def tag(self, result: Any, meta: dict[str, Any], final_note: str | None) -> None:
-        tag_answer(_as_ai(result), meta, final_note)
-
-    def conversation(self) -> list[dict[str, Any]]:
-        return convert_to_openai_messages(self.messages)  # type: ignore[return-value]
-
-    def wrap(self, reply: Reply) -> AIMessage:
-        return answer_message(reply)
 
 
 class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_openai_messages
 from langgraph.config import get_config
 
 from effagent.checkin import Grant
@@ -19,6 +19,7 @@ from effagent.errors import EffagentError
 from effagent.ledger.base import Usage
 from effagent.policy import Policy
 from effagent.records import History, Message, Step, StepStats, ToolCall
+from effagent.request import TierRequest
 from effagent.step import ReasoningCounter, Reply, StepContext, StepProcedure
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",  # message type -> role
@@ -260,6 +261,36 @@ def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> 
         raise EffagentError(f"no chat model given for tier(s) {missing}; pass models={{name: model}} for every "
                             f"tier in the policy ({', '.join(policy.tiers)})")
     return dict(models)
+
+
+class MessageListCalls:
+    """The step procedure's :class:`~effagent.step.Endpoint` for adapters that call a tier's chat model on a
+    message list: a subclass says how the tier's model is bound for a request (``_bound``); the call, reading and
+    tagging the answer (an ``AIMessage``) are the same for all of them."""
+
+    messages: list[BaseMessage]
+    config: Any = None
+
+    def _bound(self, req: TierRequest) -> Any:
+        raise NotImplementedError
+
+    def call(self, req: TierRequest) -> Any:
+        return self._bound(req).invoke(self.messages, self.config)
+
+    async def acall(self, req: TierRequest) -> Any:
+        return await self._bound(req).ainvoke(self.messages, self.config)
+
+    def read(self, result: Any) -> Reply | None:
+        return reply_of(result if isinstance(result, AIMessage) else None)
+
+    def tag(self, result: Any, meta: dict[str, Any], final_note: str | None) -> None:
+        tag_answer(result if isinstance(result, AIMessage) else None, meta, final_note)
+
+    def conversation(self) -> list[dict[str, Any]]:
+        return convert_to_openai_messages(self.messages)  # type: ignore[return-value]
+
+    def wrap(self, reply: Reply) -> AIMessage:
+        return answer_message(reply)
 
 
 GRANT_KEY = "effagent_grant"  # graph state: the budget a person granted the thread (on_exhausted: interrupt)

@@ -48,6 +48,19 @@ def _add(into: dict[str, Spent], key: str, tokens: int, usd: float, output: int)
     s.output_tokens += output
 
 
+def _count(v: Any) -> int:
+    """A token count: a whole number >= 0 (a bool, a fraction, NaN or a negative number is refused)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0 or v != int(v):
+        raise ValueError(f"{v!r} is not a token count")
+    return int(v)
+
+
+def _usd(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{v!r} is not an amount of $")
+    return float(v)
+
+
 def from_records(lines: Iterable[tuple[int, dict[str, Any]]]) -> Observed:
     """Ledger records: every call counts for its run and thread; a step's largest call sizes the step limit."""
     obs = Observed()
@@ -55,16 +68,17 @@ def from_records(lines: Iterable[tuple[int, dict[str, Any]]]) -> Observed:
     for n, rec in lines:
         try:
             usage = rec["usage"]
-            inp, out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-            usd = float(usage.get("cost_usd", 0.0))
+            inp, out = _count(usage.get("input_tokens", 0)), _count(usage.get("output_tokens", 0))
+            usd = _usd(usage.get("cost_usd", 0.0))
             run = str(rec["run_id"])
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            step = int(rec.get("step") or 0)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise BudgetInputError(f"line {n}: not a ledger record ({err}); each line must be a StepRecord as JSON "
                                    '(run_id, usage: {input_tokens, output_tokens, cost_usd}, ...)') from None
         _add(obs.runs, run, inp + out, usd, out)
         if rec.get("thread_id"):
             _add(obs.threads, str(rec["thread_id"]), inp + out, usd, out)
-        s = steps.setdefault((run, int(rec.get("step") or 0)), Spent())
+        s = steps.setdefault((run, step), Spent())
         s.output_tokens = max(s.output_tokens, out)
     obs.steps = list(steps.values())
     return obs
@@ -76,42 +90,62 @@ def from_spans(spans: Iterable[dict[str, Any]]) -> Observed:
     for sp in spans:
         a = sp.get("attributes") or {}
         kind = a.get("effagent.span")
-        if kind == "run":
-            tokens = int(a.get("effagent.run.total_tokens", 0))
-            usd = float(a.get("effagent.run.cost_usd", 0.0))
-            out = int(a.get("effagent.run.output_tokens", 0))
-            obs.runs[str(a.get("effagent.run_id") or sp.get("span_id"))] = Spent(tokens, usd, out)
-            if a.get("effagent.thread_id"):
-                _add(obs.threads, str(a["effagent.thread_id"]), tokens, usd, out)
-        elif kind == "step":
-            obs.steps.append(Spent(output_tokens=int(a.get("gen_ai.usage.output_tokens", 0))))
+        try:
+            if kind == "run":
+                tokens = _count(a.get("effagent.run.total_tokens", 0))
+                usd = _usd(a.get("effagent.run.cost_usd", 0.0))
+                out = _count(a.get("effagent.run.output_tokens", 0))
+                obs.runs[str(a.get("effagent.run_id") or sp.get("span_id"))] = Spent(tokens, usd, out)
+                if a.get("effagent.thread_id"):
+                    _add(obs.threads, str(a["effagent.thread_id"]), tokens, usd, out)
+            elif kind == "step":
+                obs.steps.append(Spent(output_tokens=_count(a.get("gen_ai.usage.output_tokens", 0))))
+        except (ValueError, TypeError, OverflowError) as err:
+            raise BudgetInputError(f"span {sp.get('name', '?')!r} ({kind}): {err}; is it a trace effagent wrote?"
+                                   ) from None
     return obs
 
 
 def read_observed(path: Path) -> Observed:
     """Traces or ledger records, whichever the file holds."""
-    if not path.is_file():
+    from effagent.files import InputFileError, decode_utf8, read_bytes
+
+    if not path.exists():
         raise BudgetInputError(f"{path}: no such file; give a trace file (telemetry exporter: file) or a ledger "
                                "export (JSON lines of ledger records)")
+    try:
+        data = read_bytes(path, "trace file or ledger export")
+    except InputFileError as e:
+        raise BudgetInputError(str(e)) from None
     records: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BudgetInputError(f"{path}:{n}: not JSON ({err.msg})") from None
-            if not isinstance(doc, dict):
-                raise BudgetInputError(f"{path}:{n}: expected a JSON object")
-            if "resourceSpans" in doc:
-                from effagent.telemetry.exporters import read_spans
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(decode_utf8(raw, f"{path}:{n}"), parse_constant=_no_constant)
+        except InputFileError as err:
+            raise BudgetInputError(f"{path}:{n}: not UTF-8 text; is it a trace file or a ledger export?") from err
+        except json.JSONDecodeError as err:
+            raise BudgetInputError(f"{path}:{n}: not JSON ({err.msg})") from None
+        except (ValueError, RecursionError) as err:
+            raise BudgetInputError(f"{path}:{n}: not usable JSON ({err})") from None
+        if not isinstance(doc, dict):
+            raise BudgetInputError(f"{path}:{n}: expected a JSON object")
+        if "resourceSpans" in doc:
+            from effagent.telemetry.exporters import scan_spans
 
-                return from_spans(read_spans(path))
-            records.append((n, doc))
+            spans, skipped, first = scan_spans(path)
+            if skipped:
+                raise BudgetInputError(f"{path}: {skipped} line(s) are not OTLP JSON ({first}); fix or remove them")
+            return from_spans(spans)
+        records.append((n, doc))
     if not records:
         raise BudgetInputError(f"{path}: empty; run an agent with telemetry: {{exporter: file}} first")
     return from_records(records)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -162,16 +196,20 @@ def render(suggestions: list[Suggestion], q: float, source: str) -> str:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    if not 0 < args.quantile <= 1:
+    from effagent.files import check_output, write_text
+
+    if not 0 < args.quantile <= 1:  # (NaN fails this too)
         raise BudgetInputError(f"--quantile must be in (0, 1], got {args.quantile}")
+    if args.json:
+        check_output(args.json, "JSON output")  # before any work: a folder or a missing parent is refused
     obs = read_observed(Path(args.path))
     if not obs.runs:
         raise BudgetInputError(f"{args.path}: no runs found (no run spans or ledger records)")
     suggestions = suggest(obs, args.quantile)
     print(render(suggestions, args.quantile, args.path))
     if args.json:
-        Path(args.json).write_text(json.dumps({"quantile": args.quantile, "source": args.path,
-                                               "budgets": [s.__dict__ for s in suggestions]}, indent=2))
+        write_text(args.json, json.dumps({"quantile": args.quantile, "source": args.path,
+                                          "budgets": [s.__dict__ for s in suggestions]}, indent=2), "JSON output")
     return 0
 
 

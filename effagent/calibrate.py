@@ -388,14 +388,15 @@ def write_atomic(path: Path, text: str) -> None:
 def _read_outcomes(paths: Sequence[str]) -> list[Any]:
     from effagent.difficulty.commands import _lines
     from effagent.difficulty.learned import LearnError, merge_labels, parse_outcomes
+    from effagent.files import InputFileError, read_text
 
     rows: list[Any] = []
     try:
         for name in paths:
             try:
-                text = Path(name).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise CalibrateError(f"{name}: cannot read outcomes ({e})") from None
+                text = read_text(name, "outcomes file")
+            except InputFileError as e:
+                raise CalibrateError(str(e)) from None
             rows += parse_outcomes(_lines(text), source=name)
     except LearnError as e:
         raise CalibrateError(str(e)) from None
@@ -460,12 +461,16 @@ def report(r: Result, policy_name: str, outcomes_name: str) -> str:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from effagent.difficulty import build_estimator
     from effagent.difficulty.learned import LearnError
+    from effagent.files import InputFileError, check_output, read_text
+    from effagent.policy import MAX_POLICY_BYTES
 
     src = Path(args.policy)
     try:
-        text = src.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError(str(src), [f"{src}: cannot read the policy file: {e}"]) from None
+        text = read_text(src, "policy file", MAX_POLICY_BYTES)
+    except InputFileError as e:
+        raise PolicyError(str(src), [str(e)]) from None
+    if args.write:
+        check_output(args.write, "calibrated policy")  # a folder or a missing parent: refused before any work
     policy = parse_policy(text, source=str(src))
     if args.estimator_model:
         text = with_learned_model(text, args.estimator_model, str(src))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from effagent.errors import EffagentError, MissingExtraError, PolicyError
+from effagent.redact import redact_shapes
 
 # modules that add their own sub-commands: (module, function, parent group or None, the commands it adds)
 _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
@@ -138,10 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PolicyError as e:
         for line in e.problems:
-            print(line, file=sys.stderr)
+            print(redact_shapes(line), file=sys.stderr)
         return 2
     except EffagentError as e:
-        print(f"effagent: {e}", file=sys.stderr)
+        print(f"effagent: {redact_shapes(str(e))}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeError) as e:  # a file the command was pointed at; one line, never a traceback
+        if isinstance(e, BrokenPipeError):  # e.g. piped into `head`
+            sys.stderr.close()
+            return 0
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"effagent: {redact_shapes(where + (getattr(e, 'strerror', None) or str(e)))}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # a command's optional package (imported lazily) is not installed
         error = missing_extra(e, [args.command, getattr(args, "bench_command", None),
@@ -150,9 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"effagent: {error}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt:
         print("effagent: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ Nothing else in effagent chooses a tier, a thinking budget, a sample count or wh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,11 +43,14 @@ class Decision(BaseModel):
     """What one model step gets. Serialisable; logged, traced and testable without a model."""
 
     step: int = 0
-    action: Literal["call", "finalize", "pause"] = "call"  # pause: a person is asked for more budget
+    action: Literal["call", "finalize", "pause", "halt"] = "call"
+    """call: the step is made; finalize: one last answer without tools or thinking; pause: a person is asked for
+    more budget; halt: the run ends with a message made without a model call (no room even for a final answer)."""
     tier: str
     model: str
     thinking: bool = False
     thinking_budget: int | None = None  # None with thinking on = unbounded
+    effort: str | None = None  # the band's effort / thinking level, when it names one (request.encode sends it)
     max_tokens: int
     samples: int = 1
     prompt_budget: Literal["none", "tale", "draft"] = "none"
@@ -56,6 +60,8 @@ class Decision(BaseModel):
     signals: dict[str, float] = Field(default_factory=dict)
     reason: str = ""
     budget_left: BudgetLeft = Field(default_factory=BudgetLeft)
+    """What is left before this step: of what steps may use (the limits less the final answer's reserve) on a
+    call, of the whole limits on a final answer or a pause."""
     loop: str | None = None  # why a loop was capped, when it was
     fallback: list[str] = Field(default_factory=list)  # tiers to try, in order, if this one fails
     verify: bool = False  # the band cascades: verify the answer, escalate when it looks wrong
@@ -73,6 +79,10 @@ class Decision(BaseModel):
         if self.warning is not None:
             out["warning"] = self.warning
         return out
+
+
+MIN_OUTPUT_TOKENS = 16
+"""A step (or a final answer) with room for fewer output tokens than this is not made: the budget is spent."""
 
 
 @dataclass(frozen=True)
@@ -94,12 +104,27 @@ class _Limits:
         return cls(plus(b.run.tokens, g.tokens), plus(b.run.usd, g.usd), plus(b.thread.tokens, g.tokens),
                    plus(b.thread.usd, g.usd))
 
+    def for_steps(self, reserve: float) -> _Limits:
+        """What ordinary steps may use: each limit less the share kept back for the final answer."""
+        return _Limits(*(steps_share(v, reserve) for v in (self.run_tokens, self.run_usd, self.thread_tokens,
+                                                           self.thread_usd)))
+
     def scopes(self, state: LedgerState) -> list[tuple[str, str, float, float | None]]:
         """(scope, unit, spent, limit) of each budget."""
         return [("run", "tokens", state.run.total_tokens, self.run_tokens), ("run", "$", state.run.cost_usd,
                                                                              self.run_usd),
                 ("thread", "tokens", state.thread.total_tokens, self.thread_tokens),
                 ("thread", "$", state.thread.cost_usd, self.thread_usd)]
+
+
+def steps_share(limit: Any, reserve: float) -> Any:
+    """The part of a limit ordinary steps may use (``budgets.finalize.reserve`` is kept for the final answer);
+    tokens round down, so the reserve is never smaller than asked. None stays None."""
+    if limit is None:
+        return None
+    if isinstance(limit, int):
+        return limit - math.ceil(limit * reserve)
+    return limit * (1.0 - reserve)
 
 
 def _budget_left(limits: _Limits, state: LedgerState) -> BudgetLeft:
@@ -109,13 +134,18 @@ def _budget_left(limits: _Limits, state: LedgerState) -> BudgetLeft:
     return BudgetLeft(**left)
 
 
-def _exhausted(limits: _Limits, state: LedgerState) -> tuple[str, str, str] | None:
-    """(scope, spent, limit) of the first spent budget, or None."""
+def _exhausted(limits: _Limits, state: LedgerState, need_tokens: int = 0,
+               need_usd: float = 0.0) -> tuple[str, str, str] | None:
+    """(scope, spent, limit) of the first budget without room for ``need_tokens`` / ``need_usd`` more, or None."""
     for scope, unit, spent, limit in limits.scopes(state):
-        if limit is not None and spent >= limit:
-            if unit == "tokens":
-                return scope, f"{spent} tokens", f"{limit} tokens"
-            return scope, f"${spent:.6f}", f"${limit:.6f}"
+        if limit is None:
+            continue
+        if unit == "tokens" and (spent >= limit or spent + need_tokens > limit):
+            more = f" + ~{need_tokens} for this step" if spent < limit else ""
+            return scope, f"{spent} tokens{more}", f"{limit} tokens"
+        if unit == "$" and (spent >= limit or spent + need_usd > limit):
+            more = f" + ~${need_usd:.6f} for this step" if spent < limit else ""
+            return scope, f"${spent:.6f}{more}", f"${limit:.6f}"
     return None
 
 
@@ -138,45 +168,59 @@ def decide(
     loop: str | None = None,
     input_tokens: int = 0,
     shared_exhausted: str | None = None,
+    denied_scope: str | None = None,
+    final_denied: str | None = None,
+    final_input_tokens: int | None = None,
     grant: Grant | None = None,
     refused: bool = False,
     shadow_draw: float | None = None,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
 
-    ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` an estimate of the
-    prompt size, used to keep the step inside the remaining budget; ``shared_exhausted`` says a shared
-    (team) budget had no room for this step's reservation. ``grant`` is extra budget a person gave the thread
-    (``on_exhausted: interrupt``), ``refused`` that they declined to give more. ``shadow_draw`` is this step's
-    uniform draw in [0, 1) for ``learning.shadow_share`` (the caller draws it, so decide stays pure).
+    ``loop`` is the loop guard's verdict (why the agent looks stuck), ``input_tokens`` the prompt's token count,
+    used to keep the step inside the remaining budget; ``shared_exhausted`` says the ledger had no room for this
+    step's reservation (``denied_scope``: the scope that had none), ``final_denied`` that it had no room for the
+    final answer either (whose prompt, its instruction included, is ``final_input_tokens``; default
+    ``input_tokens``). ``grant`` is extra budget a person gave the thread (``on_exhausted: interrupt``),
+    ``refused`` that they declined to give more. ``shadow_draw`` is this step's uniform draw in [0, 1) for
+    ``learning.shadow_share`` (the caller draws it, so decide stays pure).
 
-    With ``on_exhausted: interrupt`` a spent run or thread budget gives ``action: pause`` (the integration asks a
-    person; see :mod:`effagent.checkin`) unless more was refused.
+    Ordinary steps use each limit less ``budgets.finalize.reserve``; the final answer of an exhausted run may use
+    the reserve. A budget is exhausted once the step's prompt and the least useful answer
+    (:data:`MIN_OUTPUT_TOKENS`) no longer fit. With ``on_exhausted: interrupt`` an exhausted run or thread budget
+    gives ``action: pause`` (the integration asks a person; see :mod:`effagent.checkin`) unless more was refused;
+    when the final answer has no room, ``action: halt`` ends the run without a model call.
     """
     step = state.steps if step is None else step
     limits = _Limits.of(policy, grant)
+    step_limits = limits.for_steps(policy.budgets.finalize.reserve)
     left = _budget_left(limits, state)
-    spent = _exhausted(limits, state)
-    if spent is not None and policy.budgets.on_exhausted == "interrupt" and not refused:
-        tier = policy.tier(policy.budgets.finalize.tier or policy.cheapest_tier)
-        return Decision(step=step, action="pause", tier=policy.budgets.finalize.tier or policy.cheapest_tier,
-                        model=tier.model, max_tokens=1, difficulty=difficulty.score,
-                        signals=dict(difficulty.signals), budget_left=left,
-                        reason=f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]}); waiting for a person to "
-                               "grant more or refuse")
-    if spent is not None and policy.budgets.on_exhausted == "error":
+    cheapest = policy.tier(policy.cheapest_tier).price
+    need = input_tokens + MIN_OUTPUT_TOKENS
+    spent = _exhausted(step_limits, state, need, cheapest.cost(input_tokens, MIN_OUTPUT_TOKENS))
+    mode = policy.budgets.on_exhausted
+    ours = spent is not None or denied_scope in ("run", "thread")  # a budget a person can raise
+    if ours and mode == "interrupt" and not refused and final_denied is None:
+        name = policy.budgets.finalize.tier or policy.cheapest_tier
+        why = (f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]} usable by steps)" if spent is not None
+               else f"{denied_scope} budget exhausted ({shared_exhausted})")
+        return Decision(step=step, action="pause", tier=name, model=policy.tier(name).model, max_tokens=1,
+                        difficulty=difficulty.score, signals=dict(difficulty.signals), budget_left=left,
+                        reason=f"{why}; waiting for a person to grant more or refuse")
+    if spent is not None and mode == "error":
         raise BudgetExceeded(*spent)
-    if spent is None and shared_exhausted is not None and policy.budgets.on_exhausted == "error":
-        raise BudgetExceeded("team", shared_exhausted, "the team limit")
+    if spent is None and shared_exhausted is not None and mode == "error":
+        raise BudgetExceeded(denied_scope or "team", shared_exhausted, f"the {denied_scope or 'team'} limit")
     if spent is not None or loop is not None or shared_exhausted is not None:
         if spent is not None:
-            why = f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]})"
+            why = f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]} usable by steps)"
             why += "; more budget was refused" if refused else ""
         elif shared_exhausted is not None:
-            why = f"team budget exhausted ({shared_exhausted})"
+            why = f"{denied_scope or 'team'} budget exhausted ({shared_exhausted})"
         else:
             why = f"loop capped: {loop}"
-        return _finalize(policy, difficulty, step, left, loop, why)
+        final_input = input_tokens if final_input_tokens is None else final_input_tokens
+        return _finalize(policy, difficulty, step, limits, state, final_input, loop, why, final_denied)
 
     band = policy.band_for(difficulty.score)
     name = band.tier
@@ -187,10 +231,11 @@ def decide(
     budget = _thinking_budget(band.thinking_budget, tier, policy) if thinking else None
     reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"]
 
-    # stay inside what is left: fewer output tokens, then a cheaper tier if even that does not fit in $
-    tokens_left, usd_left = left.tokens(), left.usd()
+    # stay inside what is left for steps: fewer output tokens, then a cheaper tier if even that does not fit in $
+    step_left = _budget_left(step_limits, state)
+    tokens_left, usd_left = step_left.tokens(), step_left.usd()
     if tokens_left is not None:
-        room = max(1, tokens_left - input_tokens)
+        room = max(MIN_OUTPUT_TOKENS, tokens_left - input_tokens)
         if room < max_tokens:
             max_tokens = room
             reasons.append(f"max_tokens cut to {room} by the remaining token budget")
@@ -215,13 +260,14 @@ def decide(
         reasons.append(f"shadowed on {shadow} for a label")
     return Decision(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
-        max_tokens=max_tokens, samples=band.samples, prompt_budget=band.prompt_budget, band=band.name,
+        effort=band.effort if thinking else None, max_tokens=max_tokens, samples=band.samples,
+        prompt_budget=band.prompt_budget, band=band.name,
         agreement=band.agreement, shadow_tier=shadow,
         consistency=band.consistency if band.samples > 1 else None,
         verify=band.cascade is not None and band.samples == 1,
         early_exit=band.early_exit if thinking else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
-        budget_left=left, fallback=_fallback(policy, name), warning=warning,
+        budget_left=step_left, fallback=_fallback(policy, name), warning=warning,
     )
 
 
@@ -251,9 +297,9 @@ def _cheaper_tier(policy: Policy, name: str, max_tokens: int, input_tokens: int,
     """When the step's worst case on ``name`` (every sample at ``max_tokens``) costs more than what is left:
     the most capable cheaper tier that fits (the dearest one that does), or else the cheapest tier; None when
     ``name`` fits or no tier is cheaper."""
-    if policy.tier(name).price.cost(input_tokens, max_tokens) * samples <= usd_left:
+    if policy.tier(name).price.max_cost(input_tokens, max_tokens) * samples <= usd_left:
         return None
-    cost = {n: t.price.cost(input_tokens, max_tokens) * samples for n, t in policy.tiers.items()}
+    cost = {n: t.price.max_cost(input_tokens, max_tokens) * samples for n, t in policy.tiers.items()}
     cheaper = sorted((n for n in policy.tiers if cost[n] < cost[name]), key=lambda n: cost[n])
     if not cheaper:
         return None
@@ -261,15 +307,34 @@ def _cheaper_tier(policy: Policy, name: str, max_tokens: int, input_tokens: int,
     return fitting[-1] if fitting else cheaper[0]
 
 
-def _finalize(policy: Policy, difficulty: Difficulty, step: int, left: BudgetLeft, loop: str | None,
-              why: str) -> Decision:
-    """One last call without tools or thinking for the final answer."""
+def _finalize(policy: Policy, difficulty: Difficulty, step: int, limits: _Limits, state: LedgerState,
+              input_tokens: int, loop: str | None, why: str, final_denied: str | None) -> Decision:
+    """One last call without tools or thinking for the final answer, inside what is left of the limits (the
+    reserve included); ``halt`` when not even :data:`MIN_OUTPUT_TOKENS` of answer fit."""
     fin = policy.budgets.finalize
     name = fin.tier or policy.cheapest_tier
     tier = policy.tier(name)
+    left = _budget_left(limits, state)
+    max_tokens = min(fin.max_tokens, tier.max_tokens)
+    tokens_left, usd_left = left.tokens(), left.usd()
+    if tokens_left is not None:
+        max_tokens = min(max_tokens, tokens_left - input_tokens)
+    if usd_left is not None:
+        rate = tier.price.cost(0, 1_000_000) / 1_000_000  # $ per output token
+        room = usd_left - tier.price.max_cost(input_tokens, 0)
+        if room < 0:
+            max_tokens = 0
+        elif rate > 0:
+            max_tokens = min(max_tokens, math.floor(room / rate))
+    if final_denied is not None or max_tokens < MIN_OUTPUT_TOKENS:
+        detail = final_denied or f"{max(0, max_tokens)} output tokens would fit"
+        return Decision(
+            step=step, action="halt", tier=name, model=tier.model, max_tokens=0, samples=1, band=None,
+            difficulty=difficulty.score, signals=dict(difficulty.signals), budget_left=left, loop=loop,
+            reason=f"{why}; no room left for a final answer ({detail}): the run ends without another model call")
     return Decision(
         step=step, action="finalize", tier=name, model=tier.model, thinking=False, thinking_budget=None,
-        max_tokens=min(fin.max_tokens, tier.max_tokens), samples=1, band=None,
+        max_tokens=max_tokens, samples=1, band=None,
         difficulty=difficulty.score, signals=dict(difficulty.signals),
         reason=f"{why}; one last call without thinking for the final answer",
         budget_left=left, loop=loop, fallback=_fallback(policy, name),

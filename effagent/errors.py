@@ -76,16 +76,20 @@ class EndpointCallError(EndpointError):
 
     def __init__(self, model: str, api_base: str | None, detail: str, *, status: int | None = None,
                  attempts: int = 1) -> None:
+        from effagent.redact import redact_shapes  # a URL's userinfo and key-like query parameters are masked
+
         self.model = model
         self.api_base = api_base
-        self.detail = detail
+        self.detail = redact_shapes(detail)
         self.status = status
         self.tries = attempts
-        self.attempts = [f"{model} @ {api_base or 'default endpoint'}: {detail}"]
+        self.attempts = [f"{model} @ {redact_shapes(api_base or 'default endpoint')}: {self.detail}"]
         Exception.__init__(self, self._message())
 
     def _message(self) -> str:
-        where = f"{self.model} at {self.api_base or 'its default endpoint'}"
+        from effagent.redact import redact_shapes
+
+        where = f"{self.model} at {redact_shapes(self.api_base or 'its default endpoint')}"
         return f"{where} failed after {self.tries} attempt(s): {self.detail}"
 
 

@@ -6,10 +6,12 @@ effagent explain --policy my-policy.yaml --json --thread-spent 40000 - < prompt.
 ```
 
 It prints the difficulty score and its signals, the band, the decision (tier, thinking, budget, max_tokens,
-samples, reason) and the exact keyword arguments the tier's ``litellm.completion`` call would get (the tier's
-api key is never printed). A ``probe`` estimator calls a model, so it is left out of the score (and reported as
-not run) unless ``--allow-calls`` is given. An invalid policy gets the same ``PATH:LINE:COL`` problems as
-``effagent validate`` and exit code 2.
+samples, reason), the exact keyword arguments the tier's ``litellm.completion`` call would get (the tier's
+api key is never printed) and the HTTP request litellm would send for them (``wire``: method, URL, headers and
+JSON body, built by litellm's own provider transformation and caught before it is sent; credentials masked).
+A ``probe`` estimator calls a model, so it is left out of the score (and reported as not run) unless
+``--allow-calls`` is given. An invalid policy gets the same ``PATH:LINE:COL`` problems as ``effagent validate``
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def _estimate(policy: Policy, step: Step, allow_calls: bool) -> tuple[Difficulty
 
 def explain(policy: Policy, prompt: str, *, thread_spent: int = 0, allow_calls: bool = False) -> dict[str, Any]:
     """What ``policy`` does with ``prompt`` as the first step of a run: ``{"difficulty", "band", "decision",
-    "request"}`` (``request``: the keyword arguments of the tier's litellm call, without its api key)."""
+    "request", "wire"}`` (``request``: the keyword arguments of the tier's litellm call, without its api key;
+    ``wire``: the HTTP request litellm would send for them, see :func:`effagent.llm.wire.wire_request`)."""
     from effagent.llm.client import request_kwargs
     from effagent.request import encode
 
@@ -65,12 +68,13 @@ def explain(policy: Policy, prompt: str, *, thread_spent: int = 0, allow_calls: 
     tier = policy.tier(decision.tier)
     req = encode(decision, decision.tier, tier)
     kwargs = request_kwargs(tier, [{"role": "user", "content": prompt}], req.settings, 1, None, None)
+    wire = _wire(kwargs)
     for key in _SECRET:
         kwargs.pop(key, None)
     ordered = {k: kwargs.pop(k) for k in _FIRST if k in kwargs}
     ordered.update(kwargs)
     band = policy.band_named(decision.band)
-    return {
+    return policy.redactor.data({  # secrets (api_base userinfo, key query parameters, ${VAR} values) masked
         "difficulty": {
             "score": round(difficulty.score, 4), "estimator": difficulty.estimator,
             "signals": {k: round(v, 4) for k, v in difficulty.signals.items()},
@@ -79,7 +83,8 @@ def explain(policy: Policy, prompt: str, *, thread_spent: int = 0, allow_calls: 
         "band": None if band is None else {"name": band.name, "min": band.min, "max": band.max},
         "decision": {
             "action": decision.action, "tier": decision.tier, "model": decision.model, "thinking": req.thinking,
-            "thinking_budget": req.thinking_budget, "max_tokens": req.max_tokens, "samples": decision.samples,
+            "thinking_budget": req.thinking_budget, "effort": req.effort, "max_tokens": req.max_tokens,
+            "samples": decision.samples,
             "enforcement": req.enforcement, "reason": decision.reason, "notes": list(req.notes),
             "decided": {"thinking": decision.thinking, "thinking_budget": decision.thinking_budget,
                         "max_tokens": decision.max_tokens},
@@ -88,7 +93,20 @@ def explain(policy: Policy, prompt: str, *, thread_spent: int = 0, allow_calls: 
                       "source": tier.price_source},
         },
         "request": ordered,
-    }
+        "wire": wire,
+    })
+
+
+def _wire(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP request for ``kwargs``, caught before it is sent. Without an API key (none in the tier, none in
+    the environment) litellm refuses to build some requests: a placeholder key then stands in (masked anyway)."""
+    from effagent.llm.wire import wire_request
+
+    out = wire_request(kwargs)
+    if "error" in out and "api_key" not in kwargs and "key" in out["error"].lower():
+        out = wire_request({**kwargs, "api_key": "effagent-explain-placeholder"})
+        out["note"] = "no API key is set: a placeholder stood in (masked)"
+    return out
 
 
 def render_text(out: dict[str, Any]) -> str:
@@ -101,6 +119,8 @@ def render_text(out: dict[str, Any]) -> str:
     lines.append(f"band {band['name']} [{band['min']}, {band['max']})" if band else "band: none (finalize)")
     think = (f"thinking on, budget {d['thinking_budget'] if d['thinking_budget'] is not None else 'unbounded'}"
              f" ({d['enforcement'] or 'no budget'})" if d["thinking"] else "thinking off")
+    if d.get("effort"):
+        think += f", effort {d['effort']}"
     lines.append(f"decision: {d['action']} on tier {d['tier']} ({d['model']}), {think}, max_tokens "
                  f"{d['max_tokens']}, samples {d['samples']}")
     lines.append(f"  reason: {d['reason']}")
@@ -112,12 +132,32 @@ def render_text(out: dict[str, Any]) -> str:
     req = {k: v for k, v in out["request"].items() if k != "messages"}
     lines += ["  " + line for line in json.dumps(req, indent=2, default=str).splitlines()]
     lines.append(f"  + messages: {len(out['request'].get('messages', []))} message(s)")
+    wire = out.get("wire") or {}
+    if "error" in wire:
+        lines.append(f"wire: litellm refuses the call before sending: {wire['error']}")
+    elif wire:
+        lines.append(f"wire (the HTTP request litellm would send; credentials masked): {wire['method']} {wire['url']}")
+        lines += ["  " + line for line in json.dumps({"headers": wire["headers"], "body": wire["body"]}, indent=2,
+                                                    default=str).splitlines()]
+        if wire.get("note"):
+            lines.append(f"  note: {wire['note']}")
     return "\n".join(lines) + "\n"
+
+
+def _stdin_text() -> str:
+    """stdin as strict UTF-8 (an EffagentError naming LINE:COL of a byte that is not)."""
+    from effagent.files import decode_utf8
+
+    buf = getattr(sys.stdin, "buffer", None)
+    return decode_utf8(buf.read(), "<stdin>") if buf is not None else sys.stdin.read()
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     policy = _load(args.policy)  # a PolicyError reaches the CLI: PATH:LINE:COL problems, exit 2
-    prompt = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
+    prompt = _stdin_text() if args.prompt in (None, "-") else args.prompt
+    if "\x00" in prompt or any("\ud800" <= c <= "\udfff" for c in prompt):
+        print("effagent explain: the prompt is not text (NUL bytes or bytes that are not UTF-8)", file=sys.stderr)
+        return 2
     if not prompt.strip():
         print("effagent explain: give a prompt (an argument, or - to read it from stdin)", file=sys.stderr)
         return 2
@@ -138,7 +178,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("prompt", nargs="?", default=None, metavar="PROMPT", help="the prompt, or - (default) for stdin")
     p.add_argument("--policy", required=True, metavar="PATH", help="a policy file, or a shipped policy's name")
     p.add_argument("--json", action="store_true", help='print one object {"difficulty", "band", "decision", '
-                   '"request"}')
+                   '"request", "wire"}')
     p.add_argument("--thread-spent", type=int, default=0, metavar="TOKENS",
                    help="tokens the thread has already spent (the thread budget's remainder shapes the decision)")
     p.add_argument("--allow-calls", action="store_true", help="run a probe estimator (it calls the probe tier)")

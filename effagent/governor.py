@@ -13,19 +13,34 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from effagent.checkin import Grant
-from effagent.decide import Decision, decide, escalate, escalate_on_disagreement
+from effagent.decide import Decision, decide, escalate, escalate_on_disagreement, steps_share
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator
 from effagent.ledger import ledger_from_policy
-from effagent.ledger.base import CallKind, Ledger, LedgerState, Reservation, StepRecord, Usage
+from effagent.ledger.base import (
+    CallKind,
+    Denial,
+    Ledger,
+    LedgerState,
+    Reservation,
+    RunSpent,
+    StepRecord,
+    Usage,
+    spent_so_far,
+)
 from effagent.levers import loopguard
+from effagent.llm.tokens import PromptTokens
 from effagent.observe import Observer
 from effagent.outcomes import OutcomeLog, label_line
-from effagent.policy import Policy
+from effagent.policy import Limit, Policy
 from effagent.records import Difficulty, Step
 from effagent.request import encode
+from effagent.telemetry.pricing import call_cost
 
 TURN_SLACK_TOKENS = 64  # an early-exit call's turn beyond prompt + thinking: the template's lead-in, the cue
 
@@ -46,6 +61,37 @@ def shadow_draw(run_id: str, step: int) -> float:
     return int(hashlib.sha256(f"{run_id}:{step}".encode()).hexdigest()[:12], 16) / 16**12
 
 
+@dataclass(frozen=True)
+class _Op:
+    """What planning asks its driver to do: read the ledger, estimate, reserve, start the step."""
+
+    name: Literal["state", "estimate", "reserve", "started"]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, gov: Governor) -> Any:
+        if self.name == "state":
+            return gov.ledger.state(*self.args)
+        if self.name == "estimate":
+            return gov.estimator.estimate(*self.args)
+        if self.name == "reserve":
+            return gov.ledger.reserve(*self.args, **self.kwargs)
+        return gov._started(*self.args)
+
+    async def arun(self, gov: Governor) -> Any:
+        if self.name == "state":
+            return await gov.ledger.astate(*self.args)
+        if self.name == "reserve":
+            return await gov.ledger.areserve(*self.args, **self.kwargs)
+        if gov._probe is not None:  # a probe estimator calls a model: off the event loop
+            return await asyncio.to_thread(self.run, gov)
+        return self.run(gov)
+
+
+def _denied_text(denied: list[Denial]) -> str:
+    return f"the {denied[0].scope} budget has no room: {denied[0].detail}" if denied else "no room"
+
+
 class Governor:
     def __init__(self, policy: Policy, ledger: Ledger | None = None, estimator: Estimator | None = None,
                  observer: Observer | None = None) -> None:
@@ -53,8 +99,12 @@ class Governor:
         self.ledger = ledger if ledger is not None else ledger_from_policy(policy)
         team = policy.budgets.team
         # reservations pay off where workers share a budget: a shared store, or a team limit
-        self._reserving = self.ledger.supports_reservations and (
-            policy.ledger.backend == "redis" or team.tokens is not None or team.usd is not None)
+        b = policy.budgets
+        #: some budget is set: prompts are counted with a tokenizer, and (where the ledger can) every call is
+        #: reserved before it is sent, so no limit is passed under any concurrency
+        self._budgeted = b.run.is_set or b.thread.is_set or team.is_set
+        self._reserving = self.ledger.supports_reservations and (policy.ledger.backend == "redis" or self._budgeted)
+        self._counter = PromptTokens(policy.tier(policy.strong_tier).model)
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
@@ -86,60 +136,113 @@ class Governor:
 
     # -- planning: estimate, decide, reserve --------------------------------------------------------
     def plan(self, step: Step, run_id: str, thread_id: str | None = None,
-             thread_base: Usage | None = None, *, blocks_calls: bool = False, grant: Grant | None = None,
-             refused: bool = False) -> Decision:
-        """The step's Decision. ``blocks_calls``: the integration does not run an over-limit repeated tool call
-        (see :func:`effagent.levers.loopguard.check`); ``grant``/``refused``: a person's answer to a pause
-        (:mod:`effagent.checkin`). A ``pause`` decision starts no step: the step starts once a person answered."""
-        state = self.ledger.state(run_id, thread_id, thread_base)
-        step, loop, inp = self._read(step, state, blocks_calls)
-        difficulty = self.estimator.estimate(step)
-        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          grant=grant, refused=refused, shadow_draw=self._draw(run_id, state.steps))
-        if decision.action == "call" and self._reserving:
-            hold = self.ledger.reserve(*self._reservation(decision, run_id, thread_id, inp))
-            decision = self._held(decision, hold, run_id, difficulty, state, loop, inp, grant, refused)
-        return decision if decision.action == "pause" else self._started(run_id, thread_id, decision, difficulty)
+             thread_base: Usage | None = None, *, run_base: RunSpent | None = None, blocks_calls: bool = False,
+             grant: Grant | None = None, refused: bool = False) -> Decision:
+        """The step's Decision, its reservation held. ``thread_base``/``run_base``: what the thread and the run
+        spent as the graph's checkpointed state says (a run resumed on another worker keeps what it spent);
+        ``blocks_calls``: the integration does not run an over-limit repeated tool call (see
+        :func:`effagent.levers.loopguard.check`); ``grant``/``refused``: a person's answer to a pause
+        (:mod:`effagent.checkin`). A ``pause`` decision starts no step."""
+        return self.plan_spent(step, run_id, thread_id, thread_base, run_base=run_base, blocks_calls=blocks_calls,
+                               grant=grant, refused=refused)[0]
 
     async def aplan(self, step: Step, run_id: str, thread_id: str | None = None,
-                    thread_base: Usage | None = None, *, blocks_calls: bool = False, grant: Grant | None = None,
-                    refused: bool = False) -> Decision:
-        state = await self.ledger.astate(run_id, thread_id, thread_base)
-        step, loop, inp = self._read(step, state, blocks_calls)
-        # a probe estimator calls a model: off the event loop
-        difficulty = (await asyncio.to_thread(self.estimator.estimate, step) if self._probe is not None
-                      else self.estimator.estimate(step))
-        decision = decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          grant=grant, refused=refused, shadow_draw=self._draw(run_id, state.steps))
-        if decision.action == "call" and self._reserving:
-            hold = await self.ledger.areserve(*self._reservation(decision, run_id, thread_id, inp))
-            decision = self._held(decision, hold, run_id, difficulty, state, loop, inp, grant, refused)
-        if decision.action == "pause":
-            return decision
-        if self._probe is not None:
-            return await asyncio.to_thread(self._started, run_id, thread_id, decision, difficulty)
-        return self._started(run_id, thread_id, decision, difficulty)
+                    thread_base: Usage | None = None, *, run_base: RunSpent | None = None,
+                    blocks_calls: bool = False, grant: Grant | None = None, refused: bool = False) -> Decision:
+        return (await self.aplan_spent(step, run_id, thread_id, thread_base, run_base=run_base,
+                                       blocks_calls=blocks_calls, grant=grant, refused=refused))[0]
+
+    def plan_spent(self, step: Step, run_id: str, thread_id: str | None = None, thread_base: Usage | None = None, *,
+                   run_base: RunSpent | None = None, blocks_calls: bool = False, grant: Grant | None = None,
+                   refused: bool = False) -> tuple[Decision, LedgerState]:
+        """:meth:`plan`, and the spending it was decided on."""
+        planning = self._planning(step, run_id, thread_id, thread_base, run_base, blocks_calls, grant, refused)
+        try:
+            op = next(planning)
+            while True:
+                op = planning.send(op.run(self))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def aplan_spent(self, step: Step, run_id: str, thread_id: str | None = None,
+                          thread_base: Usage | None = None, *, run_base: RunSpent | None = None,
+                          blocks_calls: bool = False, grant: Grant | None = None,
+                          refused: bool = False) -> tuple[Decision, LedgerState]:
+        planning = self._planning(step, run_id, thread_id, thread_base, run_base, blocks_calls, grant, refused)
+        try:
+            op = next(planning)
+            while True:
+                op = planning.send(await op.arun(self))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _planning(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
+                  run_base: RunSpent | None, blocks_calls: bool, grant: Grant | None,
+                  refused: bool) -> Generator[_Op, Any, tuple[Decision, LedgerState]]:
+        """Planning written once: it yields what touches the ledger or may call a model (:class:`_Op`), which
+        ``plan`` does in this thread and ``aplan`` awaits."""
+        own: LedgerState = yield _Op("state", (run_id, thread_id))
+        state = spent_so_far(own, run_base, thread_base)
+        step, loop = self._read(step, state, blocks_calls)
+        difficulty: Difficulty = yield _Op("estimate", (step,))
+        inp = self.prompt_tokens(step)
+        final_inp = inp + self._instruction_tokens(loop) if self._budgeted else inp
+        draw = self._draw(run_id, state.steps)
+
+        def again(**why: Any) -> Decision:
+            return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
+                          final_input_tokens=final_inp, grant=grant, refused=refused, shadow_draw=draw, **why)
+
+        decision = again()
+        if self._reserving and decision.action in ("call", "finalize"):
+            denied: list[Denial] = []
+            args, kw = self._reservation(decision, run_id, thread_id, inp, own, state, grant)
+            hold = yield _Op("reserve", args, {**kw, "why": denied})
+            if hold is None and decision.action == "call":  # no room for the step: the final answer, or a pause
+                first = denied[0] if denied else Denial(scope="team")
+                decision = again(shared_exhausted=f"no room for this step's reserved maximum: {first.detail}",
+                                 denied_scope=first.scope)
+                if decision.action == "finalize":
+                    denied.clear()
+                    args, kw = self._reservation(decision, run_id, thread_id, inp, own, state, grant)
+                    hold = yield _Op("reserve", args, {**kw, "why": denied})
+                    if hold is None:
+                        decision = again(shared_exhausted=f"no room for this step's reserved maximum: "
+                                                          f"{first.detail}", denied_scope=first.scope,
+                                         final_denied=_denied_text(denied))
+            elif hold is None:  # an exhausted run's final answer does not fit what is left
+                decision = again(final_denied=_denied_text(denied))
+            if hold is not None:
+                with self._holds_lock:
+                    self._holds[(run_id, decision.step)] = hold
+        if decision.action != "pause":
+            yield _Op("started", (run_id, thread_id, decision, difficulty))
+        return decision, state
+
+    def prompt_tokens(self, step: Step) -> int:
+        """The step's prompt in tokens: counted with litellm's counter (:class:`effagent.llm.tokens.PromptTokens`)
+        where a budget needs it, the rough 4-characters-a-token size otherwise."""
+        st = step.stats()
+        rough = max(1, (st.chars + len(step.tool_schemas) + max(0, st.count - 1)) // 4)
+        if not self._budgeted:
+            return rough
+        calls = [c.key for m in step.messages for c in m.tool_calls]
+        return self._counter.messages([m.content for m in step.messages], [*calls, step.tool_schemas])
+
+    def _instruction_tokens(self, loop: str | None) -> int:
+        """The finalize instruction a final answer's prompt carries (one more message)."""
+        fin = self.policy.budgets.finalize
+        text = fin.loop_instruction.replace("{reason}", loop) if loop else fin.instruction
+        return int(self._counter.text(text) * 1.1) + 8
 
     def _draw(self, run_id: str, step: int) -> float | None:
         return shadow_draw(run_id, step) if self.policy.learning.shadow_share > 0 else None
 
-    def _read(self, step: Step, state: LedgerState, blocks_calls: bool) -> tuple[Step, str | None, int]:
-        """The step at its place in the run (the ledger's count), the loop guard's verdict, its prompt size."""
+    def _read(self, step: Step, state: LedgerState, blocks_calls: bool) -> tuple[Step, str | None]:
+        """The step at its place in the run (the ledger's count), and the loop guard's verdict."""
         if step.index != state.steps:
             step = step.at_index(state.steps)
-        st = step.stats()
-        loop = loopguard.check(step, self.policy.loop_guard, blocks_calls=blocks_calls)
-        return step, loop, max(1, (st.chars + max(0, st.count - 1)) // 4)
-
-    def _held(self, decision: Decision, hold: Reservation | None, run_id: str, difficulty: Difficulty,
-              state: LedgerState, loop: str | None, inp: int, grant: Grant | None, refused: bool) -> Decision:
-        if hold is None:  # a shared budget has no room for this step's maximum
-            return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          shared_exhausted="no room left for this step's reserved maximum", grant=grant,
-                          refused=refused, shadow_draw=self._draw(run_id, state.steps))
-        with self._holds_lock:
-            self._holds[(run_id, decision.step)] = hold
-        return decision
+        return step, loopguard.check(step, self.policy.loop_guard, blocks_calls=blocks_calls)
 
     def _started(self, run_id: str, thread_id: str | None, decision: Decision, difficulty: Difficulty) -> Decision:
         self.observer.on_step_start(run_id, decision)
@@ -165,17 +268,40 @@ class Governor:
             scopes["team"] = team
         return scopes
 
-    def _reservation(self, decision: Decision, run_id: str, thread_id: str | None,
-                     input_tokens: int) -> tuple[dict[str, str], int, float, dict, float]:
-        """The arguments of ``ledger.reserve`` for this step's maximum."""
+    def _reservation(self, decision: Decision, run_id: str, thread_id: str | None, input_tokens: int,
+                     own: LedgerState, state: LedgerState,
+                     grant: Grant | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of ``ledger.reserve`` for this step's maximum: against each scope's limit (raised by a
+        person's grant) less the final answer's reserve — the whole limit for the final answer itself — and less
+        what the checkpointed state says the run or thread spent beyond what this ledger saw (another worker)."""
         b = self.policy.budgets
-        limits = {"run": b.run, "team": b.team}
-        if self.policy.ledger.backend == "redis":  # the shared store keeps thread totals for every worker
-            limits["thread"] = b.thread
+        share = 0.0 if decision.action == "finalize" else b.finalize.reserve
+        g = grant or Grant()
+        seen = {"run": (own.run, state.run), "thread": (own.thread, state.thread)}
+        limits: dict[str, Limit] = {}
+        for scope, limit, extra in (("run", b.run, g), ("thread", b.thread, g), ("team", b.team, Grant())):
+            if not limit.is_set:
+                continue
+            tokens, usd = limit.tokens, limit.usd
+            if tokens is not None:
+                tokens = steps_share(tokens + extra.tokens, share)
+            if usd is not None:
+                usd = steps_share(usd + extra.usd, share)
+            if scope in seen:  # spent elsewhere, as the checkpoint says: counted against this scope too
+                mine, known = seen[scope]
+                if tokens is not None:
+                    tokens = max(0, tokens - max(0, known.total_tokens - mine.total_tokens))
+                if usd is not None:
+                    usd = max(0.0, usd - max(0.0, known.cost_usd - mine.cost_usd))
+            limits[scope] = Limit(tokens=tokens, usd=usd)
+        if decision.action == "finalize":  # the final answer's prompt also carries the finalize instruction
+            input_tokens += self._instruction_tokens(decision.loop)
         tokens, usd, calls = self.step_maximum(decision, input_tokens)
-        tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
-        ttl = sum(t.timeout_s * (t.retries + 1) for t in tiers) * calls + 30.0
-        return self._scopes(run_id, thread_id), tokens, usd, limits, ttl
+        kw: dict[str, Any] = {}  # a shared store keeps each hold alive while its worker lives (its own TTL)
+        if self.policy.ledger.backend != "redis":
+            tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
+            kw["ttl_s"] = sum(t.timeout_s * (t.retries + 1) for t in tiers) * calls + 30.0
+        return (self._scopes(run_id, thread_id), tokens, usd, limits), kw
 
     def step_maximum(self, decision: Decision, input_tokens: int) -> tuple[int, float, int]:
         """The most tokens and dollars one step can spend (at the dearest of its tiers), and how many calls it
@@ -198,9 +324,9 @@ class Governor:
             calls = decision.samples if decision.agreement is None else self._votes(decision)
             inp, outp = input_tokens * calls, out * calls
         tokens = inp + outp
-        usd = max(t.price.cost(inp, outp) for t in tiers)
+        usd = max(t.price.max_cost(inp, outp) for t in tiers)
         if decision.agreement is not None and decision.agreement.tiers:  # votes on other tiers: their prices
-            usd = max(usd, sum(self.policy.tier(n).price.cost(input_tokens, out)
+            usd = max(usd, sum(self.policy.tier(n).price.max_cost(input_tokens, out)
                                for n in [decision.tier, *decision.agreement.tiers]))
         if decision.verify:
             up = escalate(self.policy, decision, 1.0)  # the escalation, if it comes
@@ -208,11 +334,11 @@ class Governor:
             up = escalate_on_disagreement(self.policy, decision, 0.0) if decision.agreement is not None else None
         if decision.shadow_tier is not None:  # the strong tier asked for a label
             tokens += input_tokens + out
-            usd += self.policy.tier(decision.shadow_tier).price.cost(input_tokens, out)
+            usd += self.policy.tier(decision.shadow_tier).price.max_cost(input_tokens, out)
             calls += 1
         if up is not None:
             tokens += input_tokens + up.max_tokens
-            usd += self.policy.tier(up.tier).price.cost(input_tokens, up.max_tokens)
+            usd += self.policy.tier(up.tier).price.max_cost(input_tokens, up.max_tokens)
             calls += 1
         return tokens, usd, calls
 
@@ -240,15 +366,24 @@ class Governor:
     # -- accounting ---------------------------------------------------------------------------------
     def call_record(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                     input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
-                    ok: bool = True, error: str | None = None, reasoning_estimated: bool = False) -> StepRecord:
-        """The ledger record of one call: counts clamped to what is believable, cost at the tier's prices.
-        ``reasoning_estimated``: the reasoning count was not reported by the provider but estimated (counted
-        from the thinking text); a tier whose provider never reports one (Anthropic-style) is always estimated."""
+                    ok: bool = True, error: str | None = None, reasoning_estimated: bool = False,
+                    cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> StepRecord:
+        """The ledger record of one call: counts clamped to what is believable, cost as the provider bills it
+        (:func:`effagent.telemetry.pricing.call_cost`: litellm's calculation for a table-priced tier, the policy's
+        price with its cache rates otherwise). ``cache_read_tokens``/``cache_write_tokens`` are parts of
+        ``input_tokens``. ``reasoning_estimated``: the reasoning count was not reported by the provider but
+        estimated (counted from the thinking text); a tier whose provider never reports one (Anthropic-style) is
+        always estimated."""
         t = self.policy.tier(tier)  # an unknown tier raises here
         inp, out = max(0, int(input_tokens)), max(0, int(output_tokens))
-        usage = Usage(input_tokens=inp, output_tokens=out, reasoning_tokens=min(max(0, int(reasoning_tokens)), out),
-                      cost_usd=t.price.cost(inp, out), calls=1)
-        estimated = usage.reasoning_tokens > 0 and (reasoning_estimated or not t.reports_reasoning_tokens)
+        read = min(max(0, int(cache_read_tokens)), inp)
+        write = min(max(0, int(cache_write_tokens)), inp - read)
+        reasoning = min(max(0, int(reasoning_tokens)), out)
+        estimated = reasoning > 0 and (reasoning_estimated or not t.reports_reasoning_tokens)
+        cost = call_cost(t, inp, out, cache_read_tokens=read, cache_write_tokens=write,
+                         reasoning_tokens=0 if estimated else reasoning)
+        usage = Usage(input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning, cache_read_tokens=read,
+                      cache_write_tokens=write, cost_usd=cost.total_usd, calls=1)
         return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
                           kind="finalize" if kind == "model" and decision.action == "finalize" else kind,
                           tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error,
@@ -265,11 +400,14 @@ class Governor:
                 input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
                 ok: bool = True, error: str | None = None, duration_s: float = 0.0,
                 response_model: str | None = None, content: dict[str, str] | None = None,
-                reasoning_estimated: bool = False) -> StepRecord:
-        """Record one call's usage (cost at the tier's prices) in the ledger and tell the observer."""
+                reasoning_estimated: bool = False, cache_read_tokens: int = 0,
+                cache_write_tokens: int = 0) -> StepRecord:
+        """Record one call's usage (cost as the provider bills it, see ``call_record``) in the ledger and tell
+        the observer."""
         rec = self.call_record(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
                                output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind, ok=ok,
-                               error=error, reasoning_estimated=reasoning_estimated)
+                               error=error, reasoning_estimated=reasoning_estimated,
+                               cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
         hold = self._settling_hold(rec, decision)
         if hold is not None:
             self.ledger.settle(hold, rec)
@@ -282,10 +420,12 @@ class Governor:
                        input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
                        ok: bool = True, error: str | None = None, duration_s: float = 0.0,
                        response_model: str | None = None, content: dict[str, str] | None = None,
-                       reasoning_estimated: bool = False) -> StepRecord:
+                       reasoning_estimated: bool = False, cache_read_tokens: int = 0,
+                       cache_write_tokens: int = 0) -> StepRecord:
         rec = self.call_record(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
                                output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind, ok=ok,
-                               error=error, reasoning_estimated=reasoning_estimated)
+                               error=error, reasoning_estimated=reasoning_estimated,
+                               cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
         hold = self._settling_hold(rec, decision)
         if hold is not None:
             await self.ledger.asettle(hold, rec)

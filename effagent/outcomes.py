@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effagent.files import append_line
+
 
 class OutcomeLog:
     """Appends outcome lines to a file, one whole line per write (safe across threads and processes that
@@ -33,10 +35,8 @@ class OutcomeLog:
 
     def append(self, line: dict[str, Any]) -> None:
         text = json.dumps({**line, "ts": line.get("ts", time.time())}, ensure_ascii=False) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(text)
+        with self._lock:  # O_NONBLOCK: a FIFO put at the path is refused (InputFileError), never waited on
+            append_line(self.path, text)
 
 
 def label_line(*, run_id: str, step: int, prompt: str, cheap_correct: bool, label: str, cheap_tier: str,

@@ -19,35 +19,71 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from effagent.capabilities import capabilities
 from effagent.errors import PolicyError, UnknownTierError
+from effagent.redact import Redactor, url_secrets
 
 NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True, frozen=True,
+                              allow_inf_nan=False)  # .inf / .nan / 1e400 are refused wherever a number is read
 
 
 class Price(_Strict):
     """US dollars per million tokens. Omit a tier's `price` to take it from litellm's bundled price table
     (known hosted models, e.g. `anthropic/claude-sonnet-4-5`, `gemini/gemini-2.5-flash`, `openai/gpt-5-mini`);
     a self-hosted tier (`hosted_vllm/`, `ollama/`, ... or any tier with an `api_base` whose model the table does
-    not know) without a price costs $0; a hosted tier whose model the table does not know needs a price."""
+    not know) without a price costs $0; a hosted tier whose model the table does not know needs a price.
+
+    A table-priced tier's calls are billed with litellm's own cost calculation (cache reads and writes,
+    long-context rates, reasoning); a policy price bills cached prompt tokens at its cache rates. Reservations
+    and decisions count every prompt token at the dearest of the input and cache rates (the worst case)."""
 
     input_per_mtok: NonNeg = 0.0
-    """USD per million input (prompt) tokens."""
+    """USD per million input (prompt) tokens not served from the provider's prompt cache."""
     output_per_mtok: NonNeg = 0.0
     """USD per million output tokens (thinking included)."""
+    cache_read_per_mtok: NonNeg | None = None
+    """USD per million prompt tokens read from the provider's prompt cache (e.g. Anthropic's cache reads,
+    OpenAI's cached tokens, Gemini's cached content); unset: billed at `input_per_mtok`."""
+    cache_write_per_mtok: NonNeg | None = None
+    """USD per million prompt tokens written to the provider's prompt cache (Anthropic's and Bedrock's cache
+    writes); unset: billed at `input_per_mtok`."""
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+    def prompt_cost(self, input_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+        """USD for a prompt of ``input_tokens`` (the whole prompt, cached or not), of which ``cache_read_tokens``
+        were read from and ``cache_write_tokens`` written to the prompt cache."""
+        read = min(max(0, cache_read_tokens), max(0, input_tokens))
+        write = min(max(0, cache_write_tokens), max(0, input_tokens) - read)
+        plain = max(0, input_tokens) - read - write
+        read_rate = self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        write_rate = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        return (plain * self.input_per_mtok + read * read_rate + write * write_rate) / 1e6
+
+    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0,
+             cache_write_tokens: int = 0) -> float:
+        """USD for one call. ``input_tokens`` is the whole prompt, the cache counts are part of it; with no cache
+        counts (what a reservation or a decision asks: the worst case) the whole prompt is billed at the input
+        rate."""
+        return self.prompt_cost(input_tokens, cache_read_tokens, cache_write_tokens) + (
+            max(0, output_tokens) * self.output_per_mtok / 1e6)
+
+    def max_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The most one call of this size can cost, whatever the cache does: every prompt token at the dearest
+        of the input, cache-read and cache-write rates (a cache write costs more than plain input at Anthropic).
+        What reservations hold."""
+        rate = max(self.input_per_mtok, self.cache_read_per_mtok or 0.0, self.cache_write_per_mtok or 0.0)
+        return (max(0, input_tokens) * rate + max(0, output_tokens) * self.output_per_mtok) / 1e6
 
 
 #: litellm providers that run on the user's own machines: a tier on one of them is never priced from the table
@@ -75,10 +111,29 @@ def _price_table() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _highest_rate(entry: dict[str, Any], *bases: str) -> float | None:
+    """The highest per-token rate an entry of litellm's table gives under any of ``bases``, its long-context
+    variants (``input_cost_per_token_above_200k_tokens``, ...), its 1-hour cache variants and its
+    ``tiered_pricing`` ranges; None when it gives none."""
+    found: list[float] = []
+    for base in bases:
+        pattern = re.compile(rf"{re.escape(base)}(_above_(\d+k_tokens|1hr))*")
+        found += [v for k, v in entry.items() if pattern.fullmatch(k) and isinstance(v, int | float)
+                  and not isinstance(v, bool)]
+        tiers = entry.get("tiered_pricing")
+        if isinstance(tiers, list):
+            found += [t[base] for t in tiers if isinstance(t, dict) and isinstance(t.get(base), int | float)]
+    return max(found) if found else None
+
+
 def table_price(model: str) -> Price | None:
     """The price litellm's bundled table gives ``model`` (its full string, or the name after each ``/`` prefix
     in turn), or None when the table does not know it. Self-hosted providers are never looked up: a local
-    ``hosted_vllm/gpt-4o`` does not cost what OpenAI charges."""
+    ``hosted_vllm/gpt-4o`` does not cost what OpenAI charges.
+
+    Each rate is the table's *highest* for the model (above-200k-token prompts, reasoning output, 1-hour cache
+    writes): this price is the worst case that reservations and decisions count on. What a call really cost is
+    litellm's own calculation on the call's usage (:func:`effagent.telemetry.pricing.call_cost`)."""
     provider = provider_of(model)
     if provider in LOCAL_PROVIDERS:
         return None
@@ -87,16 +142,23 @@ def table_price(model: str) -> Price | None:
     for key in ("/".join(parts[i:]) for i in range(len(parts))):  # bedrock/converse/us.anthropic... -> us.anthropic...
         entry = table.get(key)
         if isinstance(entry, dict):
-            inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-            if isinstance(inp, int | float) and isinstance(out, int | float):
-                return Price(input_per_mtok=round(inp * 1e6, 6), output_per_mtok=round(out * 1e6, 6))
+            inp = _highest_rate(entry, "input_cost_per_token")
+            out = _highest_rate(entry, "output_cost_per_token", "output_cost_per_reasoning_token")
+            if inp is not None and out is not None:
+                read = _highest_rate(entry, "cache_read_input_token_cost")
+                write = _highest_rate(entry, "cache_creation_input_token_cost")
+                return Price(input_per_mtok=round(inp * 1e6, 6), output_per_mtok=round(out * 1e6, 6),
+                             cache_read_per_mtok=None if read is None else round(read * 1e6, 6),
+                             cache_write_per_mtok=None if write is None else round(write * 1e6, 6))
     return None
 
 
 ControlKind = Literal["auto", "chat_template_kwargs", "reasoning_effort", "anthropic", "gemini", "gemini_levels",
-                      "openai_effort", "none"]
+                      "openai_effort", "deepseek", "none"]
 #: the kinds whose budget or level goes in the provider's own request field (not vLLM's, not budget forcing)
-PROVIDER_CONTROLS = ("anthropic", "gemini", "gemini_levels", "openai_effort")
+PROVIDER_CONTROLS = ("anthropic", "gemini", "gemini_levels", "openai_effort", "deepseek")
+#: the kinds that send a level (OpenAI-style ``reasoning_effort``, which litellm turns into the provider's field)
+LEVEL_CONTROLS = ("gemini_levels", "openai_effort", "deepseek")
 ANTHROPIC_MIN_BUDGET = 1024
 """Anthropic's least `thinking.budget_tokens` (Anthropic API, Bedrock and Vertex Claude)."""
 #: Gemini 2.5 thinkingBudget limits by model family: (least budget when on, largest, can thinking be off)
@@ -121,8 +183,8 @@ def auto_control(model: str) -> str:
     """The thinking control ``control: auto`` picks from a litellm model string:
     ``anthropic/``, ``bedrock/...claude...``, ``vertex_ai/claude...`` -> anthropic; ``gemini/gemini-3...``,
     ``vertex_ai/gemini-3...`` -> gemini_levels; other ``gemini/``, ``vertex_ai/gemini...`` -> gemini;
-    ``openai/o1|o3|o4...``, ``openai/gpt-5...`` (or those names bare) -> openai_effort; ``hosted_vllm/``, ``vllm/``
-    -> chat_template_kwargs; anything else -> none (the tier cannot think)."""
+    ``openai/o1|o3|o4...``, ``openai/gpt-5...`` (or those names bare) -> openai_effort; ``deepseek/`` -> deepseek;
+    ``hosted_vllm/``, ``vllm/`` -> chat_template_kwargs; anything else -> none (the tier cannot think)."""
     provider = provider_of(model)
     name = (model.split("/", 1)[1] if provider else model).lower()
     tail = name.rsplit("/", 1)[-1]
@@ -132,20 +194,28 @@ def auto_control(model: str) -> str:
         return "gemini_levels" if re.match(r"gemini-([3-9]|\d\d)", tail) else "gemini"
     if provider in ("openai", "azure", "") and re.match(r"(o\d|gpt-5)", tail):
         return "openai_effort"
+    if provider == "deepseek":
+        return "deepseek"
     if provider in ("hosted_vllm", "vllm"):
         return "chat_template_kwargs"
     return "none"
 
 
 def _default_effort_off(model: str) -> str:
-    """What OpenAI-style effort means "least thinking" on ``model``: o-series models cannot switch reasoning
-    off (low), GPT-5 takes minimal, GPT-5.1 and later take none."""
-    tail = model.rsplit("/", 1)[-1].lower()
-    if re.match(r"o\d", tail):
-        return "low"
-    if re.match(r"gpt-5(?![.\d])", tail):
-        return "minimal"
-    return "none"
+    """What effort means "least thinking" on ``model`` (the capability table, :mod:`effagent.capabilities`):
+    ``none`` where the model can switch thinking off, else its least level (o-series: low, GPT-5: minimal,
+    Gemini 3 Pro: low; litellm sends Gemini 3's ``none`` as its lowest level too)."""
+    caps = capabilities(model)
+    if caps.can_off or caps.family == "gemini":
+        return "none"
+    return caps.least_level or "none"
+
+
+def _default_effort_on(model: str) -> str:
+    """The level thinking on without a budget sends: medium where the model takes it, else its default level."""
+    caps = capabilities(model)
+    named = caps.named_levels
+    return "medium" if not named or "medium" in named else (caps.default_level or named[-1])
 
 
 class ThinkingControl(_Strict):
@@ -170,6 +240,12 @@ class ThinkingControl(_Strict):
       `effort_levels` (levels are not token bounds: the budget is not enforced beyond max_tokens, which litellm
       sends as `max_completion_tokens`); on without a budget = ``effort_on``; off = ``effort_off`` (o-series
       cannot switch off: low; GPT-5: minimal; GPT-5.1 and later: none — the default follows the model);
+    - ``deepseek`` (DeepSeek API): ``reasoning_effort`` (high / max), which litellm sends as ``thinking: {type:
+      enabled}`` and ``reasoning_effort``; off = ``none``, sent as ``thinking: {type: disabled}``;
+
+    Claude 4.6 and later think adaptively: a budget (or a band's ``effort``) becomes ``output_config.effort`` (the
+    level a budget maps to by `effort_levels`), unless `manual_budget` asks for ``budget_tokens`` where the model
+    still takes it. Only the levels each model accepts are used (see `effagent.capabilities`).
     - ``auto``: picked from the tier's model string (see `effagent.policy.auto_control`): anthropic for
       `anthropic/`, `bedrock/...claude...`, `vertex_ai/claude...`; gemini_levels for Gemini 3; gemini for other
       `gemini/` and `vertex_ai/gemini...`; openai_effort for `openai/o...` and `openai/gpt-5...`;
@@ -201,11 +277,16 @@ class ThinkingControl(_Strict):
     """`reasoning_effort` sent when thinking is off (reasoning_effort, openai_effort, gemini_levels). Unset on an
     openai_effort tier, it is what the model takes as least thinking (o-series: low, GPT-5: minimal, later:
     none)."""
-    effort_levels: dict[str, NonNegInt] = Field(default_factory=lambda: {"low": 1024, "medium": 2048, "high": 4096})
-    """Budget -> level (openai_effort, gemini_levels): a budget gets the first level whose bound is at least the
-    budget, in order of bound; above every bound, the level with the largest. The default bounds are litellm's
-    own level -> budget mapping (low 1,024, medium 2,048, high 4,096); add `minimal: 128` for GPT-5 or Gemini 3
-    Flash."""
+    effort_levels: dict[str, NonNegInt] = Field(
+        default_factory=lambda: {"low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192})
+    """Budget -> level (openai_effort, gemini_levels, deepseek, adaptive Claude): among the levels the model
+    accepts, a budget gets the first whose bound is at least the budget, in order of bound; above every bound,
+    the level with the largest. The default bounds are litellm's own level -> budget mapping (low 1,024, medium
+    2,048, high 4,096, xhigh 8,192); add `minimal: 128` for GPT-5 or Gemini 3 Flash, `max: 16384` for Claude."""
+    manual_budget: bool = False
+    """Claude 4.6 (adaptive, still takes a manual budget, deprecated): send a band's budget as
+    ``thinking.budget_tokens`` (a token bound) instead of the nearest effort level. A model that refuses manual
+    budgets (Claude 4.7 and later, Sonnet 5) fails validation with it."""
     think_prefix: str = "<think>\n"
     """What the chat template writes when a thinking turn opens; early exit continues a partial turn after it
     (the local `smol-think` template writes `<think>\nLet me think step by step.\n`)."""
@@ -249,7 +330,14 @@ class Tier(_Strict):
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """Per-request timeout in seconds."""
     retries: NonNegInt = 1
-    """Retries on connection errors, timeouts and 5xx before falling back to the next tier."""
+    """Retries after the first attempt of a call (`retries: 1` = at most 2 requests), on every path (the agent's
+    chat models and effagent's own calls), before the step falls back to the next tier. Retried: connection
+    errors, timeouts, 5xx, 429 and bodies that are not a chat completion; other 4xx are not. The wait is the
+    server's `Retry-After` when it sends one, else exponential backoff with jitter (0.5 s, 1 s, 2 s, ... up to
+    8 s, plus up to 0.5 s)."""
+    max_retry_after_s: NonNeg = 30.0
+    """Longest `Retry-After` (seconds, or an HTTP date) a retry waits for. A server asking for longer is not
+    waited for: the call gives up at once and the step falls back to the next tier."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra request-body fields sent on every call to this tier."""
 
@@ -270,10 +358,12 @@ class Tier(_Strict):
             thinking = dict(thinking)
             if thinking.get("control") == "auto":
                 thinking["control"] = auto_control(model)
-            if thinking.get("control") == "openai_effort" and "effort_off" not in thinking:
+            if thinking.get("control") in LEVEL_CONTROLS and "effort_off" not in thinking:
                 thinking["effort_off"] = _default_effort_off(model)
+            if thinking.get("control") in (*LEVEL_CONTROLS, "anthropic") and "effort_on" not in thinking:
+                thinking["effort_on"] = _default_effort_on(model)
             out["thinking"] = thinking
-        if "price" not in out:
+        if "price" not in out and not out.get("api_base"):  # a tier with an api_base is self-hosted: $0 unless priced
             known = table_price(model)
             if known is not None:
                 out["price"] = known
@@ -422,6 +512,10 @@ class Band(_Strict):
     tier: str
     thinking: bool = False
     thinking_budget: NonNegInt = 0
+    effort: Literal["minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    """Ask the tier's model for this effort or thinking level directly (needs thinking: true; instead of
+    thinking_budget): OpenAI and DeepSeek `reasoning_effort`, Claude 4.6+ `output_config.effort`, Gemini 3
+    `thinkingLevel`. Validation checks that the model takes it."""
     max_tokens: Annotated[int, Field(gt=0)] | None = None
     samples: Annotated[int, Field(ge=1, le=64)] = 1
     """Most samples for adaptive self-consistency (1 = a single call)."""
@@ -443,6 +537,10 @@ class Band(_Strict):
             raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         if self.thinking_budget and not self.thinking:
             raise ValueError("thinking_budget is set but thinking is false; set thinking: true or drop the budget")
+        if self.effort is not None and not self.thinking:
+            raise ValueError("effort is set but thinking is false; set thinking: true or drop effort")
+        if self.effort is not None and self.thinking_budget:
+            raise ValueError("effort and thinking_budget are both set; keep one of them")
         if self.early_exit is not None and not self.thinking:
             raise ValueError("early_exit is set but thinking is false; set thinking: true or drop early_exit")
         if self.early_exit is not None and self.samples > 1:
@@ -459,8 +557,32 @@ class Band(_Strict):
 class Limit(_Strict):
     tokens: NonNegInt | None = None
     """Token limit (input + output); unset = none."""
-    usd: NonNeg | None = None
-    """Dollar limit at the tiers' prices; unset = none."""
+    usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    """Dollar limit at the prices the provider bills (cache reads and writes included); unset = none."""
+
+    @property
+    def is_set(self) -> bool:
+        return self.tokens is not None or self.usd is not None
+
+
+class GrantLimit(_Strict):
+    """The most a person's grants may add (`budgets.grants.per_grant`, `budgets.grants.per_thread`)."""
+
+    tokens: Annotated[int, Field(ge=0)]
+    """Tokens."""
+    usd: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    """Dollars."""
+
+
+class Grants(_Strict):
+    """Bounds on what a person may grant at a check-in (`on_exhausted: interrupt`). A resume value above them is
+    not applied: the run stays paused and the pause says why. Grants are ledger records and reach every scope's
+    reservations; only the interrupt's resume value grants (a graph-state update cannot)."""
+
+    per_grant: GrantLimit = Field(default_factory=lambda: GrantLimit(tokens=1_000_000, usd=10.0))
+    """The most one answer may grant."""
+    per_thread: GrantLimit = Field(default_factory=lambda: GrantLimit(tokens=10_000_000, usd=100.0))
+    """The most all grants of one thread may add up to."""
 
 
 class StepLimit(_Strict):
@@ -480,7 +602,17 @@ class Finalize(_Strict):
         "know, give your best final answer now, briefly."
     )
     """Appended when the loop guard ends the run; `{reason}` is what it found."""
+    halt_message: str = ("I have to stop here: the budget for this task is spent and there is no room left for "
+                         "another answer ({reason}).")
+    """The run's last answer when not even a final model call fits what is left (made without a model call);
+    `{reason}` says which budget and why."""
     max_tokens: Annotated[int, Field(gt=0)] = 256
+    """The final answer's output cap (cut further to what the reserve has room for)."""
+    reserve: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """The share of every token and dollar limit (run, thread, team) kept back for final answers: ordinary steps
+    stop at `limit x (1 - reserve)`, and the final answer of an exhausted run is reserved like any step from what
+    is left up to the limit itself. When even that has no room, the run ends with a final message made without a
+    model call that says why. 0 keeps nothing back (exhausted runs then end without a final model call)."""
 
 
 class Budgets(_Strict):
@@ -502,6 +634,7 @@ class Budgets(_Strict):
     (or `{"usd": X}`) to go on with that much more budget for the thread (a ledger record of kind `grant`), or
     `Command(resume={"refuse": true})` for the final answer. A team budget that is spent finalizes."""
     finalize: Finalize = Field(default_factory=Finalize)
+    grants: Grants = Field(default_factory=Grants)
 
 
 class Fallback(_Strict):
@@ -551,12 +684,41 @@ class Telemetry(_Strict):
 
 
 class RedisLedger(_Strict):
+    """The shared ledger in Redis (`backend: redis`): every worker with the same `url` and `key_prefix` shares
+    its totals, records and reservations. docs/budgets.md, "Redis faults and namespacing", says what each
+    fault does."""
+
     url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "effagent"
+    key_prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}]+$")] | None = None
+    """The namespace of every key: the apps (or environments) that share one Redis keep apart by it, and the
+    workers of one app share budgets through it. Unset: `effagent:NAME` from the policy's `name`, so two
+    policies with different names never share totals; set it to share a team budget between policies, or to
+    `effagent` to keep the keys that earlier versions wrote (they all used `effagent`)."""
     on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
-    """Redis unreachable: fail_open keeps going on a local ledger (with a warning); fail_closed raises."""
+    """Redis unreachable: fail_open keeps going on a local ledger that starts from the last totals this worker
+    saw (with a warning); fail_closed refuses new steps (LedgerUnavailable). In both modes the record of a call
+    that was made is never lost: it is journaled and written once Redis is back."""
     team: str | None = None
     window: Literal["none", "daily"] = "none"
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.5
+    """The most one Redis call waits for a reply (a frozen or unreachable Redis holds a ledger call, and so an
+    agent step, at most about a second longer: pool wait and connect are bounded too)."""
+    hold_ttl_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """A step's reservation expires this long after its worker last renewed it. A live worker renews its
+    holds every third of it while their calls run (however long), so only a dead worker's holds expire, and
+    its budget is free again within this time."""
+    journal: str | None = None
+    """JSON-lines file (appended, fsync'd) that keeps the records Redis could not take until they are written
+    to it, each once by its id; a worker restarted after a crash writes what it holds. Default
+    `effagent-out/ledger-journal-PREFIX.jsonl` under the working directory; give workers a path on a disk
+    that survives them."""
+    run_ttl_s: Annotated[int, Field(ge=3600)] = 7 * 86400
+    """How long a run's totals, records and step set are kept after its last record."""
+    thread_ttl_s: Annotated[int, Field(ge=3600)] = 30 * 86400
+    """How long a thread's total (its budget) and grants are kept after its last record."""
+    totals_ttl_s: Annotated[int, Field(ge=86400)] = 400 * 86400
+    """How long a user or team total without a window is kept after its last record (a daily window's total
+    is kept 3 days)."""
 
 
 class LedgerConfig(_Strict):
@@ -605,6 +767,9 @@ class Policy(_Strict):
     baseline_tier: str | None = Field(
         default=None, description="tier every step would use without effagent (for 'tokens saved')"
     )
+    # secret values read from the environment while loading (see effagent.redact); never serialised
+    _env_secrets: frozenset[str] = PrivateAttr(default=frozenset())
+    _redactor: Redactor | None = PrivateAttr(default=None)
 
     @field_validator("tiers")
     @classmethod
@@ -705,6 +870,11 @@ class Policy(_Strict):
         lines = [f"policy {self.name!r}: {len(self.tiers)} tier(s), {len(self.bands)} band(s)"]
         for n, t in self.tiers.items():
             think = t.thinking.control if t.thinking.supported else "no thinking"
+            caps = capabilities(t.model)
+            if t.thinking.supported and not caps.can_off and t.thinking.provider_native:
+                least = (f"its least budget ({caps.budget[0]})" if t.thinking.control == "gemini" and caps.budget
+                         else f"level {caps.least_level}")
+                think += f"; {t.model} cannot switch thinking off: thinking off sends {least}"
             lines.append(f"  tier {n}: {t.model} @ {t.api_base or 'default endpoint'} "
                          f"(${t.price.input_per_mtok}/${t.price.output_per_mtok} per Mtok, {think})")
         for b in sorted(self.bands, key=lambda b: b.min):
@@ -716,7 +886,25 @@ class Policy(_Strict):
         lines.append(f"  budgets: run {r.tokens or '-'} tok / ${r.usd if r.usd is not None else '-'}, "
                      f"thread {t.tokens or '-'} tok / ${t.usd if t.usd is not None else '-'}, "
                      f"on_exhausted={self.budgets.on_exhausted}")
-        return "\n".join(lines)
+        return self.redact("\n".join(lines))
+
+    @property
+    def redactor(self) -> Redactor:
+        """Masks this policy's secrets (tier api keys, values read from ``${VAR}``, URL userinfo and key-like
+        query parameters) and every secret shape in a text: use it on anything written out."""
+        if self._redactor is None:
+            values = set(self._env_secrets)
+            for tier in self.tiers.values():
+                if tier.api_key is not None:
+                    values.add(tier.api_key.get_secret_value())
+                values.update(_string_secrets(tier.model_dump(mode="json", exclude={"api_key"})))
+            values.update(url_secrets(self.ledger.redis.url))
+            self._redactor = Redactor(values)
+        return self._redactor
+
+    def redact(self, text: str) -> str:
+        """``text`` with this policy's secrets masked (see :attr:`redactor`)."""
+        return self.redactor(text)
 
 
 def _tier_problems(name: str, tier: Tier) -> list[tuple[tuple[Any, ...], str]]:
@@ -729,10 +917,28 @@ def _tier_problems(name: str, tier: Tier) -> list[tuple[tuple[Any, ...], str]]:
         out.append(((*loc, "model"), f"tier {name!r}: litellm's price table does not know {tier.model!r} and the "
                     "tier has no price; add price: {input_per_mtok: ..., output_per_mtok: ...} (USD per million "
                     "tokens; write 0s for a free endpoint) or use a model name the table knows"))
+    caps = capabilities(tier.model)
     if ctl.control == "anthropic":
-        if 0 < ctl.max_budget < ANTHROPIC_MIN_BUDGET:
+        if 0 < ctl.max_budget < ANTHROPIC_MIN_BUDGET and sends_manual_budget(tier):
             out.append(((*loc, "thinking", "max_budget"), f"tier {name!r}: Claude's least thinking budget is "
                         f"{ANTHROPIC_MIN_BUDGET:,} tokens; set max_budget: {ANTHROPIC_MIN_BUDGET} or more (or 0)"))
+        if ctl.manual_budget and caps.budget is None:
+            out.append(((*loc, "thinking", "manual_budget"), f"tier {name!r}: {tier.model} refuses a manual thinking "
+                        "budget (thinking.budget_tokens); it thinks adaptively with an effort level. Drop "
+                        "manual_budget: a band's thinking_budget is then sent as the nearest effort level "
+                        f"({'/'.join(caps.efforts)}), or write effort: <level> on the band"))
+    if ctl.manual_budget and ctl.control != "anthropic":
+        out.append(((*loc, "thinking", "manual_budget"), f"tier {name!r}: manual_budget is for Claude tiers "
+                    "(control: anthropic); drop it"))
+    accepted = _levels_accepted(tier)
+    if accepted:
+        for field in ("effort_on", "effort_off"):
+            value = getattr(ctl, field)
+            ok = value in accepted or (field == "effort_off" and value == "none"
+                                       and (caps.can_off or ctl.control == "gemini_levels"))
+            if field in ctl.model_fields_set and not ok:
+                out.append(((*loc, "thinking", field), f"tier {name!r}: {tier.model} does not take the level "
+                            f"{value!r}; it takes {'/'.join(accepted)}: write {field}: {_nearest(value, accepted)}"))
     if ctl.control == "gemini":
         _, high, _ = gemini_budget_limits(tier.model)
         if ctl.max_budget > high:
@@ -745,10 +951,35 @@ def _tier_problems(name: str, tier: Tier) -> list[tuple[tuple[Any, ...], str]]:
     return out
 
 
+def sends_manual_budget(tier: Tier) -> bool:
+    """A Claude tier whose thinking budget goes as ``thinking.budget_tokens``: a model before 4.6, or
+    ``manual_budget`` on one that still takes it (4.6). Claude 4.6+ otherwise gets an effort level."""
+    caps = capabilities(tier.model)
+    return tier.thinking.control == "anthropic" and (
+        not caps.adaptive or (tier.thinking.manual_budget and caps.budget is not None))
+
+
+def _levels_accepted(tier: Tier) -> tuple[str, ...]:
+    """The levels the tier's model takes, for a control that sends levels (empty: not a level control, or a
+    model the capability table does not know)."""
+    ctl = tier.thinking
+    if ctl.control in LEVEL_CONTROLS or (ctl.control == "anthropic" and not sends_manual_budget(tier)):
+        return capabilities(tier.model).named_levels
+    return ()
+
+
+def _nearest(level: str, accepted: tuple[str, ...]) -> str:
+    """The accepted level nearest to ``level`` (ties: the higher one)."""
+    from effagent.capabilities import LEVEL_ORDER
+
+    at = LEVEL_ORDER.index(level) if level in LEVEL_ORDER else 3
+    return min(accepted, key=lambda v: (abs(LEVEL_ORDER.index(v) - at), -LEVEL_ORDER.index(v)))
+
+
 def _budget_problem(tier_name: str, tier: Tier, budget: int) -> str | None:
     """Why a provider refuses a thinking budget of ``budget`` tokens on ``tier`` (None when it takes it)."""
     ctl = tier.thinking
-    if ctl.control == "anthropic" and 0 < budget < ANTHROPIC_MIN_BUDGET:
+    if ctl.control == "anthropic" and 0 < budget < ANTHROPIC_MIN_BUDGET and sends_manual_budget(tier):
         return (f"a {budget}-token thinking budget is below Claude's least ({ANTHROPIC_MIN_BUDGET:,}) on tier "
                 f"{tier_name!r}; set it to {ANTHROPIC_MIN_BUDGET} or more, 0 for up to max_tokens, or turn "
                 "thinking off")
@@ -768,7 +999,7 @@ def _band_provider_problems(i: int, band: Band, tiers: dict[str, Tier]) -> list[
         why = _budget_problem(band.tier, tier, band.thinking_budget)
         if why:
             out.append((("bands", i, "thinking_budget"), why))
-        if tier.thinking.control == "anthropic" and tier.max_tokens <= ANTHROPIC_MIN_BUDGET:
+        if sends_manual_budget(tier) and tier.max_tokens <= ANTHROPIC_MIN_BUDGET:
             out.append((("bands", i, "thinking"), f"tier {band.tier!r} has max_tokens {tier.max_tokens}: Claude "
                         f"thinks only with max_tokens above its least thinking budget ({ANTHROPIC_MIN_BUDGET:,}); "
                         "raise the tier's max_tokens (2048 or more) or set thinking: false"))
@@ -779,6 +1010,23 @@ def _band_provider_problems(i: int, band: Band, tiers: dict[str, Tier]) -> list[
         if (band.samples > 1 and tier.thinking.control == "anthropic" and band.consistency.temperature != 1.0):
             out.append((("bands", i, "consistency", "temperature"), f"Claude takes only temperature 1 while "
                         f"thinking (tier {band.tier!r}); set consistency.temperature: 1.0 or thinking: false"))
+        if band.effort is not None:
+            accepted = _levels_accepted(tier)
+            if tier.thinking.control in ("anthropic", "gemini", "chat_template_kwargs") and not accepted:
+                out.append((("bands", i, "effort"), f"tier {band.tier!r} ({tier.model}) takes a thinking budget, "
+                            f"not an effort level; write thinking_budget: "
+                            f"{tier.thinking.effort_levels.get(band.effort, 2048)} instead of effort"))
+            elif accepted and band.effort not in accepted:
+                out.append((("bands", i, "effort"), f"{tier.model} does not take the level {band.effort!r} (tier "
+                            f"{band.tier!r}); it takes {'/'.join(accepted)}: write effort: "
+                            f"{_nearest(band.effort, accepted)}"))
+    if tier is not None and not band.thinking and tier.thinking.supported:
+        caps = capabilities(tier.model)
+        if (tier.thinking.control in (*LEVEL_CONTROLS, "anthropic") and not caps.can_off and caps.named_levels
+                and caps.least_level == caps.default_level):
+            out.append((("bands", i, "thinking"), f"{tier.model} cannot switch thinking off and has no level below "
+                        f"its default ({caps.default_level}) (tier {band.tier!r}); set thinking: true (effort: "
+                        f"{caps.least_level}) or route the band to a tier that can stop thinking"))
     if band.cascade is not None and band.cascade.thinking:
         up = tiers.get(band.cascade.to)
         if up is not None and up.thinking.supported:
@@ -799,17 +1047,48 @@ class _CrossCheckError(ValueError):
 # ---------------------------------------------------------------------------------------------------
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+#: the most a policy file may hold or make the YAML loader do; a policy is a few kilobytes
+MAX_POLICY_BYTES = 64 * 1024
+MAX_ALIASES = 100  # alias uses (*name) in one file
+MAX_NODES = 5_000  # YAML nodes once every alias is expanded (what the loader builds)
+MAX_DEPTH = 64  # nesting of mappings and lists
+#: fields whose ${VAR} values are not secrets (what to call and which file to write), and plain scalars
+_NOT_SECRET_FIELDS = frozenset({"model", "path", "outcomes"})
+_PLAIN = re.compile(r"(?i)[-+]?(\d[\d_]*\.?\d*(e[-+]?\d+)?|\.\d+|true|false|yes|no|on|off|null|none|~)?")
 
-def _interpolate(value: str, env: dict[str, str]) -> str:
+
+def _env_secrets(field: Any, value: str) -> list[str]:
+    """The secret parts of a value read from the environment (see :mod:`effagent.redact`)."""
+    if "://" in value:
+        return url_secrets(value)
+    if field in _NOT_SECRET_FIELDS or _PLAIN.fullmatch(value.strip()):
+        return []
+    return [value]
+
+
+def _interpolate(value: str, env: dict[str, str], field: Any = None, secrets: set[str] | None = None) -> str:
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         if name in env:
+            if secrets is not None:
+                secrets.update(_env_secrets(field, env[name]))
             return env[name]
         if default is not None:
             return default
         raise KeyError(name)
 
     return _ENV.sub(sub, value)
+
+
+def _string_secrets(data: Any) -> set[str]:
+    """URL userinfo and key-like query parameter values anywhere in ``data``."""
+    if isinstance(data, str):
+        return set(url_secrets(data)) if "://" in data else set()
+    if isinstance(data, dict):
+        return set().union(*(_string_secrets(v) for v in data.values())) if data else set()
+    if isinstance(data, list):
+        return set().union(*(_string_secrets(v) for v in data)) if data else set()
+    return set()
 
 
 def _locate(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], yaml.Node]:
@@ -827,14 +1106,15 @@ def _locate(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...]
     return out
 
 
-def _walk_env(data: Any, env: dict[str, str], path: tuple[Any, ...], errs: list[tuple[tuple[Any, ...], str]]) -> Any:
+def _walk_env(data: Any, env: dict[str, str], path: tuple[Any, ...], errs: list[tuple[tuple[Any, ...], str]],
+              secrets: set[str] | None = None) -> Any:
     if isinstance(data, dict):
-        return {k: _walk_env(v, env, path + (k,), errs) for k, v in data.items()}
+        return {k: _walk_env(v, env, path + (k,), errs, secrets) for k, v in data.items()}
     if isinstance(data, list):
-        return [_walk_env(v, env, path + (i,), errs) for i, v in enumerate(data)]
+        return [_walk_env(v, env, path + (i,), errs, secrets) for i, v in enumerate(data)]
     if isinstance(data, str) and "${" in data:
         try:
-            return _interpolate(data, env)
+            return _interpolate(data, env, path[-1] if path else None, secrets)
         except KeyError as e:
             errs.append((path, f"environment variable {e.args[0]} is not set; export it or write "
                                f"${{{e.args[0]}:-default}}"))
@@ -868,6 +1148,159 @@ def _hint(err: dict[str, Any]) -> str:
     return msg
 
 
+class _Refused(Exception):
+    """The YAML asks the loader for more than a policy may (aliases, nesting, size): where and why."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        self.mark = mark
+        self.message = message
+        super().__init__(message)
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, bounded: at most MAX_ALIASES alias uses and MAX_DEPTH levels of nesting while
+    composing (what the expanded tree may hold is checked by :func:`_check_tree` before anything is built)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(self.peek_event().start_mark, f"more than {MAX_NODES:,} values; is it a policy?")
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Refused(self.peek_event().start_mark, f"more than {MAX_ALIASES} aliases (*name); write the "
+                               "values out")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(self.peek_event().start_mark, f"nested more than {MAX_DEPTH} levels deep; flatten it")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_tree(root: yaml.Node, loader: _PolicyLoader) -> list[tuple[Any, str]]:
+    """Problems of a composed policy before it is built: duplicate keys and non-finite numbers (as (mark,
+    message) pairs); raises :class:`_Refused` for an alias that refers to its own mapping or list, or aliases
+    that expand the tree past MAX_NODES nodes (a "billion laughs" file). Each distinct node is visited once."""
+    import math
+
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    problems: list[tuple[Any, str]] = []
+
+    def visit(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Refused(node.start_mark, "an alias refers to the mapping or list it is in (&x ... *x inside "
+                           "it); write the value out")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE_TAG:
+                    first = seen.setdefault((k.tag, k.value), k)
+                    if first is not k:
+                        problems.append((k.start_mark, f"duplicate key {k.value!r} (first at line "
+                                         f"{first.start_mark.line + 1}, column {first.start_mark.column + 1}); "
+                                         "keep one (YAML would silently keep the last)"))
+                total += visit(k) + visit(v)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                total += visit(v)
+        elif node.tag == _FLOAT_TAG:
+            try:
+                finite = math.isfinite(loader.construct_yaml_float(node))
+            except (ValueError, OverflowError):
+                finite = False
+            if not finite:
+                problems.append((node.start_mark, f"{node.value!r} is not a finite number; write a number (leave a "
+                                 "limit out for none)"))
+        active.discard(key)
+        sizes[key] = total
+        if total > MAX_NODES:
+            raise _Refused(node.start_mark, f"aliases expand the policy to more than {MAX_NODES:,} values (an "
+                           "alias bomb?); write the values out")
+        return total
+
+    visit(root)
+    return problems
+
+
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth(text: str) -> int:
+    """How deep ``[`` / ``{`` nest in the text (quotes ignored: an over-estimate). PyYAML's scanner looks ahead
+    over every open flow bracket at each one (quadratic), so a deep file is refused before it is scanned."""
+    depth = deepest = 0
+    for ch in _NOT_BRACKET.sub("", text):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        pos = f"{mark.line + 1}:{mark.column + 1}"
+    elif isinstance(e, yaml.reader.ReaderError):
+        line = text.count("\n", 0, e.position) + 1
+        pos = f"{line}:{e.position - (text.rfind(chr(10), 0, e.position) + 1) + 1}"
+        return f"{pos}: not valid YAML: character {chr(e.character)!r} is not allowed in a policy file"
+    else:
+        pos = "1:1"
+    return f"{pos}: not valid YAML: {getattr(e, 'problem', None) or e}"
+
+
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The policy text's node tree and the data built from it, refused with PATH:LINE:COL when it is too big,
+    not YAML, asks for too much (aliases, nesting), or has duplicate keys or non-finite numbers."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_POLICY_BYTES:
+        raise PolicyError(source, [f"{source}:1:1: {size:,} bytes, more than a policy may have "
+                                   f"({MAX_POLICY_BYTES:,}); is it the right file?"])
+    depth = _flow_depth(text)
+    if depth > MAX_DEPTH:
+        raise PolicyError(source, [f"{source}:1:1: brackets nested {depth} levels deep (more than {MAX_DEPTH}); "
+                                   "flatten it"])
+    try:
+        loader = _PolicyLoader(text)
+    except yaml.YAMLError as e:
+        raise PolicyError(source, [f"{source}:{_yaml_problem(e, text)}"]) from None
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        problems = _check_tree(root, loader)
+        if problems:
+            raise PolicyError(source, [f"{source}:{m.line + 1}:{m.column + 1}: {msg}" for m, msg in problems])
+        return root, loader.construct_document(root)
+    except _Refused as e:
+        raise PolicyError(source, [f"{source}:{e.mark.line + 1}:{e.mark.column + 1}: {e.message}"]) from None
+    except yaml.YAMLError as e:
+        raise PolicyError(source, [f"{source}:{_yaml_problem(e, text)}"]) from None
+    finally:
+        loader.dispose()
+
+
 def parse_policy(text: str, source: str = "<policy>", env: dict[str, str] | None = None) -> Policy:
     """Validate policy YAML text. Raises PolicyError with ``source:LINE:COL`` lines."""
     try:
@@ -878,45 +1311,73 @@ def parse_policy(text: str, source: str = "<policy>", env: dict[str, str] | None
 
 
 def _parse_policy(text: str, source: str, env: dict[str, str]) -> Policy:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        pos = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
-        problem = getattr(e, "problem", None) or str(e)
-        raise PolicyError(source, [f"{source}:{pos}: not valid YAML: {problem}"]) from None
+    root, data = _compose(text, source)
     if not isinstance(data, dict) or root is None:
         raise PolicyError(source, [f"{source}:1:1: the policy must be a YAML mapping with tiers and bands"])
     nodes = _locate(root)
     env_errs: list[tuple[tuple[Any, ...], str]] = []
-    data = _walk_env(data, env, (), env_errs)
+    secrets: set[str] = set()
+    data = _walk_env(data, env, (), env_errs, secrets)
+    redact = Redactor(secrets | _string_secrets(data))
     if env_errs:
         raise PolicyError(source, [f"{source}:{_position(nodes, loc)}: {_fmt_loc(loc)}: {m}" for loc, m in env_errs])
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as e:
         problems: list[str] = []
         for err in e.errors(include_url=False):
             ctx_err = (err.get("ctx") or {}).get("error")
             if isinstance(ctx_err, _CrossCheckError):
                 for loc, m in ctx_err.problems:
-                    problems.append(f"{source}:{_position(nodes, loc)}: {_fmt_loc(loc)}: {m}")
+                    problems.append(redact(f"{source}:{_position(nodes, loc)}: {_fmt_loc(loc)}: {m}"))
                 continue
             loc = tuple(err["loc"])
             key = err["type"] == "extra_forbidden"
-            problems.append(f"{source}:{_position(nodes, loc, key)}: {_fmt_loc(loc)}: {_hint(err)}")
+            problems.append(redact(f"{source}:{_position(nodes, loc, key)}: {_fmt_loc(loc)}: {_hint(err)}"))
         raise PolicyError(source, problems) from None
+    policy._env_secrets = frozenset(secrets)
+    file_problems = _file_problems(policy)
+    if file_problems:
+        raise PolicyError(source, [redact(f"{source}:{_position(nodes, loc)}: {_fmt_loc(loc)}: {m}")
+                                   for loc, m in file_problems])
+    return policy
+
+
+def _file_problems(policy: Policy) -> list[tuple[tuple[Any, ...], str]]:
+    """Files the policy appends to that could not be written, or would block (a FIFO, a directory, a device):
+    the trace file (file exporter) and the outcomes file."""
+    from effagent.files import writable_problem
+
+    out: list[tuple[tuple[Any, ...], str]] = []
+    tel = policy.telemetry
+    if tel.enabled and tel.exporter == "file":
+        p = Path(tel.path)  # and the metrics file beside it (effagent.telemetry.exporters.metrics_path)
+        for path in (tel.path, str(p.with_name(p.stem + ".metrics" + (p.suffix or ".jsonl")))):
+            why = writable_problem(path)
+            if why:
+                out.append((("telemetry", "path"), f"{why}; give a regular file's path (or exporter: none)"))
+                break
+    if policy.learning.outcomes:
+        why = writable_problem(policy.learning.outcomes)
+        if why:
+            out.append((("learning", "outcomes"), f"{why}; give a regular file's path"))
+    return out
 
 
 def load_policy(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Policy:
     """Read and validate a policy file. A relative model ``path`` of a ``learned`` estimator is read from the
     policy file's folder (where ``effagent calibrate --write`` puts the policy next to its model)."""
+    from effagent.files import InputFileError, read_text
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PolicyError(str(p), [f"{p}: cannot read the policy file: {e.strerror or e}"]) from None
+        text = read_text(p, "policy file", MAX_POLICY_BYTES)
+    except InputFileError as e:
+        msg = str(e)  # "PATH: what" or "PATH:LINE:COL: what"
+        rest = msg[len(str(p)) + 1:] if msg.startswith(f"{p}:") else " " + msg
+        if not re.match(r"\d+:\d+: ", rest):
+            rest = "1:1:" + rest
+        raise PolicyError(str(p), [f"{p}:{rest}"]) from None
     policy = parse_policy(text, source=str(p), env=env)
     refs = policy.difficulty.estimators
     if not any(r.path and not Path(r.path).is_absolute() for r in refs):

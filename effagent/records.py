@@ -115,6 +115,7 @@ class Step:
     tools: list[str] = field(default_factory=list)
     index: int = 0  # 0-based position of this model call in the run
     known_stats: StepStats | None = field(default=None, repr=False, compare=False)
+    tool_schemas: str = field(default="", repr=False)  # the offered tools' definitions (JSON), part of the prompt
 
     @classmethod
     def from_prompt(cls, prompt: str) -> Step:
@@ -133,7 +134,8 @@ class Step:
 
     def at_index(self, index: int) -> Step:
         """A copy at another position in the run (same messages, same statistics)."""
-        return Step(messages=self.messages, tools=self.tools, index=index, known_stats=self.stats())
+        return Step(messages=self.messages, tools=self.tools, index=index, known_stats=self.stats(),
+                    tool_schemas=self.tool_schemas)
 
     @property
     def prompt(self) -> str:

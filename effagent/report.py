@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from effagent.errors import EffagentError
-from effagent.telemetry.exporters import read_spans
+from effagent.redact import redact_shapes
+from effagent.telemetry.exporters import scan_spans
 
 DEFAULT_TRACES = "effagent-out/traces.jsonl"
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC"]
@@ -48,6 +49,8 @@ class Call:
     input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_read_tokens: int = 0  # parts of input_tokens read from / written to the provider's prompt cache
+    cache_write_tokens: int = 0
     cost: float = 0.0
     baseline: float = 0.0
     error: str = ""
@@ -77,6 +80,7 @@ class Data:
     runs: list[Run]
     calls: list[Call]  # every chat span (steps and extra calls), in start order
     baseline_tier: str | None
+    skipped: str = ""  # lines of the file that were not OTLP JSON: how many, and the first one's problem
 
     @property
     def steps(self) -> list[Call]:
@@ -102,12 +106,16 @@ def _float(v: Any) -> float:
 
 
 def load(path: str | Path) -> Data:
-    spans = read_spans(path)
+    spans, skipped, first = scan_spans(path)
+    if skipped and not spans:
+        raise EffagentError(f"{path}: not a trace file: no line is OTLP JSON ({skipped} skipped; {first})")
     runs: dict[str, Run] = {}
     calls: list[Call] = []
     baseline = None
     for s in spans:
-        a = s["attributes"]
+        # a trace written by another process may hold what effagent masks: mask secret shapes again
+        a = {k: redact_shapes(v) if isinstance(v, str) else v for k, v in s["attributes"].items()}
+        s = {**s, "status_message": redact_shapes(s["status_message"])}
         kind = a.get("effagent.span")
         if kind == "run":
             rid = str(a.get("effagent.run_id", s["span_id"]))
@@ -125,6 +133,8 @@ def load(path: str | Path) -> Data:
                 input_tokens=_int(a.get("gen_ai.usage.input_tokens")),
                 output_tokens=_int(a.get("gen_ai.usage.output_tokens")),
                 reasoning_tokens=_int(a.get("gen_ai.usage.reasoning.output_tokens")),
+                cache_read_tokens=_int(a.get("gen_ai.usage.cache_read.input_tokens")),
+                cache_write_tokens=_int(a.get("gen_ai.usage.cache_creation.input_tokens")),
                 cost=_float(a.get("effagent.cost.usd", a.get("llm.cost.total"))),
                 baseline=_float(a.get("effagent.cost.baseline_usd", a.get("effagent.cost.usd"))),
                 error=s["status_message"] if s["status"] == "ERROR" else "", attrs=a))
@@ -135,7 +145,7 @@ def load(path: str | Path) -> Data:
         if c.run_id and c.run_id not in runs:
             runs[c.run_id] = Run(c.run_id, None, c.start_ns, c.end_ns, {}, incomplete=True)
     ordered = sorted(runs.values(), key=lambda r: r.start_ns)
-    return Data(ordered, calls, baseline)
+    return Data(ordered, calls, baseline, f"{skipped} line(s) not OTLP JSON, skipped ({first})" if skipped else "")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -394,6 +404,8 @@ def summary(data: Data) -> dict[str, Any]:
         "failed_calls": sum(1 for c in data.calls if not c.ok),
         "input_tokens": sum(c.input_tokens for c in ok), "output_tokens": sum(c.output_tokens for c in ok),
         "reasoning_tokens": sum(c.reasoning_tokens for c in ok),
+        "cache_read_tokens": sum(c.cache_read_tokens for c in ok),
+        "cache_write_tokens": sum(c.cache_write_tokens for c in ok),
         "tokens": sum(c.tokens for c in ok), "cost": cost, "baseline": base, "saved": base - cost,
         "loops_capped": sum(1 for c in steps if c.attrs.get("effagent.loop.capped")),
         "finalized": sum(1 for c in steps if c.attrs.get("effagent.decision.action") == "finalize"),
@@ -441,7 +453,9 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
               if any(r.incomplete for r in data.runs) else ""),
         _card("model steps", fmt_int(s["steps"]), f"{s['thinking_steps']} with thinking"),
         _card("tokens", fmt_int(s["tokens"]), f"{fmt_int(s['input_tokens'])} in · {fmt_int(s['output_tokens'])} out"
-              f" · {fmt_int(s['reasoning_tokens'])} reasoning"),
+              f" · {fmt_int(s['reasoning_tokens'])} reasoning"
+              + (f" · {fmt_int(s['cache_read_tokens'])} of the input from the prompt cache"
+                 if s["cache_read_tokens"] else "")),
         _card("cost", fmt_usd(s["cost"]), f"{s['calls']} calls" + (f", {s['failed_calls']} failed"
                                                                      if s["failed_calls"] else "")),
         _card(f"saved vs {data.baseline_tier}" if data.baseline_tier else "saved", fmt_usd(s["saved"]), saved_pct,
@@ -469,12 +483,17 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
             f"</td><td>{_e(models)}</td><td class=n>{len(ok)}</td><td class=n>{sum(1 for c in cs if c.is_step)}</td>"
             f"<td class=n>{sum(1 for c in cs if not c.ok)}</td>"
             f"<td class=n>{fmt_int(sum(c.input_tokens for c in ok))}</td>"
+            f"<td class=n>{fmt_int(sum(c.cache_read_tokens for c in ok))}</td>"
+            f"<td class=n>{fmt_int(sum(c.cache_write_tokens for c in ok))}</td>"
             f"<td class=n>{fmt_int(sum(c.output_tokens for c in ok))}</td>"
             f"<td class=n>{fmt_int(sum(c.reasoning_tokens for c in ok))}</td><td class=n>{fmt_usd(cost)}</td>"
             f"<td class=n>{share:.1f}%</td><td class=n>{lat * 1000:,.0f} ms</td></tr>")
-    parts.append("<section><h2>Per tier</h2><p class=cap>Every call, grouped by the tier that served it.</p><table>"
+    parts.append("<section><h2>Per tier</h2><p class=cap>Every call, grouped by the tier that served it. "
+                 "Cache read and cache write are the parts of the input the provider read from or wrote to its "
+                 "prompt cache (billed at its cache rates).</p><table>"
                  "<tr><th>tier</th><th>model</th><th class=n>calls</th><th class=n>steps</th><th class=n>failed</th>"
-                 "<th class=n>input</th><th class=n>output</th><th class=n>reasoning</th><th class=n>$</th>"
+                 "<th class=n>input</th><th class=n>cache read</th><th class=n>cache write</th><th class=n>output</th>"
+                 "<th class=n>reasoning</th><th class=n>$</th>"
                  "<th class=n>share of $</th><th class=n>mean latency</th></tr>" + "".join(rows) + "</table></section>")
 
     for ctitle, cap, uri in charts(data, colors):
@@ -501,11 +520,13 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
         rows.append(f"<tr><td>r{i}</td><td><code>{_e(r.run_id[:12])}</code>{status}</td>"
                     f"<td>{_e(r.thread_id or '')}</td><td class=n>{len(steps)}</td><td>{tiers}</td>"
                     f"<td class=n>{fmt_int(sum(c.tokens for c in ok))}</td>"
+                    f"<td class=n>{fmt_int(sum(c.cache_read_tokens for c in ok))}</td>"
                     f"<td class=n>{fmt_usd(cost)}</td><td class=n>{fmt_usd(saved)}</td><td class=n>{loops}</td>"
                     f"<td class=n>{fins}</td><td class=n>{max(0, r.end_ns - r.start_ns) / 1e9:.2f} s</td></tr>")
     parts.append("<section><h2>Runs</h2><table><tr><th>#</th><th>run id</th><th>thread</th><th class=n>steps</th>"
-                 "<th>tiers</th><th class=n>tokens</th><th class=n>$</th><th class=n>saved</th>"
-                 "<th class=n>loops capped</th><th class=n>finalized</th><th class=n>duration</th></tr>"
+                 "<th>tiers</th><th class=n>tokens</th><th class=n>cache read</th><th class=n>$</th>"
+                 "<th class=n>saved</th><th class=n>loops capped</th><th class=n>finalized</th>"
+                 "<th class=n>duration</th></tr>"
                  + "".join(rows) + "</table></section>")
 
     # decision timeline
@@ -626,14 +647,23 @@ def write_comparison(runs: list[tuple[str, str | Path]], output: str | Path, tit
 
 
 def write_report(traces: str | Path, output: str | Path | None = None, title: str = "effagent report") -> Path:
+    """Render ``traces`` to ``output`` (default: report.html beside it), written atomically. A trace file that
+    is missing, not a regular file, or holds no effagent spans, and an output that is a folder, a special
+    file or in a missing folder, raise an :class:`EffagentError` (one line) and leave the output as it was."""
+    from effagent.files import check_output, write_text
+
     src = Path(traces)
-    if not src.is_file():
+    if not src.exists():
         raise EffagentError(f"{src}: no such trace file; run an agent with telemetry.exporter: file (the default, "
                             f"written to telemetry.path) first, or pass the file's path")
-    out = Path(output) if output else src.with_name("report.html")
+    out = check_output(output if output else src.with_name("report.html"), "report")
     data = load(src)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(data, str(src), title), encoding="utf-8")
+    if not data.calls and not data.runs:
+        raise EffagentError(f"{src}: no effagent spans (is it a trace file written by telemetry.exporter: file?); "
+                            f"{out} was not written" + (f"; {data.skipped}" if data.skipped else ""))
+    if data.skipped:
+        print(f"effagent report: {src}: {data.skipped}", file=sys.stderr)
+    write_text(out, render(data, str(src), title), "report")
     return out
 
 

@@ -11,15 +11,20 @@ allow less than the decided one), per ``tier.thinking.control``:
   request field; ``forcing`` — client-side budget forcing by the tier's chat model
   (:class:`effagent.integrations.chat_models.BudgetForcingChatModel`, which takes it as its ``thinking_budget``
   call argument); ``none`` — not bounded beyond ``max_tokens``;
-- ``anthropic`` (Anthropic, Bedrock and Vertex Claude, through litellm): ``thinking={"type": "enabled",
-  "budget_tokens": N}`` with N >= 1,024 and N < max_tokens (``budget_over_max_tokens`` says whether max_tokens
-  rises or the budget falls); thinking off sends no ``thinking``;
+- ``anthropic`` (Anthropic, Bedrock and Vertex Claude, through litellm): before Claude 4.6 (and with
+  ``manual_budget`` on 4.6), ``thinking={"type": "enabled", "budget_tokens": N}`` with N >= 1,024 and
+  N < max_tokens (``budget_over_max_tokens`` says whether max_tokens rises or the budget falls); thinking off
+  sends no ``thinking``. Claude 4.6 and later think adaptively: ``reasoning_effort=<level>`` (the band's
+  ``effort``, or the level its budget maps to), which litellm sends as ``thinking: {type: adaptive, display:
+  summarized}`` and ``output_config.effort``; off sends ``reasoning_effort="none"`` (litellm: ``thinking:
+  {type: disabled}``) where the model thinks by default, nothing where it does not;
 - ``gemini`` (Gemini 2.5): litellm's ``thinking={"type": "enabled", "budget_tokens": N}`` (sent as
   ``thinkingConfig.thinkingBudget``), N within the model's range, -1 (dynamic) without a budget,
   ``{"type": "disabled", "budget_tokens": 0}`` for off (2.5 Pro cannot stop thinking: its least budget);
-- ``gemini_levels`` (Gemini 3) and ``openai_effort`` (o-series, GPT-5): ``reasoning_effort``, the level a
-  budget maps to by ``tier.thinking.effort_levels`` (``effort_on`` without a budget, ``effort_off`` when off);
-  a level is not a token bound, so the enforcement is ``none``;
+- ``gemini_levels`` (Gemini 3), ``openai_effort`` (o-series, GPT-5) and ``deepseek``: ``reasoning_effort``,
+  the band's ``effort`` or the level a budget maps to by ``tier.thinking.effort_levels`` among the levels the
+  model accepts (:mod:`effagent.capabilities`; ``effort_on`` without a budget, ``effort_off`` when off); a level
+  is not a token bound, so the enforcement is ``none``;
 - ``max_tokens``, and the tier's own ``extra_body``.
 
 What had to give way to a provider's rule is said in :attr:`TierRequest.notes` (``effagent explain`` prints it).
@@ -35,7 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from effagent.policy import ANTHROPIC_MIN_BUDGET, Tier, gemini_budget_limits
+from effagent.capabilities import LEVEL_ORDER, capabilities, level_for_budget
+from effagent.policy import ANTHROPIC_MIN_BUDGET, LEVEL_CONTROLS, Tier, gemini_budget_limits, sends_manual_budget
 
 if TYPE_CHECKING:  # for annotations only: decide does not depend on how its decisions are sent
     from effagent.decide import Decision
@@ -64,6 +70,7 @@ class TierRequest:
     enforcement: Enforcement | None  # how the budget is held to; None without a budget
     settings: dict[str, Any]
     notes: tuple[str, ...] = ()  # what gave way to the provider's rules (a budget raised, max_tokens raised, ...)
+    effort: str | None = None  # the effort / thinking level sent (level controls, adaptive Claude), if any
 
 
 def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
@@ -75,18 +82,22 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
         budget = min(budget, ctl.max_budget)
     max_tokens = max(1, min(decision.max_tokens, tier.max_tokens))
     notes: list[str] = []
-    if on and ctl.control == "anthropic":
+    manual = sends_manual_budget(tier)
+    if on and manual:
         on, budget, max_tokens = _anthropic_budget(tier, budget, max_tokens, _raise_room(decision, tier), notes)
     elif on and ctl.control == "gemini" and budget is not None:
         budget = _gemini_budget(tier, budget, notes)
     elif not on and ctl.control == "gemini" and not gemini_budget_limits(tier.model)[2]:
         notes.append(f"{tier.model} cannot stop thinking: off sends its least budget "
                      f"({gemini_budget_limits(tier.model)[0]})")
-    settings = switch_thinking(tier, on, {"max_tokens": max_tokens}, budget=budget)
+    level = None
+    if _sends_level(tier):
+        level = thinking_level(tier, on, budget, decision.effort if on else None, notes)
+    settings = switch_thinking(tier, on, {"max_tokens": max_tokens}, budget=budget, level=level)
     enforcement: Enforcement | None = None
     if budget is not None:
         param = ctl.budget_param
-        if ctl.control in ("anthropic", "gemini"):
+        if manual or ctl.control == "gemini":
             enforcement = "server"
         elif ctl.provider_native:
             enforcement = "none"  # a level, not a token bound
@@ -99,7 +110,50 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
         else:
             enforcement = "none"
     return TierRequest(tier=tier_name, model=tier.model, thinking=on, thinking_budget=budget, max_tokens=max_tokens,
-                       enforcement=enforcement, settings=settings, notes=tuple(notes))
+                       enforcement=enforcement, settings=settings, notes=tuple(notes), effort=level)
+
+
+def _sends_level(tier: Tier) -> bool:
+    """The tier's thinking goes as a level: a level control, or Claude 4.6+ without a manual budget."""
+    ctl = tier.thinking
+    return ctl.control in LEVEL_CONTROLS or (ctl.control == "anthropic" and not sends_manual_budget(tier))
+
+
+def thinking_level(tier: Tier, on: bool, budget: int | None, effort: str | None = None,
+                   notes: list[str] | None = None) -> str | None:
+    """The ``reasoning_effort`` a level-sending tier gets (None: send none), within the levels its model
+    accepts (:func:`effagent.capabilities.capabilities`). On: ``effort`` (a band's level), else the level
+    ``budget`` maps to by ``effort_levels`` (the nearest at or above it), else ``effort_on``. Off: ``effort_off``;
+    on Claude, ``none`` where the model thinks by default (litellm sends ``thinking: {type: disabled}``) and
+    nothing where it does not."""
+    ctl, caps = tier.thinking, capabilities(tier.model)
+    notes = [] if notes is None else notes
+    accepted = caps.named_levels
+    claude = ctl.control == "anthropic"
+    if not on:
+        if not caps.can_off:
+            notes.append(f"{tier.model} cannot switch thinking off: thinking off sends "
+                         + ("nothing (the model thinks anyway)" if claude else
+                            "its lowest thinking level" if ctl.effort_off == "none" else f"effort {ctl.effort_off}"))
+        if claude:
+            return "none" if caps.thinks_by_default and caps.can_off else None
+        return ctl.effort_off
+    if effort is not None:
+        level = effort
+    elif budget is not None:
+        level = level_for_budget(budget, ctl.effort_levels, accepted, ctl.effort_on)
+        what = "output_config.effort" if claude else "thinkingLevel" if ctl.control == "gemini_levels" else \
+            "reasoning_effort"
+        notes.append(f"thinking budget {budget} sent as {what} {level}: {tier.model} takes levels, not a token "
+                     "budget (the nearest level at or above the budget, by effort_levels)")
+    else:
+        level = ctl.effort_on
+    if accepted and level not in accepted:
+        at = LEVEL_ORDER.index(level) if level in LEVEL_ORDER else 3
+        fitted = min(accepted, key=lambda v: (abs(LEVEL_ORDER.index(v) - at), -LEVEL_ORDER.index(v)))
+        notes.append(f"level {level} moved to {fitted}: {tier.model} takes {'/'.join(accepted)}")
+        level = fitted
+    return level
 
 
 def _raise_room(decision: Decision, tier: Tier) -> int:
@@ -155,14 +209,21 @@ def _gemini_budget(tier: Tier, budget: int, notes: list[str]) -> int:
 
 
 def switch_thinking(tier: Tier, on: bool, settings: Mapping[str, Any] | None = None,
-                    budget: int | None = None) -> dict[str, Any]:
+                    budget: int | None = None, level: str | None = None) -> dict[str, Any]:
     """``settings`` (copied) with the tier's ``extra_body`` and thinking switched on or off the way its server
     understands it (``budget``: the thinking budget of a provider control, already within the provider's
-    limits; ignored by the others). An ``extra_body`` in the result is a dict of its own."""
+    limits; ignored by the others; ``level``: the level a level-sending tier gets, worked out from ``budget`` by
+    :func:`thinking_level` when not given). An ``extra_body`` in the result is a dict of its own."""
     out = {k: v for k, v in (settings or {}).items() if k != "extra_body"}
     extra = {**tier.extra_body, **dict((settings or {}).get("extra_body") or {})}
     ctl = tier.thinking
-    if ctl.control == "chat_template_kwargs":
+    if _sends_level(tier):
+        out.pop("thinking", None)
+        out.pop("reasoning_effort", None)
+        chosen = level if level is not None else thinking_level(tier, on, budget)
+        if chosen is not None:
+            out["reasoning_effort"] = chosen
+    elif ctl.control == "chat_template_kwargs":
         extra["chat_template_kwargs"] = {**dict(extra.get("chat_template_kwargs") or {}), "enable_thinking": on}
     elif ctl.control == "reasoning_effort":
         out["reasoning_effort"] = ctl.effort_on if on else ctl.effort_off
@@ -181,8 +242,6 @@ def switch_thinking(tier: Tier, on: bool, settings: Mapping[str, Any] | None = N
             out["thinking"] = {"type": "disabled", "budget_tokens": 0}
         else:
             out["thinking"] = {"type": "enabled", "budget_tokens": low}
-    elif ctl.control in ("openai_effort", "gemini_levels"):
-        out["reasoning_effort"] = ctl.level_for(budget) if on else ctl.effort_off
     if extra:
         out["extra_body"] = extra
     return out

@@ -5,6 +5,8 @@
 2. **call**: the decision is encoded for the tier (:func:`effagent.request.encode`) and sent through the
    integration's :class:`Endpoint` — or, for the levers that take several calls, run by the lever:
    adaptive self-consistency (``samples > 1``) and early exit of thinking (chunked calls on the tier's server);
+   every endpoint call is made under the tier's retry rule (:func:`effagent.llm.client.retried`), and only
+   its final failure is a ledger record;
 3. **fall back**: only an endpoint failure (:func:`effagent.llm.client.is_endpoint_failure`) moves the step to
    the next tier of ``decision.fallback``; any other error — effagent's own included — surfaces as itself;
 4. **cascade**: a band that verifies has its answer scored (:mod:`effagent.levers.cascade`) and, when it looks
@@ -33,11 +35,11 @@ from effagent.checkin import CheckinError, Grant, pause_payload, read_resume
 from effagent.decide import Decision, escalate, escalate_on_disagreement
 from effagent.errors import EndpointError
 from effagent.governor import Governor, approx_tokens
-from effagent.ledger.base import CallKind, StepRecord, Usage
+from effagent.ledger.base import CallKind, LedgerState, RunSpent, StepRecord, Usage
 from effagent.levers.answers import get_extractor
 from effagent.levers.consistency import Sample, SCConfig, adaptive_consistency
 from effagent.levers.length import prompt_budget_instruction
-from effagent.llm.client import is_endpoint_failure
+from effagent.llm.client import aretried, is_endpoint_failure, retried
 from effagent.records import Step, ToolCall
 from effagent.request import TierRequest, encode
 
@@ -57,6 +59,8 @@ class Reply:
     reasoning_tokens: int = 0
     reasoning: str = ""
     model: str | None = None
+    cache_read_tokens: int = 0  # parts of input_tokens read from / written to the provider's prompt cache
+    cache_write_tokens: int = 0
 
 
 class Endpoint(Protocol[T]):
@@ -95,14 +99,17 @@ class StepContext:
     thread_base: Usage | None  # the thread's total kept in graph state (checkpointed graphs)
     decision: Decision
     step: Step
+    spent: LedgerState = field(default_factory=LedgerState)  # what the run and thread spent before this step
 
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """The step's result, and the thread's total after it (what a checkpointed graph keeps in its state)."""
+    """The step's result, and the thread's and the run's totals after it (what a checkpointed graph keeps in its
+    state, so a run resumed on another worker keeps what it spent)."""
 
     result: T
     thread_total: Usage
+    run_total: RunSpent = field(default_factory=RunSpent)
 
 
 # -- what the procedure asks its driver to do ------------------------------------------------------------
@@ -155,66 +162,96 @@ class StepProcedure:
 
     # -- 1. plan ----------------------------------------------------------------------------------------
     def plan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None, *,
-             grant: Grant | None = None, refused: bool = False) -> StepContext:
-        decision = self.governor.plan(step, run_id, thread_id, thread_base, blocks_calls=self.blocks_repeated_calls,
-                                      grant=grant, refused=refused)
-        return StepContext(run_id, thread_id, thread_base, decision, step)
+             run_base: RunSpent | None = None, grant: Grant | None = None, refused: bool = False) -> StepContext:
+        decision, spent = self.governor.plan_spent(step, run_id, thread_id, thread_base, run_base=run_base,
+                                                   blocks_calls=self.blocks_repeated_calls, grant=grant,
+                                                   refused=refused)
+        return StepContext(run_id, thread_id, thread_base, decision, step, spent)
 
     async def aplan(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None, *,
-                    grant: Grant | None = None, refused: bool = False) -> StepContext:
-        decision = await self.governor.aplan(step, run_id, thread_id, thread_base,
-                                             blocks_calls=self.blocks_repeated_calls, grant=grant, refused=refused)
-        return StepContext(run_id, thread_id, thread_base, decision, step)
+                    run_base: RunSpent | None = None, grant: Grant | None = None,
+                    refused: bool = False) -> StepContext:
+        decision, spent = await self.governor.aplan_spent(step, run_id, thread_id, thread_base, run_base=run_base,
+                                                          blocks_calls=self.blocks_repeated_calls, grant=grant,
+                                                          refused=refused)
+        return StepContext(run_id, thread_id, thread_base, decision, step, spent)
 
     # -- 1b. a spent budget with on_exhausted: interrupt — ask a person ----------------------------------
     def plan_checked_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
-                        grant: Grant, ask: Callable[[dict[str, Any]], Any]) -> tuple[StepContext, Grant]:
+                        ask: Callable[[dict[str, Any]], Any], *, run_base: RunSpent | None = None) -> StepContext:
         """:meth:`plan`, and while the decision is a pause: ``ask(payload)`` (LangGraph's ``interrupt``) for a grant
-        or a refusal, then plan again. Returns the step and the thread's grant so far (to keep in graph state).
-        A malformed answer is asked again with its error in the payload: the run stays paused, nothing spent."""
-        ctx = self.plan(step, run_id, thread_id, thread_base, grant=grant)
-        given: list[Grant] = []
-        error: str | None = None
+        or a refusal, then plan again. Grants are the ledger's (:meth:`effagent.ledger.base.Ledger.add_grant`),
+        never graph state's; a malformed or too large answer is asked again with its error in the payload: the
+        run stays paused, nothing spent. Answers LangGraph replays (a node re-run after a later pause, or on
+        another worker) carry the same grant id, so a grant is counted once."""
+        ledger, owner = self.governor.ledger, thread_id or run_id
+        grant = Grant(*ledger.granted(owner))
+        ctx = self.plan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
+        asked, error = 0, None
         while ctx.decision.action == "pause":
-            try:
-                answer = read_resume(ask(self._pause_payload(ctx, grant, error)))
-            except CheckinError as err:
-                error = str(err)
+            value = ask(self._pause_payload(ctx, grant, error))
+            asked += 1
+            answer, error = self._answer(value, grant)
+            if error is not None:
                 continue
             if answer is None:
-                ctx = self.plan(step, run_id, thread_id, thread_base, grant=grant, refused=True)
-                break
-            grant, error = grant + answer, None
-            given.append(answer)
-            ctx = self.plan(step, run_id, thread_id, thread_base, grant=grant)
-        for g in given:
-            self.governor.record_grant(run_id, thread_id, ctx.decision, g)
-        return ctx, grant
+                return self.plan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant, refused=True)
+            added = ledger.add_grant(owner, f"{run_id}:{ctx.decision.step}:{asked}", answer.tokens, answer.usd,
+                                     self._grant_cap())
+            if added == "over":
+                error = self._over_cap(grant)
+                continue
+            if added == "added":
+                self.governor.record_grant(run_id, thread_id, ctx.decision, answer)
+            grant = Grant(*ledger.granted(owner))
+            ctx = self.plan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
+        return ctx
 
     async def aplan_checked_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
-                               grant: Grant, ask: Callable[[dict[str, Any]], Any]) -> tuple[StepContext, Grant]:
-        ctx = await self.aplan(step, run_id, thread_id, thread_base, grant=grant)
-        given: list[Grant] = []
-        error: str | None = None
+                               ask: Callable[[dict[str, Any]], Any], *,
+                               run_base: RunSpent | None = None) -> StepContext:
+        ledger, owner = self.governor.ledger, thread_id or run_id
+        grant = Grant(*await ledger.agranted(owner))
+        ctx = await self.aplan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
+        asked, error = 0, None
         while ctx.decision.action == "pause":
-            try:
-                answer = read_resume(ask(self._pause_payload(ctx, grant, error)))
-            except CheckinError as err:
-                error = str(err)
+            value = ask(self._pause_payload(ctx, grant, error))
+            asked += 1
+            answer, error = self._answer(value, grant)
+            if error is not None:
                 continue
             if answer is None:
-                ctx = await self.aplan(step, run_id, thread_id, thread_base, grant=grant, refused=True)
-                break
-            grant, error = grant + answer, None
-            given.append(answer)
-            ctx = await self.aplan(step, run_id, thread_id, thread_base, grant=grant)
-        for g in given:
-            await self.governor.arecord_grant(run_id, thread_id, ctx.decision, g)
-        return ctx, grant
+                return await self.aplan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant,
+                                        refused=True)
+            added = await ledger.aadd_grant(owner, f"{run_id}:{ctx.decision.step}:{asked}", answer.tokens,
+                                            answer.usd, self._grant_cap())
+            if added == "over":
+                error = self._over_cap(grant)
+                continue
+            if added == "added":
+                await self.governor.arecord_grant(run_id, thread_id, ctx.decision, answer)
+            grant = Grant(*await ledger.agranted(owner))
+            ctx = await self.aplan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
+        return ctx
+
+    def _answer(self, value: Any, grant: Grant) -> tuple[Grant | None, str | None]:
+        """(the grant asked for, or None for a refusal; the error that keeps the run paused)."""
+        try:
+            return read_resume(value, self.governor.policy.budgets.grants, grant), None
+        except CheckinError as err:
+            return None, str(err)
+
+    def _grant_cap(self) -> tuple[int, float]:
+        cap = self.governor.policy.budgets.grants.per_thread
+        return cap.tokens, cap.usd
+
+    def _over_cap(self, grant: Grant) -> str:
+        cap = self.governor.policy.budgets.grants.per_thread
+        return (f"the thread's grants would pass {cap.tokens} tokens / ${cap.usd:g} (budgets.grants.per_thread; "
+                f"granted so far: {grant}); grant less, or refuse")
 
     def _pause_payload(self, ctx: StepContext, grant: Grant, error: str | None) -> dict[str, Any]:
-        state = self.governor.ledger.state(ctx.run_id, ctx.thread_id, ctx.thread_base)
-        spent = {"run": state.run.model_dump(), "thread": state.thread.model_dump()}
+        spent = {"run": ctx.spent.run.model_dump(), "thread": ctx.spent.thread.model_dump()}
         return pause_payload(ctx.decision.reason, spent, ctx.decision.budget_left.model_dump(), grant, error)
 
     def instruction(self, ctx: StepContext) -> str | None:
@@ -239,6 +276,10 @@ class StepProcedure:
     def _procedure(self, ctx: StepContext, endpoint: Endpoint[T]) -> Procedure[T]:
         attempts: list[str] = []
         policy = self.governor.policy
+        if ctx.decision.action == "halt":  # no room even for a final answer: say so without a model call
+            note = policy.budgets.finalize.halt_message.replace("{reason}", ctx.decision.reason)
+            return (yield from self._finish(ctx, ctx.decision.tier, endpoint, endpoint.wrap(Reply(text=note)),
+                                            Usage()))
         for tier in [ctx.decision.tier, *ctx.decision.fallback]:
             request = encode(ctx.decision, tier, policy.tier(tier))
             whole = self._whole_step(ctx, request, endpoint)
@@ -295,14 +336,18 @@ class StepProcedure:
         if len(self._answered) > 4096:
             self._answered.popitem(last=False)
         yield _End(ctx, usage)
-        return Outcome(result, usage if ctx.thread_base is None else ctx.thread_base + usage)
+        spent = ctx.spent
+        return Outcome(result, spent.thread + usage,
+                       RunSpent(usage=spent.run + usage, steps=max(spent.steps, d.step + 1)))
 
     def _account(self, ctx: StepContext, tier: str, reply: Reply | None, started: float,
                  kind: CallKind = "model") -> _Account:
         """One call's ledger record (usage estimated when the server reported none)."""
         inp, out, reasoning, note, counted = 0, 0, 0, None, False
+        cached: dict[str, int] = {}
         if reply is not None:
             inp, out, reasoning = reply.input_tokens, reply.output_tokens, reply.reasoning_tokens
+            cached = {"cache_read_tokens": reply.cache_read_tokens, "cache_write_tokens": reply.cache_write_tokens}
             if inp is None or out is None:
                 note = "usage not reported; estimated"
                 inp = approx_tokens(ctx.step.text) if inp is None else inp
@@ -315,12 +360,17 @@ class StepProcedure:
         return _Account(ctx, dict(tier=tier, input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning,
                                   kind=kind, duration_s=time.perf_counter() - started,
                                   response_model=reply.model if reply is not None else None, content=content,
-                                  error=note, reasoning_estimated=counted))
+                                  error=note, reasoning_estimated=counted, **cached))
 
     def _failed(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str],
                 kind: CallKind = "model") -> _Account:
-        msg = f"{tier}: {type(err).__name__}: {str(err)[:200]}"
-        attempts.append(msg)
+        policy = self.governor.policy
+        msg = f"{tier}: {type(err).__name__}: {policy.redact(str(err))[:200]}"  # secrets masked, then cut
+        attempts.append(msg)  # the EndpointError the application gets
+        if not policy.telemetry.record_content:  # an error may echo the prompt or a tool result: the ledger
+            status = getattr(err, "status", None)  # record (and the trace) keep its kind only
+            msg = (f"{tier}: {type(err).__name__}: {f'HTTP {status}, ' if isinstance(status, int) else ''}"
+                   "message not recorded (telemetry.record_content is false)")
         return _Account(ctx, dict(tier=tier, input_tokens=0, output_tokens=0, ok=False, error=msg, kind=kind,
                                   duration_s=time.perf_counter() - started))
 
@@ -502,7 +552,9 @@ class StepProcedure:
             rec = self.governor.account(ctx.run_id, ctx.thread_id, d, tier=request.tier, input_tokens=c.input_tokens,
                                         output_tokens=c.output_tokens, reasoning_tokens=reasoning,
                                         kind="probe" if role == "probe" else "model", duration_s=now - last[0],
-                                        response_model=c.model, reasoning_estimated=counted)
+                                        response_model=c.model, reasoning_estimated=counted,
+                                        cache_read_tokens=getattr(c, "cache_read_tokens", 0),
+                                        cache_write_tokens=getattr(c, "cache_write_tokens", 0))
             last[0] = now
             total = total + rec.usage
 
@@ -519,7 +571,8 @@ class StepProcedure:
         if not answer:  # neither the written answer nor the probes: a plain call on the tier answers the step
             return None, total, meta
         reply = Reply(text=answer, input_tokens=total.input_tokens, output_tokens=total.output_tokens,
-                      reasoning_tokens=thinking_tokens, reasoning=result.reasoning, model=tier.model)
+                      reasoning_tokens=thinking_tokens, reasoning=result.reasoning, model=tier.model,
+                      cache_read_tokens=total.cache_read_tokens, cache_write_tokens=total.cache_write_tokens)
         return endpoint.wrap(reply), total, meta
 
     # -- the drivers ---------------------------------------------------------------------------------------
@@ -527,14 +580,17 @@ class StepProcedure:
         """Run the planned step, every call and ledger write in this thread."""
         gov = self.governor
 
+        def call(request: TierRequest) -> T:  # every model call under its tier's retry rule (llm.client)
+            return retried(gov.policy.tier(request.tier), lambda: endpoint.call(request))
+
         def do(effect: _Effect) -> Any:
             if isinstance(effect, _Call):
-                return endpoint.call(effect.request)
+                return call(effect.request)
             if isinstance(effect, _Account):
                 c = effect.ctx
                 return gov.account(c.run_id, c.thread_id, c.decision, **effect.kwargs)
             if isinstance(effect, _Whole):
-                return effect.run(endpoint.call)
+                return effect.run(call)
             if isinstance(effect, _End):
                 return gov.end_step(effect.ctx.run_id, effect.ctx.decision, effect.usage)
             return gov.release(effect.ctx.run_id, effect.ctx.decision)
@@ -547,12 +603,15 @@ class StepProcedure:
         gov = self.governor
         loop = asyncio.get_running_loop()
 
+        async def acall(request: TierRequest) -> T:  # every model call under its tier's retry rule (llm.client)
+            return await aretried(gov.policy.tier(request.tier), lambda: endpoint.acall(request))
+
         def call_on_loop(request: TierRequest) -> T:  # from the worker thread
-            return asyncio.run_coroutine_threadsafe(endpoint.acall(request), loop).result()
+            return asyncio.run_coroutine_threadsafe(acall(request), loop).result()
 
         async def do(effect: _Effect) -> Any:
             if isinstance(effect, _Call):
-                return await endpoint.acall(effect.request)
+                return await acall(effect.request)
             if isinstance(effect, _Account):
                 c = effect.ctx
                 return await gov.aaccount(c.run_id, c.thread_id, c.decision, **effect.kwargs)

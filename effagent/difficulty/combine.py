@@ -43,6 +43,10 @@ class WeightedEstimator:
 
     def __init__(self, weights: Mapping[str, float], name: str | None = None, policy: Policy | None = None,
                  options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        bad = {k: v for k, v in weights.items() if not (math.isfinite(float(v)) and float(v) >= 0)}
+        if bad:
+            got = ", ".join(f"{k}: {v}" for k, v in bad.items())
+            raise ValueError(f"estimator weights must be finite numbers >= 0; got {got}")
         kept = {k: float(v) for k, v in weights.items() if v > 0}
         if not kept:
             raise ValueError("weights must name at least one estimator with a positive weight")
@@ -112,7 +116,11 @@ def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str,
         weights: dict[str, float] = {}
         for part in name.split(","):
             key, _, w = part.partition(":")
-            weights[key.strip()] = float(w) if w else 1.0
+            try:
+                weights[key.strip()] = float(w) if w else 1.0
+            except ValueError:
+                raise ValueError(f"weight {w!r} of {key.strip()!r} is not a number; write NAME:WEIGHT, e.g. "
+                                 "rule:0.7,length:0.3") from None
         return WeightedEstimator(weights, policy=policy)
     if name == "probe":
         if policy is None:

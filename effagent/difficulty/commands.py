@@ -24,6 +24,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from effagent.difficulty.combine import DEFAULT_ESTIMATOR
+from effagent.errors import EffagentError
 
 
 class ScoreRequest(BaseModel):
@@ -38,17 +39,27 @@ class ScoreResponse(BaseModel):
     difficulty: float
 
 
-class InputError(ValueError):
+class InputError(EffagentError, ValueError):
     pass
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_requests(lines: list[str]) -> list[ScoreRequest]:
     out: list[ScoreRequest] = []
     for n, line in enumerate(lines, start=1):
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_no_constant)
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a lone surrogate ("\ud800") cannot be written
         except json.JSONDecodeError as e:
             raise InputError(f"line {n}: not valid JSON ({e.msg})") from None
+        except UnicodeEncodeError:
+            raise InputError(f"line {n}: a string holds a lone UTF-16 surrogate (e.g. \\ud800), which is not "
+                             "text; fix the line") from None
+        except (RecursionError, ValueError) as e:
+            raise InputError(f"line {n}: not usable JSON ({e})") from None
         if not isinstance(obj, dict):
             raise InputError(f"line {n}: expected a JSON object with 'id' and 'prompt'")
         try:
@@ -100,15 +111,17 @@ def learn_stream(out: str, inputs: list[str] | None, stdin: IO[str], stdout: IO[
     import time
 
     from effagent.difficulty.learned import LearnError, learn, merge_labels, parse_outcomes, save_model
+    from effagent.files import InputFileError, check_output, read_text
 
     try:
+        check_output(out, "model file")  # a folder, a FIFO or a missing parent: refused before any work
         outcomes = []
         if inputs:
             for name in inputs:
                 try:
-                    text = Path(name).read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as e:
-                    raise LearnError(f"{name}: cannot read outcomes ({e})") from None
+                    text = read_text(name, "outcomes file")
+                except InputFileError as e:
+                    raise LearnError(str(e)) from None
                 outcomes += parse_outcomes(_lines(text), source=name)
         else:
             outcomes = parse_outcomes(_lines(stdin.read()))

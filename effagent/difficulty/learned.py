@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from effagent.difficulty.base import Difficulty, Step
 from effagent.difficulty.rule import prompt_cues, prompt_raw, squash, step_raw
+from effagent.errors import EffagentError
 from effagent.evaluation import apgr
 
 MODEL_KIND = "effagent-learned-difficulty"
@@ -46,7 +47,7 @@ BLEND_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 
-class LearnError(ValueError):
+class LearnError(EffagentError, ValueError):
     """Input to ``learn`` or a model file that cannot be used; the message names the line or file."""
 
 
@@ -327,12 +328,16 @@ def save_model(model: LearnedModel, path: str | os.PathLike[str]) -> Path:
 
 
 def load_model(path: str | os.PathLike[str]) -> LearnedModel:
+    from effagent.files import InputFileError, read_text
+
     p = Path(path)
+    if not p.exists():
+        raise LearnError(f"{p}: no such model file; write one with `effagent difficulty learn --out {p}`")
     try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LearnError(f"{p}: no such model file; write one with `effagent difficulty learn --out {p}`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(read_text(p, "model file", 256 << 20))  # never blocks on a FIFO
+    except InputFileError as e:
+        raise LearnError(str(e)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise LearnError(f"{p}: not a learned difficulty model ({e}); write one with `effagent difficulty learn`"
                          ) from None
     if not isinstance(raw, dict) or raw.get("kind") != MODEL_KIND:

@@ -61,6 +61,9 @@ def to_ai_message(completion: Completion, extra_metadata: Mapping[str, Any] | No
                              "total_tokens": completion.input_tokens + completion.output_tokens}
     if completion.reasoning_tokens:
         usage["output_token_details"] = {"reasoning": completion.reasoning_tokens}
+    if completion.cache_read_tokens or completion.cache_write_tokens:
+        usage["input_token_details"] = {"cache_read": completion.cache_read_tokens,
+                                        "cache_creation": completion.cache_write_tokens}
     tool_calls, invalid = _tool_calls(completion)
     additional = {"reasoning_content": completion.reasoning} if completion.reasoning else {}
     meta = {"model_name": completion.model, "finish_reason": completion.finish_reason, **(extra_metadata or {})}
@@ -147,18 +150,25 @@ class BudgetForcingChatModel(BaseChatModel):
 
 
 def chat_litellm_for(tier: Tier, **overrides: Any) -> BaseChatModel:
-    """``ChatLiteLLM`` for a tier (``overrides`` e.g. ``temperature=0, model_kwargs={"seed": 7}``)."""
+    """``ChatLiteLLM`` for a tier (``overrides`` e.g. ``temperature=0, model_kwargs={"seed": 7}``).
+
+    It makes one request per call: the tier's retry rule (``retries``, ``max_retry_after_s``) is applied around
+    it by the step procedure (:func:`effagent.llm.client.retried`), so neither ChatLiteLLM (whose ``max_retries``
+    counts attempts) nor litellm and the OpenAI SDK under it (``max_retries``/``num_retries``) retry on their own.
+    """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at run time
     import litellm
     from langchain_litellm import ChatLiteLLM
 
     litellm.suppress_debug_info = True  # no "Give Feedback" banners on every handled error
-    kwargs: dict[str, Any] = {"model": tier.model, "request_timeout": tier.timeout_s, "max_retries": tier.retries}
+    kwargs: dict[str, Any] = {"model": tier.model, "request_timeout": tier.timeout_s, "max_retries": 1}
     if tier.api_base:
         kwargs["api_base"] = tier.api_base
     if tier.api_key is not None:
         kwargs["api_key"] = tier.api_key.get_secret_value()
+    no_retries = {"max_retries": 0, "num_retries": 0}  # litellm's own and the OpenAI SDK's retries: off
     kwargs.update(overrides)
+    kwargs["model_kwargs"] = {**no_retries, **(overrides.get("model_kwargs") or {})}
     return ChatLiteLLM(**kwargs)
 
 

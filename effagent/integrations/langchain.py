@@ -24,7 +24,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, convert_to_openai_messages
 from langgraph.types import Command
 
-from effagent.checkin import Grant
 from effagent.governor import Governor
 from effagent.ledger.base import Ledger, Usage
 from effagent.levers import loopguard
@@ -35,7 +34,7 @@ from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
 
 from .messages import (
-    GRANT_KEY,
+    RUN_SPENT_KEY,
     MessageCache,
     answer_message,
     aplan_in_graph,
@@ -59,7 +58,8 @@ class EfficiencyState(AgentState[Any]):
     # the run's id: kept in the checkpoint while the run lasts (a run paused by an interrupt resumes as itself),
     # cleared when the agent ends, so every invocation is a new run
     effagent_run_id: NotRequired[Annotated[str, PrivateStateAttr]]
-    effagent_grant: NotRequired[Annotated[dict[str, Any], PrivateStateAttr]]  # budget a person granted
+    # what the run spent and its steps while it lasts: a run resumed on another worker keeps both
+    effagent_run_spent: NotRequired[Annotated[dict[str, Any], PrivateStateAttr]]
 
 
 def _first_ai(response: ModelResponse) -> AIMessage | None:
@@ -151,14 +151,14 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         run_id = state.get(RUN_KEY)
         if run_id:
             self.governor.end_run(run_id)
-            return {RUN_KEY: ""}
+            return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 
     async def aafter_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
         run_id = state.get(RUN_KEY)
         if run_id:
             await self.governor.aend_run(run_id)
-            return {RUN_KEY: ""}
+            return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 
     # -- model steps --------------------------------------------------------------------------------
@@ -178,17 +178,16 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                            ctx.decision.action == "finalize")
 
     @staticmethod
-    def _response(out: Outcome[ModelResponse], ctx: StepContext, started: bool, checkpointed: bool,
-                  grant: Grant | None = None) -> ModelResponse | ExtendedModelResponse:
-        """The response, with the state update effagent needs: the run's id on its first step, the thread's
-        total when the state is checkpointed, and a new grant."""
+    def _response(out: Outcome[ModelResponse], ctx: StepContext, started: bool,
+                  checkpointed: bool) -> ModelResponse | ExtendedModelResponse:
+        """The response, with the state update effagent needs: the run's id on its first step, and the thread's
+        and the run's totals when the state is checkpointed."""
         update: dict[str, Any] = {}
         if checkpointed:
             update[THREAD_KEY] = thread_usage_for_state(out.thread_total)
+            update[RUN_SPENT_KEY] = out.run_total.model_dump()
         if started:
             update[RUN_KEY] = ctx.run_id
-        if grant is not None:
-            update[GRANT_KEY] = grant.as_state()
         if not update:
             return out.result
         return ExtendedModelResponse(model_response=out.result, command=Command(update=update))
@@ -197,17 +196,17 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         run_id, started, thread_id, checkpointed, base = self._where(request)
         step = to_step(request.messages, request.tools, self.cache, run_id)
-        ctx, grant = plan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
+        ctx = plan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
         out = self.procedure.run(ctx, self._calls(request, handler, ctx))
-        return self._response(out, ctx, started, checkpointed, grant)
+        return self._response(out, ctx, started, checkpointed)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         run_id, started, thread_id, checkpointed, base = self._where(request)
         step = to_step(request.messages, request.tools, self.cache, run_id)
-        ctx, grant = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
+        ctx = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(request, handler, ctx))
-        return self._response(out, ctx, started, checkpointed, grant)
+        return self._response(out, ctx, started, checkpointed)
 
     # -- tool calls: an over-limit repeated call is answered, not run ------------------------------------
     def _blocked(self, request: ToolCallRequest) -> ToolMessage | None:

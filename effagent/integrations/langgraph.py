@@ -30,7 +30,6 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import MessagesState
 
-from effagent.checkin import Grant
 from effagent.governor import Governor
 from effagent.ledger.base import Ledger
 from effagent.observe import Observer
@@ -39,7 +38,7 @@ from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, StepContext, StepProcedure
 
 from .messages import (
-    GRANT_KEY,
+    RUN_SPENT_KEY,
     MessageCache,
     MessageListCalls,
     aplan_in_graph,
@@ -59,11 +58,11 @@ RUN_KEY = "effagent_run_id"
 class EfficiencyGraphState(MessagesState, total=False):
     """``MessagesState`` plus effagent's keys: the thread's usage, this run's id (cleared when the agent answers,
     so every invocation is a new run; a run paused by an interrupt resumes as itself) and the budget a person
-    granted."""
+    spent so far."""
 
     effagent_thread_usage: dict[str, Any]
     effagent_run_id: str
-    effagent_grant: dict[str, Any]  # budget a person granted the thread (on_exhausted: interrupt)
+    effagent_run_spent: dict[str, Any]  # what the run spent and its steps (a resumed run keeps both)
 
 
 class _NodeCalls(MessageListCalls):
@@ -135,33 +134,32 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
             msgs.insert(0, SystemMessage(self.system_prompt))
         return _NodeCalls(self, msgs, config, ctx.decision.action == "finalize")
 
-    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, out: Outcome[Any],
-                grant: Grant | None) -> dict[str, Any]:
+    def _update(self, ctx: StepContext, new_run: bool, checkpointed: bool, out: Outcome[Any]) -> dict[str, Any]:
         update: dict[str, Any] = {self.messages_key: [out.result]}
+        ended = not getattr(out.result, "tool_calls", None)  # the agent answers: this run is over
         if checkpointed:
             update[THREAD_KEY] = thread_usage_for_state(out.thread_total)
-        if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
+            update[RUN_SPENT_KEY] = {} if ended else out.run_total.model_dump()
+        if ended:
             update[RUN_KEY] = ""
         elif new_run:
             update[RUN_KEY] = ctx.run_id
-        if grant is not None:
-            update[GRANT_KEY] = grant.as_state()
         return update
 
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
-        ctx, grant = plan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
+        ctx = plan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = self.procedure.run(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
             self.governor.end_run(ctx.run_id)
-        return self._update(ctx, new_run, checkpointed, out, grant)
+        return self._update(ctx, new_run, checkpointed, out)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
-        ctx, grant = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
+        ctx = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):
             await self.governor.aend_run(ctx.run_id)
-        return self._update(ctx, new_run, checkpointed, out, grant)
+        return self._update(ctx, new_run, checkpointed, out)

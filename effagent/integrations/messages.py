@@ -4,6 +4,7 @@ answer gets its decision in ``response_metadata["effagent"]``."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -14,9 +15,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_openai_messages
 from langgraph.config import get_config
 
-from effagent.checkin import Grant
 from effagent.errors import EffagentError
-from effagent.ledger.base import Usage
+from effagent.ledger.base import RunSpent, Usage
 from effagent.policy import Policy
 from effagent.records import History, Message, Step, StepStats, ToolCall
 from effagent.request import TierRequest
@@ -86,6 +86,7 @@ class MessageCache:
         self.runs = runs
         self._by_id: OrderedDict[str, Message] = OrderedDict()
         self._runs: OrderedDict[str, _RunHistory] = OrderedDict()
+        self._schemas: dict[str, str] = {}
 
     def history(self, run_id: str, messages: Sequence[BaseMessage]) -> tuple[list[Message], StepStats | None, int]:
         """The run's messages converted, their statistics (None when they cannot be kept: no ids), and how many
@@ -112,6 +113,16 @@ class MessageCache:
         self._runs[run_id] = _RunHistory(n, first, last, converted, hist, index + 1)
         self._runs.move_to_end(run_id)
         return converted, hist.stats(), index
+
+    def tool_schemas(self, names: list[str], tools: Sequence[Any]) -> str:
+        """:func:`tool_schemas`, worked out once per set of tool names (an agent offers the same tools each step)."""
+        key = "\x00".join(names)
+        got = self._schemas.get(key)
+        if got is None:
+            got = self._schemas[key] = tool_schemas(tools)
+            if len(self._schemas) > 64:
+                self._schemas.pop(next(iter(self._schemas)))
+        return got
 
     def convert(self, m: BaseMessage) -> Message:
         if not m.id:
@@ -143,7 +154,24 @@ def to_step(messages: Sequence[BaseMessage], tools: Sequence[Any] = (), cache: M
         converted, stats, index = cache.history(run_id, messages)
     else:
         converted = [cache.convert(m) for m in messages]
-    return Step(messages=converted, tools=tool_names(tools), index=index, known_stats=stats)
+    names = tool_names(tools)
+    schemas = cache.tool_schemas(names, tools) if cache is not None else tool_schemas(tools)
+    return Step(messages=converted, tools=names, index=index, known_stats=stats, tool_schemas=schemas)
+
+
+def tool_schemas(tools: Sequence[Any]) -> str:
+    """The tools' definitions as the model is sent them (OpenAI JSON), for the prompt's token count."""
+    if not tools:
+        return ""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    out = []
+    for t in tools:
+        try:
+            out.append(convert_to_openai_tool(t))
+        except Exception:  # a tool LangChain cannot describe: its name stands in
+            out.append({"name": str(getattr(t, "name", t))})
+    return json.dumps(out, default=str)
 
 
 def reasoning_text(msg: AIMessage) -> str:
@@ -169,6 +197,19 @@ def usage_of(msg: AIMessage) -> tuple[int | None, int | None, int]:
     return _count(um.get("input_tokens")), _count(um.get("output_tokens")), reasoning
 
 
+def cache_usage_of(msg: AIMessage) -> tuple[int, int]:
+    """(cache-read, cache-write) prompt tokens from ``usage_metadata["input_token_details"]`` (LangChain's
+    ``cache_read`` and ``cache_creation``, which ChatLiteLLM fills from litellm's usage for Anthropic, Bedrock,
+    OpenAI and Gemini); both are parts of ``input_tokens``. A missing or bad count is 0."""
+    um = msg.usage_metadata
+    if not isinstance(um, dict):
+        um = dict(um) if isinstance(um, Mapping) else {}
+    details = um.get("input_token_details") or {}
+    if not isinstance(details, Mapping):
+        return 0, 0
+    return _count(details.get("cache_read")) or 0, _count(details.get("cache_creation")) or 0
+
+
 def _count(v: Any) -> int | None:
     """A token count as reported, or None when it is not a believable one."""
     if type(v) is int:  # the common case
@@ -182,10 +223,12 @@ def reply_of(msg: AIMessage | None) -> Reply | None:
     if msg is None:
         return None
     inp, out, reasoning = usage_of(msg)
+    cache_read, cache_write = cache_usage_of(msg)
     calls = tuple(ToolCall(name=str(c.get("name") or ""), args=dict(c.get("args") or {})) for c in msg.tool_calls or ())
     return Reply(text=_text(msg.content), tool_calls=calls, input_tokens=inp, output_tokens=out,
                  reasoning_tokens=reasoning, reasoning=reasoning_text(msg),
-                 model=(msg.response_metadata or {}).get("model_name"))
+                 model=(msg.response_metadata or {}).get("model_name"), cache_read_tokens=cache_read,
+                 cache_write_tokens=cache_write)
 
 
 def tag_answer(msg: AIMessage | None, meta: dict[str, Any], final_note: str | None) -> None:
@@ -201,10 +244,14 @@ def tag_answer(msg: AIMessage | None, meta: dict[str, Any], final_note: str | No
 
 def answer_message(reply: Reply) -> AIMessage:
     """An AIMessage for an answer effagent obtained from the server itself (early exit)."""
+    usage: dict[str, Any] = {"input_tokens": reply.input_tokens or 0, "output_tokens": reply.output_tokens or 0,
+                             "total_tokens": (reply.input_tokens or 0) + (reply.output_tokens or 0),
+                             "output_token_details": {"reasoning": reply.reasoning_tokens}}
+    if reply.cache_read_tokens or reply.cache_write_tokens:
+        usage["input_token_details"] = {"cache_read": reply.cache_read_tokens,
+                                        "cache_creation": reply.cache_write_tokens}
     return AIMessage(content=reply.text, additional_kwargs={"reasoning_content": reply.reasoning},
-                     usage_metadata={"input_tokens": reply.input_tokens or 0, "output_tokens": reply.output_tokens or 0,
-                                     "total_tokens": (reply.input_tokens or 0) + (reply.output_tokens or 0),
-                                     "output_token_details": {"reasoning": reply.reasoning_tokens}},
+                     usage_metadata=usage,  # type: ignore[arg-type]
                      response_metadata={"model_name": reply.model, "finish_reason": "stop"})
 
 
@@ -293,7 +340,20 @@ class MessageListCalls:
         return answer_message(reply)
 
 
-GRANT_KEY = "effagent_grant"  # graph state: the budget a person granted the thread (on_exhausted: interrupt)
+RUN_SPENT_KEY = "effagent_run_spent"  # graph state: what the run spent and its steps (a resumed run keeps both)
+
+
+def run_spent_from_state(state: Mapping[str, Any]) -> RunSpent | None:
+    """What the run spent as the checkpointed state says (None when the state holds nothing readable)."""
+    raw = state.get(RUN_SPENT_KEY)
+    if isinstance(raw, RunSpent):
+        return raw
+    if isinstance(raw, Mapping) and raw:
+        try:
+            return RunSpent.model_validate(dict(raw))
+        except ValueError:
+            return None
+    return None
 
 
 def interrupt_for_budget(payload: dict[str, Any]) -> Any:
@@ -312,23 +372,21 @@ def require_checkpointer(policy: Policy, checkpointed: bool) -> None:
 
 
 def plan_in_graph(procedure: StepProcedure, step: Step, run_id: str, thread_id: str | None, base: Usage | None,
-                  state: Mapping[str, Any], checkpointed: bool) -> tuple[StepContext, Grant | None]:
-    """The step's plan inside a graph node. With ``on_exhausted: interrupt`` a spent budget asks a person
-    (a LangGraph interrupt); the new grant to keep in graph state comes back with it (None when unchanged)."""
+                  state: Mapping[str, Any], checkpointed: bool) -> StepContext:
+    """The step's plan inside a graph node, on what the run and the thread spent (the checkpointed state's totals
+    where the graph checkpoints). With ``on_exhausted: interrupt`` a spent budget asks a person (a LangGraph
+    interrupt) before anything is spent — also on a worker that resumes a run another worker paused."""
+    run_base = run_spent_from_state(state) if checkpointed else None
     if procedure.governor.policy.budgets.on_exhausted != "interrupt":
-        return procedure.plan(step, run_id, thread_id, base), None
+        return procedure.plan(step, run_id, thread_id, base, run_base=run_base)
     require_checkpointer(procedure.governor.policy, checkpointed)
-    before = Grant.from_state(state.get(GRANT_KEY))
-    ctx, grant = procedure.plan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
-    return ctx, (None if grant == before else grant)
+    return procedure.plan_checked_in(step, run_id, thread_id, base, interrupt_for_budget, run_base=run_base)
 
 
 async def aplan_in_graph(procedure: StepProcedure, step: Step, run_id: str, thread_id: str | None,
-                         base: Usage | None, state: Mapping[str, Any],
-                         checkpointed: bool) -> tuple[StepContext, Grant | None]:
+                         base: Usage | None, state: Mapping[str, Any], checkpointed: bool) -> StepContext:
+    run_base = run_spent_from_state(state) if checkpointed else None
     if procedure.governor.policy.budgets.on_exhausted != "interrupt":
-        return await procedure.aplan(step, run_id, thread_id, base), None
+        return await procedure.aplan(step, run_id, thread_id, base, run_base=run_base)
     require_checkpointer(procedure.governor.policy, checkpointed)
-    before = Grant.from_state(state.get(GRANT_KEY))
-    ctx, grant = await procedure.aplan_checked_in(step, run_id, thread_id, base, before, interrupt_for_budget)
-    return ctx, (None if grant == before else grant)
+    return await procedure.aplan_checked_in(step, run_id, thread_id, base, interrupt_for_budget, run_base=run_base)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from effagent.policy import Limit
 
 T = TypeVar("T")
+GrantResult = Literal["added", "seen", "over"]
 CallKind = Literal["model", "finalize", "probe", "sample", "verify", "grant", "shadow"]
 # grant: budget a person gave; shadow: the strong tier asked for a label (learning.shadow_share), never shown
 #: the kinds of call that make up a model step of the run (probes and verifications ride on a step)
@@ -22,11 +23,17 @@ STEP_KINDS = ("model", "finalize", "sample")
 
 
 class Usage(BaseModel):
-    """Tokens and dollars; ``input + output`` is what budgets count (reasoning is part of output)."""
+    """Tokens and dollars; ``input + output`` is what budgets count (reasoning is part of output, and the
+    prompt-cache counts are part of input: ``input_tokens`` is the whole prompt, cached or not, as LangChain's
+    ``usage_metadata`` and litellm's ``prompt_tokens`` report it)."""
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
     reasoning_tokens: int = Field(default=0, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    """Prompt tokens read from the provider's prompt cache (billed at its cache-read rate)."""
+    cache_write_tokens: int = Field(default=0, ge=0)
+    """Prompt tokens written to the provider's prompt cache (billed at its cache-write rate)."""
     cost_usd: float = Field(default=0.0, ge=0)
     calls: int = Field(default=0, ge=0)
 
@@ -38,6 +45,8 @@ class Usage(BaseModel):
         return Usage(input_tokens=self.input_tokens + other.input_tokens,
                      output_tokens=self.output_tokens + other.output_tokens,
                      reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+                     cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+                     cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
                      cost_usd=self.cost_usd + other.cost_usd, calls=self.calls + other.calls)
 
 
@@ -58,6 +67,9 @@ class StepRecord(BaseModel):
     reasoning_estimated: bool = False
     """True when ``usage.reasoning_tokens`` is an estimate (the provider reported no count of its own: Anthropic's
     thinking inside output_tokens, or a server that reports none and whose reasoning text was counted)."""
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    """The record's identity: a shared ledger counts a record once per id, so a retried or replayed write (a
+    journaled record written once the store is back) is not counted twice."""
 
 
 class LedgerState(BaseModel):
@@ -66,6 +78,29 @@ class LedgerState(BaseModel):
     run: Usage = Field(default_factory=Usage)
     thread: Usage = Field(default_factory=Usage)
     steps: int = 0  # model steps taken in this run
+
+
+class RunSpent(BaseModel):
+    """What a run spent and how many model steps it took, as the graph's checkpointed state keeps it (so a run
+    resumed on another worker, whose ledger never saw it, keeps both)."""
+
+    usage: Usage = Field(default_factory=Usage)
+    steps: int = Field(default=0, ge=0)
+
+
+def _most(a: Usage, b: Usage) -> Usage:
+    return Usage(**{k: max(getattr(a, k), getattr(b, k)) for k in Usage.model_fields})
+
+
+def spent_so_far(own: LedgerState, run_base: RunSpent | None, thread_base: Usage | None) -> LedgerState:
+    """The spending a step is decided on: the ledger's own totals, or what the checkpointed state says where that
+    is more (a worker that never saw the run, or an in-memory ledger that forgot it)."""
+    run, thread, steps = own.run, own.thread, own.steps
+    if run_base is not None:
+        run, steps = _most(run, run_base.usage), max(steps, run_base.steps)
+    if thread_base is not None:
+        thread = _most(thread, thread_base)
+    return LedgerState(run=run, thread=thread, steps=steps)
 
 
 NANO = 10**9  # ledgers that store dollars as integers store nano-dollars (see ``to_nano``)
@@ -89,6 +124,14 @@ class Reservation(BaseModel):
     expires_at: float = 0.0  # epoch seconds (the store's clock)
     backend: str = "memory"  # which store holds it ("memory", "redis", "local" for a degraded redis ledger)
     keys: dict[str, str] = Field(default_factory=dict)  # store keys resolved at reserve time (time windows)
+
+
+class Denial(BaseModel):
+    """Why a reservation was refused: the scope without room, and the numbers."""
+
+    scope: str
+    key: str = ""
+    detail: str = ""
 
 
 def record_scopes(rec: StepRecord, scopes: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -185,10 +228,10 @@ class Ledger(ABC):
         return 0, 0.0
 
     def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
-                ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation | None:
+                ttl_s: float = DEFAULT_RESERVATION_TTL_S, why: list[Denial] | None = None) -> Reservation | None:
         """Hold ``tokens``/``usd`` against every scope in ``scopes``, all or nothing: granted only when for each
         scope with a limit in ``limits`` (keyed by scope name) ``spent + reserved + amount <= limit``.
-        Returns the reservation, or None when some scope has no room."""
+        Returns the reservation, or None when some scope has no room (appended to ``why`` when given)."""
         raise NotImplementedError(f"{type(self).__name__} does not support reservations")
 
     def settle(self, reservation: Reservation, rec: StepRecord) -> None:
@@ -199,9 +242,28 @@ class Ledger(ABC):
         """Free a hold without recording usage (the call was not made). Idempotent."""
         raise NotImplementedError(f"{type(self).__name__} does not support reservations")
 
+    # -- grants: budget a person added to a thread at a check-in (``budgets.on_exhausted: interrupt``) ------------
+    def add_grant(self, thread_id: str, grant_id: str, tokens: int, usd: float,
+                  cap: tuple[int, float] | None = None) -> GrantResult:
+        """Add a grant to the thread's grant total, atomically: ``"seen"`` when ``grant_id`` was added before (a
+        resume LangGraph replays is counted once), ``"over"`` (nothing added) when the total would pass ``cap``
+        (tokens, usd), else ``"added"``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no grants")
+
+    def granted(self, thread_id: str) -> tuple[int, float]:
+        """(tokens, usd) granted to the thread so far."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no grants")
+
+    async def aadd_grant(self, thread_id: str, grant_id: str, tokens: int, usd: float,
+                         cap: tuple[int, float] | None = None) -> GrantResult:
+        return await self._io(self.add_grant, thread_id, grant_id, tokens, usd, cap)
+
+    async def agranted(self, thread_id: str) -> tuple[int, float]:
+        return await self._io(self.granted, thread_id)
+
     async def areserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
-                       ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation | None:
-        return await self._io(self.reserve, scopes, tokens, usd, limits, ttl_s)
+                       ttl_s: float = DEFAULT_RESERVATION_TTL_S, why: list[Denial] | None = None) -> Reservation | None:
+        return await self._io(self.reserve, scopes, tokens, usd, limits, ttl_s, why)
 
     async def asettle(self, reservation: Reservation, rec: StepRecord) -> None:
         await self._io(self.settle, reservation, rec)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
     STEP_KINDS,
+    Denial,
+    GrantResult,
     Ledger,
     LedgerState,
     Reservation,
@@ -62,11 +64,12 @@ class InMemoryLedger(Ledger):
         self._runs: OrderedDict[str, Usage] = OrderedDict()
         self._threads: OrderedDict[str, Usage] = OrderedDict()
         self._scopes: dict[tuple[str, str], Usage] = {}
-        self._total = [0, 0, 0, 0.0, 0]  # input, output, reasoning, usd, calls: summed here, a Usage on request
+        self._total = [0, 0, 0, 0.0, 0, 0, 0]  # input, output, reasoning, usd, calls, cache read, cache write
         self._static = {k: v for k, v in (scopes or {}).items() if k not in ("run", "thread")}
         self._clock = clock
         self._holds: dict[str, Reservation] = {}
         self._held: dict[tuple[str, str], list[int]] = {}  # (scope, key) -> [tokens, nano] held
+        self._grants: dict[str, tuple[int, int, frozenset[str]]] = {}  # thread -> tokens, nano, grant ids
 
     # -- recording ------------------------------------------------------------------------------------
     def _add(self, rec: StepRecord, extra: Mapping[str, str]) -> None:
@@ -102,6 +105,8 @@ class InMemoryLedger(Ledger):
         t[2] += usage.reasoning_tokens
         t[3] += usage.cost_usd
         t[4] += usage.calls
+        t[5] += usage.cache_read_tokens
+        t[6] += usage.cache_write_tokens
         for scope, key in extra.items():
             if scope in ("run", "thread"):
                 continue
@@ -162,7 +167,8 @@ class InMemoryLedger(Ledger):
         """Everything recorded since the ledger was made (forgotten runs included)."""
         with self._lock:
             return Usage(input_tokens=self._total[0], output_tokens=self._total[1], reasoning_tokens=self._total[2],
-                         cost_usd=self._total[3], calls=self._total[4])
+                         cost_usd=self._total[3], calls=self._total[4], cache_read_tokens=self._total[5],
+                         cache_write_tokens=self._total[6])
 
     # -- reservations -------------------------------------------------------------------------------
     def _spent(self, scope: str, key: str) -> Usage:  # lock held
@@ -200,7 +206,7 @@ class InMemoryLedger(Ledger):
             return tokens, nano / 1e9
 
     def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
-                ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation | None:
+                ttl_s: float = DEFAULT_RESERVATION_TTL_S, why: list[Denial] | None = None) -> Reservation | None:
         if tokens < 0 or usd < 0:
             raise ValueError(f"a reservation cannot be negative (tokens={tokens}, usd={usd})")
         nano = to_nano(usd)
@@ -213,7 +219,10 @@ class InMemoryLedger(Ledger):
                     continue
                 spent = self._spent(scope, key)
                 held = self._held.get((scope, key), (0, 0))
-                if over_limit(limit, spent.total_tokens, to_nano(spent.cost_usd), held[0], held[1], tokens, nano):
+                over = over_limit(limit, spent.total_tokens, to_nano(spent.cost_usd), held[0], held[1], tokens, nano)
+                if over:
+                    if why is not None:
+                        why.append(Denial(scope=scope, key=key, detail=over))
                     return None
             res = Reservation(scopes=scopes, tokens=tokens, usd=usd, expires_at=self._clock() + ttl_s,
                               backend="memory")
@@ -232,3 +241,36 @@ class InMemoryLedger(Ledger):
     def release(self, reservation: Reservation) -> None:
         with self._lock:
             self._drop(reservation.id)
+
+    # -- grants ---------------------------------------------------------------------------------------
+    def add_grant(self, thread_id: str, grant_id: str, tokens: int, usd: float,
+                  cap: tuple[int, float] | None = None) -> GrantResult:
+        with self._lock:
+            tok, nano, ids = self._grants.get(thread_id, (0, 0, frozenset()))
+            if grant_id in ids:
+                return "seen"
+            if cap is not None and (tok + tokens > cap[0] or nano + to_nano(usd) > to_nano(cap[1])):
+                return "over"
+            self._grants[thread_id] = (tok + int(tokens), nano + to_nano(usd), ids | {grant_id})
+            return "added"
+
+    def granted(self, thread_id: str) -> tuple[int, float]:
+        with self._lock:
+            tok, nano, _ = self._grants.get(thread_id, (0, 0, frozenset()))
+            return tok, nano / 1e9
+
+    # -- seeding ----------------------------------------------------------------------------------------
+    def seed(self, scope: str, key: str, usage: Usage, steps: int = 0) -> None:
+        """Start a scope's total at ``usage``: what a shared store last said the scope had spent (budget checks
+        count it like recorded usage; it is no record and not in ``total()``). ``steps``: a run's step count.
+        A degraded :class:`~effagent.ledger.redis.RedisLedger` seeds its local ledger so that a scope exhausted
+        in Redis stays exhausted while Redis is unreachable."""
+        with self._lock:
+            if scope == "run":
+                self._runs[key] = usage
+                self._by_run.setdefault(key, [])
+                self._steps.setdefault(key, set()).update(range(steps))
+            elif scope == "thread":
+                self._threads[key] = usage
+            else:
+                self._scopes[(scope, key)] = usage

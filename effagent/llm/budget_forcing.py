@@ -96,6 +96,8 @@ def budget_forced_complete(tier: Tier, messages: list[dict[str, Any]], *, budget
         input_tokens=first.input_tokens + second.input_tokens,
         output_tokens=first.output_tokens + second.output_tokens,
         reasoning_tokens=first.reasoning_tokens,
+        cache_read_tokens=first.cache_read_tokens + second.cache_read_tokens,
+        cache_write_tokens=first.cache_write_tokens + second.cache_write_tokens,
         finish_reason=second.finish_reason,
         logprobs=logprobs,
         tool_calls=second.tool_calls,

@@ -21,21 +21,33 @@ logprob difficulty probe: ``logprobs``). Its contract:
   asked for, else in proportion to each choice's text). ``reasoning_tokens`` is None when the server did not
   report it, and also when it reported 0 for a non-empty reasoning text (vLLM does): count the text with
   :class:`effagent.llm.tokens.ServerTokenCounter` instead.
-- Connect errors, timeouts, 5xx and malformed bodies are retried ``tier.retries`` times with exponential
-  backoff, then raise :class:`EndpointUnavailable`; 4xx are not retried and raise :class:`EndpointRejected`.
-  Both are :class:`effagent.errors.EndpointError`.
+- Calls follow the tier's retry rule (below), then raise :class:`EndpointUnavailable` (a transient kind) or
+  :class:`EndpointRejected` (other 4xx, not retried). Both are :class:`effagent.errors.EndpointError`.
+
+The retry rule — this module holds the only one; :func:`complete`, the budget-forcing and early-exit calls and
+the agent path (:mod:`effagent.step` wraps every call of an integration's endpoint in :func:`retried`) all use it:
+
+- ``tier.retries = N`` is N retries after the first attempt (at most N + 1 requests per call);
+- retried (:func:`should_retry`): connection errors, timeouts, 5xx, 429 and malformed bodies; other 4xx are not;
+- the wait before a retry is the server's ``Retry-After`` (seconds or an HTTP date, ``retry-after-ms`` too; read
+  from litellm's ``litellm_response_headers`` or the error's response) when it sent one, else exponential backoff
+  with jitter (``BACKOFF_BASE_S * 2**k`` up to ``BACKOFF_MAX_S``, plus up to ``BACKOFF_BASE_S``);
+- a ``Retry-After`` longer than ``tier.max_retry_after_s`` is not waited for: the call gives up at once, so the
+  step falls back to its next tier instead of sleeping;
+- tenacity does the looping; the litellm client and ChatLiteLLM are told not to retry on their own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
+import tenacity
 from pydantic import BaseModel, Field
 
 from effagent.errors import (
@@ -69,6 +81,8 @@ class Completion(BaseModel):
     logprobs: list[float] | None = None
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     model: str | None = None
+    cache_read_tokens: int = 0  # parts of input_tokens read from / written to the provider's prompt cache
+    cache_write_tokens: int = 0
 
 
 def is_endpoint_failure(err: BaseException) -> bool:
@@ -101,7 +115,7 @@ def classify(err: BaseException) -> tuple[bool, int | None]:
         return True, None
     if isinstance(err, httpx.HTTPStatusError):
         code = err.response.status_code
-        return code >= 500, code
+        return code >= 500 or code == 429, code
     litellm = _litellm()
     exc = litellm.exceptions
     status = getattr(err, "status_code", None)
@@ -112,6 +126,8 @@ def classify(err: BaseException) -> tuple[bool, int | None]:
         return True, status
     if isinstance(err, exc.APIResponseValidationError):
         return True, status
+    if status == 429 or isinstance(err, exc.RateLimitError):  # too many requests: retried, after Retry-After
+        return True, status if status is not None else 429
     if status is not None:  # litellm reports a body it could not parse as an APIError with status 200
         return not 400 <= status < 500, status
     if isinstance(err, exc.APIError):  # litellm's catch-all for provider errors without a status
@@ -124,48 +140,109 @@ def endpoint_error(tier: Tier, err: BaseException, tries: int) -> EndpointCallEr
     if isinstance(err, TokenizeUnavailable):
         detail = f"rendering the prompt: {err}"
     else:
-        detail = f"{type(err).__name__}: {str(err)[:300]}"
+        text, key = str(err), tier.api_key.get_secret_value() if tier.api_key is not None else ""
+        detail = f"{type(err).__name__}: {text.replace(key, '[REDACTED]') if len(key) >= 4 else text}"[:300]
+    after = retry_after_s(err)
+    if after is not None and after > tier.max_retry_after_s:
+        detail += f" (Retry-After {after:g} s is over the tier's max_retry_after_s {tier.max_retry_after_s:g} s)"
     cls = EndpointUnavailable if retriable else EndpointRejected
     return cls(tier.model, tier.api_base, detail, status=status, attempts=tries)
 
 
-def backoff_s(attempt: int) -> float:
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
+# ---------------------------------------------------------------------------------------- the retry rule
 
 
-def _retry_delay(tier: Tier, err: Exception, attempt: int) -> float:
-    """The backoff before trying again after ``err`` on try ``attempt`` (0-based), or the endpoint error
-    raised when ``err`` is not worth retrying or the tier's tries are spent."""
-    if isinstance(err, EndpointCallError):
-        raise err
-    retriable, _ = classify(err)
-    if not retriable or attempt >= tier.retries:
-        raise endpoint_error(tier, err, attempt + 1) from err
-    return backoff_s(attempt)
+def should_retry(err: BaseException) -> bool:
+    """Whether a failed call is tried again: an endpoint failure of a transient kind (:func:`classify`). An
+    :class:`EndpointCallError` already went through the rule (a call made with :func:`complete`), so it is not
+    retried again; anything that is not an endpoint failure (a bug, a budget error, LangGraph's control flow)
+    never is."""
+    if isinstance(err, EndpointCallError) or not is_endpoint_failure(err):
+        return False
+    return classify(err)[0]
+
+
+def retry_after_s(err: BaseException | None) -> float | None:
+    """Seconds the server asked to wait (``Retry-After``: seconds or an HTTP date; ``retry-after-ms``), read from
+    litellm's ``litellm_response_headers``, the error's ``response.headers`` or its ``headers``; None without."""
+    if err is None:
+        return None
+    sources = (getattr(err, "litellm_response_headers", None), getattr(getattr(err, "response", None), "headers", None),
+               getattr(err, "headers", None))
+    for headers in sources:
+        if not isinstance(headers, Mapping) and not hasattr(headers, "items"):
+            continue
+        found = {str(k).lower(): v for k, v in headers.items()}
+        try:
+            if found.get("retry-after-ms") is not None:
+                return max(0.0, float(found["retry-after-ms"]) / 1000)
+            value = found.get("retry-after")
+            if value is None:
+                continue
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return max(0.0, parsedate_to_datetime(str(value)).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            continue  # a header that is neither seconds nor a date: backoff as without one
+    return None
+
+
+def _rule(tier: Tier) -> dict[str, Any]:
+    """tenacity's arguments for the tier's rule (see the module docstring)."""
+    backoff = tenacity.wait_exponential(multiplier=BACKOFF_BASE_S, max=BACKOFF_MAX_S) + tenacity.wait_random(
+        0, BACKOFF_BASE_S)
+
+    def stop(state: tenacity.RetryCallState) -> bool:  # the tries are spent, or the server asks too long a wait
+        after = retry_after_s(state.outcome.exception() if state.outcome else None)
+        return state.attempt_number > tier.retries or (after is not None and after > tier.max_retry_after_s)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        after = retry_after_s(state.outcome.exception() if state.outcome else None)
+        return backoff(state) if after is None else after
+
+    return {"stop": stop, "wait": wait, "retry": tenacity.retry_if_exception(should_retry), "reraise": True}
+
+
+def retried(tier: Tier, call: Callable[[], R]) -> R:
+    """``call()`` under the tier's retry rule; the last error is raised as it is (the agent path: the step
+    procedure reads the client library's own exceptions)."""
+    return tenacity.Retrying(**_rule(tier))(call)  # type: ignore[no-any-return]
+
+
+async def aretried(tier: Tier, call: Callable[[], Awaitable[R]]) -> R:
+    """Async :func:`retried` (waits without blocking the loop)."""
+    async def once() -> R:
+        return await call()
+
+    return await tenacity.AsyncRetrying(**_rule(tier))(once)
 
 
 def with_retries(tier: Tier, call: Callable[[], R]) -> R:
-    """``call()`` under the tier's retry rule: transient failures (see :func:`classify`) are retried
-    ``tier.retries`` times with exponential backoff, then raise :class:`EndpointUnavailable`; others raise
-    :class:`EndpointRejected` at once; an :class:`EndpointCallError` from ``call`` passes through."""
-    for attempt in range(1 + tier.retries):
-        try:
-            return call()
-        except Exception as err:
-            delay = _retry_delay(tier, err, attempt)
-        time.sleep(delay)
-    raise AssertionError("unreachable")
+    """``call()`` under the tier's retry rule; when it fails for good, :class:`EndpointUnavailable` (a transient
+    kind) or :class:`EndpointRejected` (not retried); an :class:`EndpointCallError` from ``call`` passes through."""
+    retrying = tenacity.Retrying(**_rule(tier))
+    try:
+        return retrying(call)  # type: ignore[no-any-return]
+    except EndpointCallError:
+        raise
+    except Exception as err:
+        raise endpoint_error(tier, err, retrying.statistics.get("attempt_number", 1)) from err
 
 
 async def awith_retries(tier: Tier, call: Callable[[], Awaitable[R]]) -> R:
-    """Async :func:`with_retries` (the backoff sleeps without blocking the loop)."""
-    for attempt in range(1 + tier.retries):
-        try:
-            return await call()
-        except Exception as err:
-            delay = _retry_delay(tier, err, attempt)
-        await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+    """Async :func:`with_retries` (the waits do not block the loop)."""
+    retrying = tenacity.AsyncRetrying(**_rule(tier))
+
+    async def once() -> R:
+        return await call()
+
+    try:
+        return await retrying(once)
+    except EndpointCallError:
+        raise
+    except Exception as err:
+        raise endpoint_error(tier, err, retrying.statistics.get("attempt_number", 1)) from err
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -286,6 +363,7 @@ def _parse(response: Any, provider_counts_reasoning: bool = True) -> list[Comple
     details = usage.get("completion_tokens_details")
     details = _as_dict(details) if details is not None else {}
     reported_reasoning = _int(details.get("reasoning_tokens"))
+    cache_read, cache_write = _cache_counts(usage)
 
     parsed: list[dict[str, Any]] = []
     for raw in choices:
@@ -301,20 +379,44 @@ def _parse(response: Any, provider_counts_reasoning: bool = True) -> list[Comple
         if not reasoning:
             found, content = split_think(content)
             reasoning = found or ""
-        parsed.append({"content": content, "reasoning": reasoning or None,
+        thought = bool(reasoning) or bool(message.get("thinking_blocks"))  # an empty block (display: omitted) too
+        parsed.append({"content": content, "reasoning": reasoning or None, "_thought": thought,
                        "finish_reason": choice.get("finish_reason"), "logprobs": _token_logprobs(choice),
                        "tool_calls": _tool_calls(message), "model": data.get("model")})
 
     outputs = _split_output(parsed, completion_total)
     out: list[Completion] = []
     for i, (p, n_out) in enumerate(zip(parsed, outputs, strict=True)):
+        thought = p.pop("_thought")
         rt = reported_reasoning if len(parsed) == 1 else None
         if rt == 0 and p["reasoning"]:
             rt = None  # the server reported 0 for a non-empty reasoning text: not a count (vLLM)
+        if not provider_counts_reasoning and thought and n_out:
+            # thinking billed inside the output, only a summary returned: output less the visible answer
+            from effagent.llm.billed import billed_reasoning_tokens
+
+            rt = billed_reasoning_tokens(p["model"], n_out, p["content"], p["tool_calls"])
         estimated = bool(rt) and not provider_counts_reasoning
         out.append(Completion(input_tokens=prompt if i == 0 else 0, output_tokens=n_out, reasoning_tokens=rt,
-                              reasoning_estimated=estimated, **p))
+                              reasoning_estimated=estimated, cache_read_tokens=cache_read if i == 0 else 0,
+                              cache_write_tokens=cache_write if i == 0 else 0, **p))
     return out
+
+
+def _cache_counts(usage: dict[str, Any]) -> tuple[int, int]:
+    """(cache-read, cache-write) prompt tokens of a usage block, both parts of ``prompt_tokens``: Anthropic's and
+    Bedrock's ``cache_read_input_tokens``/``cache_creation_input_tokens`` (litellm adds them to prompt_tokens),
+    else OpenAI's ``prompt_tokens_details.cached_tokens`` (Gemini's cachedContentTokenCount lands there too) and
+    litellm's ``cache_creation_tokens``/``cache_write_tokens``."""
+    raw = usage.get("prompt_tokens_details")
+    details = _as_dict(raw) if raw is not None else {}
+    read = _int(usage.get("cache_read_input_tokens"))
+    write = _int(usage.get("cache_creation_input_tokens"))
+    if read is None:
+        read = _int(details.get("cached_tokens"))
+    if write is None:
+        write = _int(details.get("cache_creation_tokens")) or _int(details.get("cache_write_tokens"))
+    return read or 0, write or 0
 
 
 def _split_output(parsed: list[dict[str, Any]], total: int | None) -> list[int]:

@@ -176,3 +176,61 @@ def reasoning_counter_for(policy: Policy) -> Callable[[str, str], int]:
             return 0
 
     return count
+
+
+PER_MESSAGE_TOKENS = 4  # a chat template's role markers and separators around each message
+REPLY_PRIMING_TOKENS = 3  # the assistant turn the template opens for the answer
+PROMPT_MARGIN = 0.10  # tokenizers differ (litellm's counter vs the server's): reservations round up by this share
+
+
+class PromptTokens:
+    """The size of a step's prompt in tokens, for reservations and for keeping a step inside what is left:
+    litellm's token counter for the tier's model (its own tokenizer where litellm has one, else tiktoken's),
+    over every message, tool call and tool schema, plus the chat template's markers, rounded up by
+    :data:`PROMPT_MARGIN`. Accounting never uses it: a call's record holds the usage its server reported.
+
+    Counts are kept per text (LRU, ``cache_size`` texts): an agent re-sends its conversation every step, so each
+    message is counted once.
+    """
+
+    def __init__(self, model: str, *, cache_size: int = CACHE_SIZE) -> None:
+        self.model = model
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._count_text: Callable[[str], int] | None = None
+
+    def _counter(self) -> Callable[[str], int]:
+        if self._count_text is None:
+            import os
+
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch anything at run time
+            import litellm
+
+            model = self.model
+
+            def count(text: str) -> int:
+                return int(litellm.token_counter(model=model, text=text))
+
+            self._count_text = count
+        return self._count_text
+
+    def text(self, text: str) -> int:
+        if not text:
+            return 0
+        with self._lock:
+            n = self._cache.get(text)
+            if n is not None:
+                self._cache.move_to_end(text)
+                return n
+        n = self._counter()(text)
+        with self._lock:
+            self._cache[text] = n
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return n
+
+    def messages(self, contents: Sequence[str], extra: Sequence[str] = ()) -> int:
+        """Tokens of a chat of ``contents`` (one text per message) plus ``extra`` texts (tool calls, tool schemas)."""
+        raw = sum(self.text(c) + PER_MESSAGE_TOKENS for c in contents) + sum(self.text(e) for e in extra)
+        return int((raw + REPLY_PRIMING_TOKENS) * (1 + PROMPT_MARGIN)) + 1

@@ -24,6 +24,8 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from effagent.files import InputFileError, append_line, read_bytes
+
 log = logging.getLogger("effagent.telemetry")
 
 _ID_KEYS = {"traceId", "spanId", "parentSpanId"}
@@ -62,12 +64,10 @@ class _JsonlWriter:
         with self._lock:
             if self._closed:
                 return False
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as fh:
-                    fh.write(line + "\n")
+            try:  # O_NONBLOCK: a FIFO (or other special file) put at the path is refused, never waited on
+                append_line(self.path, line + "\n")
                 return True
-            except OSError as e:
+            except (OSError, InputFileError) as e:
                 log.warning("effagent telemetry: cannot write %s: %s", self.path, e)
                 return False
 
@@ -228,43 +228,78 @@ _KINDS = {"SPAN_KIND_INTERNAL": "INTERNAL", "SPAN_KIND_SERVER": "SERVER", "SPAN_
           "SPAN_KIND_PRODUCER": "PRODUCER", "SPAN_KIND_CONSUMER": "CONSUMER"}
 
 
-def iter_spans(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield each span of an OTLP-JSON-lines file as a flat dict: name, trace_id, span_id, parent_span_id,
-    kind, start_ns, end_ns, status ('OK'|'ERROR'|'UNSET'), status_message, attributes, resource, scope.
-    Lines that are not OTLP JSON are skipped with a warning."""
-    with Path(path).open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                log.warning("%s:%d: not JSON (%s); skipped", path, n, e)
-                continue
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _span(sp: dict[str, Any], resource: dict[str, Any], scope: str) -> dict[str, Any]:
+    status = sp.get("status") or {}
+    code = str(status.get("code", "STATUS_CODE_UNSET")).replace("STATUS_CODE_", "")
+    return {
+        "name": str(sp.get("name", "")),
+        "trace_id": str(sp.get("traceId", "")),
+        "span_id": str(sp.get("spanId", "")),
+        "parent_span_id": sp.get("parentSpanId") or None,
+        "kind": _KINDS.get(sp.get("kind", ""), "INTERNAL"),
+        "start_ns": int(sp.get("startTimeUnixNano") or 0),
+        "end_ns": int(sp.get("endTimeUnixNano") or 0),
+        "status": code,
+        "status_message": str(status.get("message", "")),
+        "attributes": _attrs(sp.get("attributes") or []),
+        "events": [{"name": e.get("name", ""), "attributes": _attrs(e.get("attributes") or [])}
+                   for e in sp.get("events") or []],
+        "resource": resource,
+        "scope": scope,
+    }
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parsed attribute value."""
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def scan_spans(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], int, str]:
+    """The spans of an OTLP-JSON-lines file (see :func:`iter_spans`), how many non-blank lines were not OTLP
+    JSON (not UTF-8, not JSON, the wrong shape, NaN or infinite numbers) and the first such line's problem."""
+    data = read_bytes(path, "trace file")
+    out: list[dict[str, Any]] = []
+    skipped, first = 0, ""
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            spans = []
             for rs in doc.get("resourceSpans") or []:
                 resource = _attrs((rs.get("resource") or {}).get("attributes") or [])
                 for ss in rs.get("scopeSpans") or []:
-                    scope = (ss.get("scope") or {}).get("name", "")
-                    for sp in ss.get("spans") or []:
-                        status = sp.get("status") or {}
-                        code = str(status.get("code", "STATUS_CODE_UNSET")).replace("STATUS_CODE_", "")
-                        yield {
-                            "name": sp.get("name", ""),
-                            "trace_id": sp.get("traceId", ""),
-                            "span_id": sp.get("spanId", ""),
-                            "parent_span_id": sp.get("parentSpanId") or None,
-                            "kind": _KINDS.get(sp.get("kind", ""), "INTERNAL"),
-                            "start_ns": int(sp.get("startTimeUnixNano") or 0),
-                            "end_ns": int(sp.get("endTimeUnixNano") or 0),
-                            "status": code,
-                            "status_message": status.get("message", ""),
-                            "attributes": _attrs(sp.get("attributes") or []),
-                            "events": [{"name": e.get("name", ""), "attributes": _attrs(e.get("attributes") or [])}
-                                       for e in sp.get("events") or []],
-                            "resource": resource,
-                            "scope": scope,
-                        }
+                    scope = str((ss.get("scope") or {}).get("name", ""))
+                    spans += [_span(sp, resource, scope) for sp in ss.get("spans") or []]
+            if not all(_finite(sp["attributes"]) for sp in spans):
+                raise ValueError("a NaN or infinite number")
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
+            skipped += 1
+            first = first or f"line {n}: {str(e)[:120]}"
+            continue
+        out += spans
+    return out, skipped, first
+
+
+def iter_spans(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield each span of an OTLP-JSON-lines file as a flat dict: name, trace_id, span_id, parent_span_id,
+    kind, start_ns, end_ns, status ('OK'|'ERROR'|'UNSET'), status_message, attributes, resource, scope.
+    Lines that are not OTLP JSON are skipped with one warning. A path that is not a regular file (a directory,
+    a FIFO) raises :class:`effagent.files.InputFileError` without blocking."""
+    spans, skipped, first = scan_spans(path)
+    if skipped:
+        log.warning("%s: %d line(s) not OTLP JSON, skipped (%s)", path, skipped, first)
+    yield from spans
 
 
 def read_spans(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -15,7 +15,9 @@ name                               instrument      unit       what
 ``effagent.tokens.saved``          up-down counter ``{token}``  saved $ as baseline-equivalent tokens:
                                                               ``tokens * saved / baseline``
 ``effagent.token.usage``           counter         ``{token}``  tokens by tier and type (input, output,
-                                                              reasoning), for totals per tier
+                                                              reasoning, cache_read, cache_write: the
+                                                              last two are parts of input), for totals
+                                                              per tier
 =================================  ==============  =========  ===========================================
 
 Histogram bucket boundaries are the ones the GenAI semantic conventions specify (given as the advisory
@@ -23,7 +25,8 @@ Histogram bucket boundaries are the ones the GenAI semantic conventions specify 
 
 "Saved" is computed per call against ``policy.baseline_tier`` (the tier every step would use without
 effagent; when the policy names none, the dearest tier by output price): the call's own input and output
-tokens priced at the baseline tier, minus what they cost on the tier that served them. It does not guess
+tokens (with the same cache reads and writes) priced at the baseline tier the way a call there is priced
+(:func:`effagent.telemetry.pricing.call_cost`), minus what they cost on the tier that served them. It does not guess
 how many tokens the baseline model would have produced; compare runs with ``effagent bench`` for that.
 """
 
@@ -32,6 +35,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import Meter
+
+from effagent.telemetry.pricing import call_cost
 
 if TYPE_CHECKING:
     from effagent.ledger.base import StepRecord
@@ -57,7 +62,9 @@ def savings(policy: Policy | None, record: StepRecord) -> tuple[float, float, fl
     if policy is None or name is None or name not in policy.tiers:
         return record.usage.cost_usd, 0.0, 0.0
     u = record.usage
-    base = policy.tiers[name].price.cost(u.input_tokens, u.output_tokens)
+    base = call_cost(policy.tiers[name], u.input_tokens, u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+                     cache_write_tokens=u.cache_write_tokens,
+                     reasoning_tokens=0 if record.reasoning_estimated else u.reasoning_tokens).total_usd
     saved = base - u.cost_usd
     tokens = (u.input_tokens + u.output_tokens) * saved / base if base > 0 else 0.0
     return base, saved, tokens
@@ -103,6 +110,10 @@ class CallMetrics:
         self.tier_tokens.add(u.output_tokens, {**tier_attrs, "gen_ai.token.type": "output"})
         if u.reasoning_tokens:
             self.tier_tokens.add(u.reasoning_tokens, {**tier_attrs, "gen_ai.token.type": "reasoning"})
+        if u.cache_read_tokens:
+            self.tier_tokens.add(u.cache_read_tokens, {**tier_attrs, "gen_ai.token.type": "cache_read"})
+        if u.cache_write_tokens:
+            self.tier_tokens.add(u.cache_write_tokens, {**tier_attrs, "gen_ai.token.type": "cache_write"})
         base, saved, tokens = savings(policy, record)
         self.cost.add(u.cost_usd, tier_attrs)
         self.baseline_cost.add(base, tier_attrs)

@@ -38,7 +38,9 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from effagent.redact import Redactor
 from effagent.telemetry.metrics import CallMetrics, baseline_tier, savings
+from effagent.telemetry.pricing import call_cost
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -83,33 +85,31 @@ def split_model(model: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------------
 # Never leak a secret into an attribute
 # ---------------------------------------------------------------------------------------------------
-_SECRET_PATTERNS = [
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/=]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
-]
 _SECRET_ENV = re.compile(r"(?i)(API_KEY|_TOKEN|_SECRET|PASSWORD)$")
+_TOOL_ARGS = re.compile(r"(tool call [^\s(]+)\(.*\)( repeated)", re.S)
+_QUOTED = re.compile(r"""(e\.g\. )(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""", re.S)
+
+
+def content_free(reason: str) -> str:
+    """A decision or loop reason without the text it quotes (a repeated tool call's arguments, a sentence of
+    the model's reasoning): what a trace gets when ``telemetry.record_content`` is false."""
+    return _QUOTED.sub(r"\1[content not recorded]", _TOOL_ARGS.sub(r"\1(...)\2", reason))
 
 
 class _Scrubber:
+    """The policy's secrets (:meth:`effagent.policy.Policy.redact`), the values of environment variables
+    named like secrets, and every secret shape (:mod:`effagent.redact`)."""
+
     def __init__(self, policy: Policy | None) -> None:
-        values: set[str] = set()
-        if policy is not None:
-            for tier in policy.tiers.values():
-                if tier.api_key is not None:
-                    values.add(tier.api_key.get_secret_value())
-        for k, v in os.environ.items():
-            if _SECRET_ENV.search(k):
-                values.add(v)
-        self.values = sorted((v for v in values if v and len(v) >= 6), key=len, reverse=True)
+        env = Redactor(v for k, v in os.environ.items() if _SECRET_ENV.search(k))
+        self._redact = policy.redactor | env if policy is not None else env
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return self._redact.values
 
     def __call__(self, text: str) -> str:
-        for v in self.values:
-            if v in text:
-                text = text.replace(v, "[REDACTED]")
-        for p in _SECRET_PATTERNS:
-            text = p.sub(lambda m: (m.group(1) if m.groups() else "") + "[REDACTED]", text)
-        return text
+        return self._redact(text)
 
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -187,6 +187,9 @@ class OTelObserver:
         atexit.register(lambda: (o := ref()) is not None and o.close())
 
     # -- attributes -----------------------------------------------------------------------------------
+    def _reason(self, text: str) -> str:
+        return self._scrub(text if self.record_content else content_free(text))
+
     def _model_attrs(self, model: str) -> dict[str, Any]:
         provider, name = split_model(model)
         return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": name,
@@ -203,7 +206,7 @@ class OTelObserver:
             "effagent.decision.action": d.action,
             "effagent.decision.tier": d.tier,
             "effagent.decision.model": d.model,
-            "effagent.decision.reason": self._scrub(d.reason),
+            "effagent.decision.reason": self._reason(d.reason),
             "effagent.decision.max_tokens": d.max_tokens,
             "effagent.decision.samples": d.samples,
             "effagent.decision.prompt_budget": d.prompt_budget,
@@ -227,7 +230,7 @@ class OTelObserver:
             if v is not None:
                 a[f"effagent.budget_left.{k}"] = v
         if d.loop is not None:
-            a["effagent.loop.reason"] = self._scrub(d.loop)
+            a["effagent.loop.reason"] = self._reason(d.loop)
         if d.warning is not None:
             a["effagent.budget.warning"] = d.warning
         return a
@@ -248,17 +251,24 @@ class OTelObserver:
             "gen_ai.usage.input_tokens": u.input_tokens,
             "gen_ai.usage.output_tokens": u.output_tokens,
             "gen_ai.usage.reasoning.output_tokens": u.reasoning_tokens,
+            "gen_ai.usage.cache_read.input_tokens": u.cache_read_tokens,
+            "gen_ai.usage.cache_creation.input_tokens": u.cache_write_tokens,
             "llm.token_count.prompt": u.input_tokens,
             "llm.token_count.completion": u.output_tokens,
             "llm.token_count.total": u.input_tokens + u.output_tokens,
             "llm.token_count.completion_details.reasoning": u.reasoning_tokens,
+            "llm.token_count.prompt_details.cache_read": u.cache_read_tokens,
+            "llm.token_count.prompt_details.cache_write": u.cache_write_tokens,
             "llm.cost.total": u.cost_usd,
             "effagent.cost.usd": u.cost_usd,
         })
         tier = self.policy.tiers.get(record.tier) if self.policy is not None else None
-        if tier is not None:
-            a["llm.cost.prompt"] = tier.price.cost(u.input_tokens, 0)
-            a["llm.cost.completion"] = tier.price.cost(0, u.output_tokens)
+        if tier is not None:  # the record's cost, split as it was computed (litellm's calculation or the price)
+            split = call_cost(tier, u.input_tokens, u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+                              cache_write_tokens=u.cache_write_tokens,
+                              reasoning_tokens=0 if record.reasoning_estimated else u.reasoning_tokens)
+            a["llm.cost.prompt"] = split.prompt_usd
+            a["llm.cost.completion"] = split.completion_usd
         if self.baseline is not None:
             base, saved, tokens = savings(self.policy, record)
             a.update({"effagent.baseline_tier": self.baseline, "effagent.cost.baseline_usd": base,
@@ -394,7 +404,9 @@ class OTelObserver:
             span = self._tracer.start_span(f"chat {attrs['gen_ai.request.model']}", context=parent,
                                            kind=SpanKind.CLIENT, attributes=call_attrs, start_time=start)
             if not record.ok:
-                span.set_status(Status(StatusCode.ERROR, self._scrub(record.error or "call failed")[:500]))
+                why = (self._scrub(record.error or "call failed") if self.record_content else
+                       f"{record.tier}: {error_type} (message not recorded: telemetry.record_content is false)")
+                span.set_status(Status(StatusCode.ERROR, why[:500]))
             span.end(end_time=end)
         if ended_step is not None:
             ended_step.span.set_status(Status(StatusCode.ERROR, "every tier failed"))
@@ -422,6 +434,8 @@ class OTelObserver:
             step.span.set_attributes({
                 "gen_ai.usage.input_tokens": u.input_tokens, "gen_ai.usage.output_tokens": u.output_tokens,
                 "gen_ai.usage.reasoning.output_tokens": u.reasoning_tokens,
+                "gen_ai.usage.cache_read.input_tokens": u.cache_read_tokens,
+                "gen_ai.usage.cache_creation.input_tokens": u.cache_write_tokens,
                 "llm.token_count.prompt": u.input_tokens, "llm.token_count.completion": u.output_tokens,
                 "llm.token_count.total": u.total_tokens, "llm.cost.total": u.cost_usd,
                 "effagent.cost.usd": u.cost_usd})
@@ -435,7 +449,7 @@ class OTelObserver:
                                  "effagent.decision.tier": decision.tier, "effagent.outcome.success": bool(success)}
         if decision.band:
             attrs["effagent.decision.band"] = decision.band
-        if feedback:
+        if feedback and self.record_content:  # feedback text is content
             attrs["effagent.outcome.feedback"] = self._scrub(feedback)
         self._tracer.start_span("effagent outcome", kind=SpanKind.INTERNAL, attributes=attrs).end()
 
@@ -456,6 +470,8 @@ class OTelObserver:
             "effagent.run.input_tokens": usage.input_tokens,
             "effagent.run.output_tokens": usage.output_tokens,
             "effagent.run.reasoning_tokens": usage.reasoning_tokens,
+            "effagent.run.cache_read_tokens": usage.cache_read_tokens,
+            "effagent.run.cache_write_tokens": usage.cache_write_tokens,
             "effagent.run.total_tokens": usage.total_tokens,
             "effagent.run.cost_usd": usage.cost_usd,
             "effagent.run.baseline_usd": run.baseline_usd,

@@ -115,9 +115,12 @@ def test_reservations_all_or_nothing_and_settle(redis_url):
 
 @pytest.mark.redis
 def test_reservations_expire(redis_url):
-    led = RedisLedger(redis_url, key_prefix=unique_prefix("ttl"), on_unavailable="fail_closed")
+    prefix = unique_prefix("ttl")
+    gone = RedisLedger(redis_url, key_prefix=prefix, on_unavailable="fail_closed")
+    led = RedisLedger(redis_url, key_prefix=prefix, on_unavailable="fail_closed")
     limits = {"team": Limit(tokens=100)}
-    assert led.reserve({"team": "x"}, 100, 0, limits, ttl_s=0.2) is not None  # a worker that crashes holding it
+    assert gone.reserve({"team": "x"}, 100, 0, limits, ttl_s=0.2) is not None
+    gone.close()  # a worker that stops holding it (no more renewals), like one that crashed
     assert led.reserve({"team": "x"}, 1, 0, limits) is None
     time.sleep(0.3)
     assert led.reserved("team", "x") == (0, 0.0)
@@ -246,25 +249,32 @@ def test_a_killed_worker_loses_no_recorded_usage(redis_url, tmp_path):
 
 
 @pytest.mark.redis
-def test_fail_closed_when_the_server_dies(redis_servers):
-    server = redis_servers()
-    led = RedisLedger(server.url, key_prefix=unique_prefix("fc"), on_unavailable="fail_closed", socket_timeout_s=0.5)
+def test_fail_closed_when_the_server_dies(redis_servers, tmp_path):
+    server = redis_servers(persist=True)
+    led = RedisLedger(server.url, key_prefix=unique_prefix("fc"), on_unavailable="fail_closed", socket_timeout_s=0.5,
+                      journal=tmp_path / "journal.jsonl")
     led.record(rec("r", 0))
     server.kill()
-    with pytest.raises(LedgerUnavailable) as e:
-        led.record(rec("r", 1))
+    with pytest.raises(LedgerUnavailable) as e:  # no new call is started on an unknown budget
+        led.reserve({"run": "r"}, 10, 0, {})
     msg = str(e.value)
     assert server.url in msg and "redis-server is running" in msg and "fail_open" in msg
-    with pytest.raises(LedgerUnavailable):
-        led.reserve({"run": "r"}, 10, 0, {})
+    # a call that was made is paid for: its record does not raise, it is journaled (and said so)
+    with pytest.warns(RuntimeWarning, match="journal"):
+        led.record(rec("r", 1))
+    assert led.journaled() == 1 and [e["event"] for e in led.events] == ["journaled"]
+    server.start()
+    led.replay_journal()
+    assert led.journaled() == 0 and led.run_usage("r").calls == 2
+    assert [r.step for r in led.records("r")] == [0, 1]
 
 
 @pytest.mark.redis
-def test_fail_open_degrades_then_recovers_and_loses_nothing(redis_servers):
+def test_fail_open_degrades_then_recovers_and_loses_nothing(redis_servers, tmp_path):
     server = redis_servers(persist=True)
     events = []
     led = RedisLedger(server.url, key_prefix=unique_prefix("fo"), on_unavailable="fail_open", socket_timeout_s=0.5,
-                      retry_s=0.2, on_event=lambda kind, ev: events.append(kind))
+                      retry_s=0.2, on_event=lambda kind, ev: events.append(kind), journal=tmp_path / "j.jsonl")
     for s in range(3):
         led.record(rec("r", s, thread="t"))
     res = led.reserve({"run": "r", "team": "x"}, 100, 0, {"team": Limit(tokens=1000)})
@@ -274,7 +284,8 @@ def test_fail_open_degrades_then_recovers_and_loses_nothing(redis_servers):
         for s in range(4, 6):
             led.record(rec("r", s, thread="t"))
     assert len(warned) == 1 and led.degraded and events == ["degraded"]
-    assert led.run_usage("r").calls == 3  # the local view while degraded: what this process recorded since
+    # the local view while degraded: the last total seen in Redis (3 calls) and what this process recorded since
+    assert led.run_usage("r").calls == 6
     local = led.reserve({"run": "r", "team": "x"}, 10, 0, {"team": Limit(tokens=1000)})
     assert local is not None and local.backend == "local"
 

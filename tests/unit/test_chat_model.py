@@ -122,10 +122,12 @@ async def test_async_graph_and_astream() -> None:
 
 
 def test_checkpointed_thread_budget_carries_over_invocations() -> None:
-    pol = policy(thread_tokens=40)
-    graph, llm = build(pol, checkpointer=InMemorySaver())
+    pol = policy(thread_tokens=1000)  # steps may use 500 of it
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+    llm = EfficientChatModel(pol, models={"small": small, "large": fakes()[1]}, ledger=InMemoryLedger())
+    graph, llm = build(pol, llm=llm, checkpointer=InMemorySaver())
     cfg: Any = {"configurable": {"thread_id": "t"}}
-    graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 steps x 15 tokens: 30 of the thread's 40
+    graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 steps x 150 tokens: 300 of the thread's 1,000
     graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)
     recs = llm.ledger.records()
     assert {r.thread_id for r in recs} == {"t"}

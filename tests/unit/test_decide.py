@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from effagent import BudgetExceeded, Decision, Difficulty, LedgerState, Policy, Usage, decide
+from effagent.checkin import Grant
 
 # small cannot think and is cheap; large thinks (its own cap 2000 thinking tokens) and costs 10-20x more
 BASE: dict[str, Any] = {
@@ -31,6 +32,7 @@ BASE: dict[str, Any] = {
         {"name": "hard", "min": 0.7, "max": 1.0, "tier": "large", "thinking": True},
     ],
     "telemetry": {"enabled": False},
+    "budgets": {"finalize": {"reserve": 0.0}},  # rows on the final answer's reserve set their own
 }
 
 
@@ -115,8 +117,9 @@ ROWS = [
     Row("the smaller of run and thread left wins", 0.1, {**EASY, "max_tokens": 700},
         policy={"budgets": {"run": {"tokens": 5_000}, "thread": {"tokens": 50_000}}},
         state=spent(run_tokens=4_300, thread_tokens=10_000)),
-    Row("prompt bigger than what is left: one token", 0.1, {**EASY, "max_tokens": 1},
-        policy={"budgets": {"run": {"tokens": 5_000}}}, state=spent(run_tokens=4_000), kwargs={"input_tokens": 2_000}),
+    Row("prompt bigger than what is left: no call at all (was: max_tokens 1, over the limit)", 0.1,
+        {"action": "halt"}, policy={"budgets": {"run": {"tokens": 5_000}}}, state=spent(run_tokens=4_000),
+        kwargs={"input_tokens": 2_000}),
     # -- dollars left: a step whose worst case does not fit moves to a cheaper tier ----------------------
     # medium on large at most (0 in + 1000 out) x $4/Mtok = $0.004; on small $0.0002
     Row("$ left covers the step: stays", 0.5, MEDIUM, policy={"budgets": {"run": {"usd": 1.0}}},
@@ -135,18 +138,37 @@ ROWS = [
     Row("one sample fits the same $", 0.5, {"tier": "large", "samples": 1},
         policy={"budgets": {"run": {"usd": 1.0}}}, state=spent(run_usd=0.99)),
     # -- a spent budget ends the run with one last call (on_exhausted: finalize) --------------------------
-    Row("run tokens spent -> finalize", 0.9, FINAL, policy={"budgets": {"run": {"tokens": 1_000}}},
-        state=spent(run_tokens=1_000), reason=("run budget exhausted (1000 tokens of 1000 tokens)",
-                                               "one last call without thinking")),
-    Row("thread $ spent -> finalize", 0.1, FINAL, policy={"budgets": {"thread": {"usd": 0.5}}},
-        state=spent(thread_usd=0.6), reason=("thread budget exhausted ($0.600000 of $0.500000)",)),
+    Row("run tokens spent -> finalize from the reserve", 0.9, {**FINAL, "max_tokens": 100},
+        policy={"budgets": {"run": {"tokens": 1_000}, "finalize": {"reserve": 0.1}}},
+        state=spent(run_tokens=900), reason=("run budget exhausted (900 tokens of 900 tokens usable by steps)",
+                                             "one last call without thinking")),
+    Row("steps stop at limit x (1 - reserve)", 0.5, {**FINAL, "max_tokens": 256},
+        policy={"budgets": {"run": {"tokens": 10_000}, "finalize": {"reserve": 0.1}}},
+        state=spent(run_tokens=8_950), kwargs={"input_tokens": 100}, reason=("run budget exhausted",)),
+    Row("no room even for the final answer -> halt, no call", 0.9,
+        {"action": "halt", "band": None, "max_tokens": 0},
+        policy={"budgets": {"run": {"tokens": 1_000}}}, state=spent(run_tokens=1_000),
+        reason=("run budget exhausted", "no room left for a final answer", "without another model call")),
+    Row("the final answer's prompt alone fills the reserve -> halt", 0.9, {"action": "halt"},
+        policy={"budgets": {"run": {"tokens": 1_000}, "finalize": {"reserve": 0.1}}},
+        state=spent(run_tokens=900), kwargs={"input_tokens": 95}),
+    Row("a step whose prompt does not fit what is left -> finalize, not max_tokens 1", 0.5, {"action": "halt"},
+        policy={"budgets": {"run": {"tokens": 1_000}}}, state=spent(run_tokens=700), kwargs={"input_tokens": 400}),
+    Row("thread $ spent -> finalize", 0.1, FINAL,
+        policy={"budgets": {"thread": {"usd": 0.5}, "finalize": {"reserve": 0.1}}},
+        state=spent(thread_usd=0.46), reason=("thread budget exhausted ($0.460000 of $0.450000",)),
+    Row("thread $ all spent -> halt", 0.1, {"action": "halt"}, policy={"budgets": {"thread": {"usd": 0.5}}},
+        state=spent(thread_usd=0.6)),
+    Row("a grant raises the limits", 0.5, MEDIUM, policy={"budgets": {"run": {"tokens": 1_000}}},
+        state=spent(run_tokens=1_000), kwargs={"grant": Grant(tokens=5_000)}),
     Row("finalize on the tier the policy names, never thinking", 0.9,
         {**FINAL, "tier": "large", "model": "fake/large", "max_tokens": 300},
-        policy={"budgets": {"run": {"tokens": 1_000}, "finalize": {"tier": "large", "max_tokens": 300}}},
-        state=spent(run_tokens=1_200)),
+        policy={"budgets": {"run": {"tokens": 1_000}, "finalize": {"tier": "large", "max_tokens": 300,
+                                                                    "reserve": 0.5}}},
+        state=spent(run_tokens=600)),
     Row("finalize max_tokens capped by the tier's", 0.9, {**FINAL, "max_tokens": 4096},
-        policy={"budgets": {"run": {"tokens": 1_000}, "finalize": {"max_tokens": 5000}}},
-        state=spent(run_tokens=1_000)),
+        policy={"budgets": {"run": {"tokens": 10_000}, "finalize": {"max_tokens": 5000, "reserve": 0.5}}},
+        state=spent(run_tokens=5_000)),
     Row("a loop verdict -> finalize", 0.9, {**FINAL, "loop": "search called 3 times with the same arguments"},
         kwargs={"loop": "search called 3 times with the same arguments"},
         reason=("loop capped: search called 3 times with the same arguments",)),
@@ -156,8 +178,9 @@ ROWS = [
     Row("shared (team) budget without room -> finalize", 0.5, FINAL,
         kwargs={"shared_exhausted": "no room left for this step's reserved maximum"},
         reason=("team budget exhausted (no room left for this step's reserved maximum)",)),
-    Row("a spent budget is named before a loop", 0.5, {**FINAL, "loop": "stuck"},
-        policy={"budgets": {"run": {"tokens": 100}}}, state=spent(run_tokens=100), kwargs={"loop": "stuck"},
+    Row("a spent budget is named before a loop", 0.5, {**FINAL, "loop": "stuck", "max_tokens": 40},
+        policy={"budgets": {"run": {"tokens": 100}, "finalize": {"reserve": 0.5}}}, state=spent(run_tokens=60),
+        kwargs={"loop": "stuck"},
         reason=("run budget exhausted",)),
     # -- the step's number ----------------------------------------------------------------------------
     Row("step defaults to the ledger's count", 0.1, {"step": 4}, state=spent(steps=4)),

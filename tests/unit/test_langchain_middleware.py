@@ -29,6 +29,7 @@ bands:
 budgets:
   run: {tokens: RUN_TOKENS}
   thread: {tokens: THREAD_TOKENS}
+  finalize: {reserve: RESERVE}
   on_exhausted: ON_EXHAUSTED
 fallback: {order: [large, small]}
 """
@@ -39,9 +40,10 @@ HARD = ("A tank holds 1200 litres. Pipe A fills it in 6 hours, pipe B in 9 hours
         "formula for the general case; analyze how the answer changes if pipe B fails after 2 hours.")
 
 
-def policy(run_tokens: int = 100000, thread_tokens: int = 1000000, on_exhausted: str = "finalize"):
+def policy(run_tokens: int = 100000, thread_tokens: int = 1000000, on_exhausted: str = "finalize",
+           reserve: float = 0.5):
     text = (POLICY.replace("RUN_TOKENS", str(run_tokens)).replace("THREAD_TOKENS", str(thread_tokens))
-            .replace("ON_EXHAUSTED", on_exhausted))
+            .replace("ON_EXHAUSTED", on_exhausted).replace("RESERVE", str(reserve)))
     return parse_policy(text, env={})
 
 
@@ -89,7 +91,7 @@ def test_easy_and_hard_steps_go_to_different_tiers_with_policy_settings():
 
 def test_answers_carry_a_summary_of_the_decision_when_the_policy_asks_for_it():
     full_agent, *_ = build(policy())
-    text = POLICY.replace("RUN_TOKENS", "100000").replace("THREAD_TOKENS", "1000000").replace(
+    text = POLICY.replace("RUN_TOKENS", "100000").replace("THREAD_TOKENS", "1000000").replace("RESERVE", "0.1").replace(
         "ON_EXHAUSTED", "finalize") + "telemetry: {enabled: false, answer_metadata: summary}\n"
     slim_agent, *_ = build(parse_policy(text, env={}), checkpointer=InMemorySaver())
     full = full_agent.invoke({"messages": [HumanMessage(HARD)]})["messages"]
@@ -120,15 +122,16 @@ def test_ledger_equals_sum_of_reported_usage():
 
 
 def test_spent_run_budget_finalizes_with_an_answer():
-    # the large fake would loop on tool calls forever; the 100-token run budget stops it
+    # the large fake would loop on tool calls forever; the 1,000-token run budget stops it (steps may use 500 of
+    # it, the other half is kept for the final answer)
     looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
-                                                    input_tokens=60, output_tokens=50)])
+                                                    input_tokens=300, output_tokens=50)])
     final = FakeTierModel(tier="small", script=[ai("Best answer: 2", input_tokens=5, output_tokens=4)])
-    agent, mw, small, large = build(policy(run_tokens=100), small=final, large=looper)
+    agent, mw, small, large = build(policy(run_tokens=1000), small=final, large=looper)
     out = agent.invoke({"messages": [HumanMessage(HARD)]}, {"recursion_limit": 50})
     last = out["messages"][-1]
     assert isinstance(last, AIMessage) and last.content == "Best answer: 2" and not last.tool_calls
-    assert len(looper.calls) == 1  # 110 tokens spent after one step: the next step is the finalize call
+    assert len(looper.calls) == 1  # 350 tokens spent after one step: the next prompt does not fit the 500 left
     fin = final.calls[0]
     assert "budget for this task is spent" in fin["messages"][-1].content
     assert "tool_names" not in fin["kwargs"]  # tools removed for the final call
@@ -139,26 +142,28 @@ def test_spent_run_budget_finalizes_with_an_answer():
 
 def test_spent_run_budget_raises_typed_error_when_policy_says_error():
     looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
-                                                    input_tokens=60, output_tokens=50)])
-    agent, *_ = build(policy(run_tokens=100, on_exhausted="error"), large=looper)
+                                                    input_tokens=300, output_tokens=50)])
+    agent, *_ = build(policy(run_tokens=1000, on_exhausted="error"), large=looper)
     with pytest.raises(BudgetExceeded) as e:
         agent.invoke({"messages": [HumanMessage(HARD)]})
-    assert e.value.scope == "run" and "110 tokens" in str(e.value) and "on_exhausted" in str(e.value)
+    assert e.value.scope == "run" and "350 tokens" in str(e.value) and "on_exhausted" in str(e.value)
 
 
 def test_resumed_thread_keeps_its_budget_across_processes():
     saver = InMemorySaver()
     cfg = {"configurable": {"thread_id": "t-1"}}
-    pol = policy(thread_tokens=50)
-    agent, mw, small, _ = build(pol, checkpointer=saver)
-    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 calls x 15 tokens = 30
-    assert mw.ledger.thread_usage("t-1").total_tokens == 30
+    pol = policy(thread_tokens=1000)  # steps may use 500 of it
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+    agent, mw, *_ = build(pol, small=small, checkpointer=saver)
+    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 calls x 150 tokens = 300
+    assert mw.ledger.thread_usage("t-1").total_tokens == 300
     state = agent.get_state(cfg).values
-    assert state["effagent_thread_usage"]["input_tokens"] == 24
+    assert state["effagent_thread_usage"]["input_tokens"] == 240
 
-    # a new process: fresh middleware and ledger, same checkpointer -> the thread's 30 tokens still count
-    agent2, mw2, small2, _ = build(pol, checkpointer=saver)
-    agent2.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 30 + 15 = 45 < 50: one more normal step
+    # a new process: fresh middleware and ledger, same checkpointer -> the thread's 300 tokens still count
+    small2 = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+    agent2, mw2, *_ = build(pol, small=small2, checkpointer=saver)
+    agent2.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 300 + 150: one more normal step, then the final one
     agent2.invoke({"messages": [HumanMessage(EASY)]}, cfg)
     kinds = [r.kind for r in mw2.ledger.records()]
     assert "finalize" in kinds
@@ -169,10 +174,11 @@ def test_without_a_checkpointer_the_ledger_keeps_the_thread_total_and_state_carr
     # no checkpointer: graph state ends with the invocation, so the thread's spending is the ledger's total
     # (the run's later steps included), and no state update is spent on it
     cfg = {"configurable": {"thread_id": "t-2"}}
-    agent, mw, *_ = build(policy(thread_tokens=40))
-    out = agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 calls x 15 tokens = 30
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+    agent, mw, *_ = build(policy(thread_tokens=800), small=small)  # steps may use 400 of it
+    out = agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 calls x 150 tokens = 300
     assert "effagent_thread_usage" not in out
-    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 30 + 15 >= 40 after its first step
+    agent.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 300 + 150: no room for a step after the first
     second = [r.kind for r in mw.ledger.records()][2:]
     assert second == ["model", "finalize"]
     assert mw.ledger.thread_usage("t-2").calls == 4
@@ -205,8 +211,9 @@ def test_the_observer_hears_each_run_end_with_the_runs_usage():
 
 def test_a_different_thread_has_its_own_budget():
     saver = InMemorySaver()
-    pol = policy(thread_tokens=50)
-    agent, mw, *_ = build(pol, checkpointer=saver)
+    pol = policy(thread_tokens=1000)
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+    agent, mw, *_ = build(pol, small=small, checkpointer=saver)
     for _ in range(2):
         agent.invoke({"messages": [HumanMessage(EASY)]}, {"configurable": {"thread_id": "a"}})
     agent.invoke({"messages": [HumanMessage(EASY)]}, {"configurable": {"thread_id": "b"}})

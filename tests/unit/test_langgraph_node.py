@@ -44,22 +44,27 @@ def test_graph_routes_easy_and_hard_with_policy_settings():
 def test_each_invocation_is_a_new_run_and_the_thread_budget_survives_a_restart():
     saver = InMemorySaver()
     cfg = {"configurable": {"thread_id": "t"}}
-    pol = policy(thread_tokens=40)
-    graph, node, *_ = build(pol, checkpointer=saver)
-    graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 steps x 15 tokens: 30 of the 40-token thread budget
+    pol = policy(thread_tokens=1000)  # steps may use 500 of it, the rest is kept for final answers
+
+    def small() -> FakeTierModel:
+        return FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+
+    graph, node, *_ = build(pol, small=small(), checkpointer=saver)
+    graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 2 steps x 150 tokens: 300 of the thread's budget
     runs = {r.run_id for r in node.ledger.records()}
-    graph2, node2, *_ = build(pol, checkpointer=saver)  # "new process": empty ledger, same checkpoints
+    graph2, node2, *_ = build(pol, small=small(), checkpointer=saver)  # "new process": empty ledger, same state
     graph2.invoke({"messages": [HumanMessage(EASY)]}, cfg)
     recs = node2.ledger.records()
     assert {r.run_id for r in recs}.isdisjoint(runs)  # a new run id ...
-    assert [r.kind for r in recs] == ["model", "finalize"]  # ... but the thread's 30 tokens still count
+    assert [r.kind for r in recs] == ["model", "finalize"]  # ... but the thread's 300 tokens still count
     assert graph2.get_state(cfg).values["effagent_thread_usage"]["calls"] == 4
 
 
 def test_without_a_checkpointer_the_thread_total_is_the_ledgers():
     cfg = {"configurable": {"thread_id": "t"}}
-    graph, node, *_ = build(policy(thread_tokens=40))
-    out = graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 30 of the 40-token thread budget
+    small = FakeTierModel(tier="small", responder=tool_then_answer("Paris", (120, 30, 0)))
+    graph, node, *_ = build(policy(thread_tokens=800), small=small)  # steps may use 400 of it
+    out = graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)  # 300 of the thread's budget
     assert "effagent_thread_usage" not in out  # state ends with the invocation: nothing to carry
     graph.invoke({"messages": [HumanMessage(EASY)]}, cfg)
     assert [r.kind for r in node.ledger.records()][2:] == ["model", "finalize"]
@@ -67,12 +72,12 @@ def test_without_a_checkpointer_the_thread_total_is_the_ledgers():
 
 def test_budget_error_and_finalize():
     looper = FakeTierModel(tier="large", script=[ai("", tool_calls=[call("calculator", {"expression": "1+1"})],
-                                                    input_tokens=60, output_tokens=50)])
-    graph, *_ = build(policy(run_tokens=100, on_exhausted="error"), large=looper)
+                                                    input_tokens=300, output_tokens=50)])
+    graph, *_ = build(policy(run_tokens=1000, on_exhausted="error"), large=looper)
     with pytest.raises(BudgetExceeded):
         graph.invoke({"messages": [HumanMessage(HARD)]})
     final = FakeTierModel(tier="small", script=[ai("done")])
-    graph, node, *_ = build(policy(run_tokens=100), small=final, large=looper)
+    graph, node, *_ = build(policy(run_tokens=1000), small=final, large=looper)
     assert graph.invoke({"messages": [HumanMessage(HARD)]})["messages"][-1].content == "done"
     assert "tool_names" not in final.calls[0]["kwargs"]
 
@@ -88,7 +93,7 @@ def test_answers_carry_the_decision_or_its_summary():
     from effagent import parse_policy
     from tests.unit.test_langchain_middleware import POLICY
 
-    text = POLICY.replace("RUN_TOKENS", "100000").replace("THREAD_TOKENS", "1000000").replace(
+    text = POLICY.replace("RUN_TOKENS", "100000").replace("THREAD_TOKENS", "1000000").replace("RESERVE", "0.1").replace(
         "ON_EXHAUSTED", "finalize")
     full, *_ = build(parse_policy(text, env={}))
     slim, *_ = build(parse_policy(text + "telemetry: {enabled: false, answer_metadata: summary}\n", env={}))

@@ -156,8 +156,9 @@ def test_complete_sends_settings_at_top_level(fake: FakeServer) -> None:
     assert sent["logprobs"] is True
 
 
-def test_retries_a_500_then_succeeds(fake: FakeServer) -> None:
-    fake.script["/v1/chat/completions"] = [(500, {"error": {"message": "boom"}}), (200, chat_body("ok"))]
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_retries_a_500_then_succeeds(fake: FakeServer, status: int) -> None:
+    fake.script["/v1/chat/completions"] = [(status, {"error": {"message": "boom"}}), (200, chat_body("ok"))]
     [c] = complete(tier(fake.base_url, retries=1), [{"role": "user", "content": "x"}], settings={"max_tokens": 5})
     assert c.content == "ok" and fake.paths() == ["/v1/chat/completions"] * 2
 

@@ -129,3 +129,52 @@ def test_a_learned_models_relative_path_is_read_from_the_policys_folder(tmp_path
         "bands: [{name: all, min: 0, max: 1, tier: small}]\n")
     monkeypatch.chdir("/")
     assert load_policy(tmp_path / "policy.yaml").difficulty.estimators[0].path == str(tmp_path / "model.json")
+
+
+# -- what each model accepts as a thinking control (effagent.capabilities) ----------------------------------------
+def test_validate_rejects_what_the_model_refuses_at_its_line():
+    found = problems("""tiers:
+  gem3: {model: gemini/gemini-3-pro-preview, price: {input_per_mtok: 2, output_per_mtok: 12}, thinking: {control: auto}}
+  pro: {model: openai/gpt-5.2-pro, thinking: {control: auto}}
+  opus: {model: anthropic/claude-opus-4-7, max_tokens: 8192, thinking: {control: auto, manual_budget: true}}
+bands:
+  - {name: a, min: 0.0, max: 0.3, tier: pro}
+  - {name: b, min: 0.3, max: 0.6, tier: gem3, thinking: true, effort: medium}
+  - {name: c, min: 0.6, max: 1.0, tier: opus, thinking: true, thinking_budget: 4096}
+""", env={})
+    text = "\n".join(found)
+    # thinking off on a pro OpenAI model: it has nothing below its default level
+    assert "p.yaml:6:" in text and "gpt-5.2-pro cannot switch thinking off" in text
+    assert "set thinking: true (effort: medium)" in text
+    # medium on Gemini 3 Pro, which takes low and high
+    assert "p.yaml:7:" in text and "does not take the level 'medium'" in text and "low/high" in text
+    assert "write effort: high" in text
+    # a manual budget on Claude Opus 4.7, which thinks adaptively only
+    assert "p.yaml:4:" in text and "refuses a manual thinking budget" in text and "drop manual_budget" in text.lower()
+    assert len(found) == 3, found
+
+
+def test_capability_table_takes_litellm_s_flags_and_the_project_rows():
+    from effagent.capabilities import capabilities
+
+    opus47, opus46, sonnet5 = (capabilities(f"anthropic/claude-{m}") for m in ("opus-4-7", "opus-4-6", "sonnet-5"))
+    assert opus47.adaptive and opus47.budget is None and "xhigh" in opus47.efforts
+    assert opus46.adaptive and opus46.budget == (1024, 0)  # 4.6 still takes a manual budget
+    assert sonnet5.thinks_by_default and sonnet5.can_off
+    assert capabilities("anthropic/claude-sonnet-4-5").budget == (1024, 0)
+    assert capabilities("gemini/gemini-3-pro-preview").levels == ("low", "high")
+    assert not capabilities("gemini/gemini-3-flash-preview").can_off
+    assert capabilities("openai/gpt-5-pro").efforts == ("high",)
+    assert "none" not in capabilities("openai/gpt-5.2-pro").efforts
+    assert capabilities("openai/gpt-5.1").efforts[0] == "none"
+    assert "xhigh" in capabilities("openai/gpt-5.2").efforts
+    assert all(c.sources for c in (opus47, sonnet5, capabilities("openai/o3")))
+
+
+def test_validate_says_when_a_model_cannot_switch_thinking_off():
+    policy = parse_policy("""tiers:
+  g: {model: gemini/gemini-3-pro-preview, price: {input_per_mtok: 2, output_per_mtok: 12}, thinking: {control: auto}}
+bands:
+  - {name: all, min: 0.0, max: 1.0, tier: g}
+""", env={})
+    assert "cannot switch thinking off: thinking off sends level low" in policy.summary()

@@ -78,13 +78,45 @@ def sent(server: FakeServer) -> dict[str, Any]:
 def ledger_record(policy: Policy, c: Completion) -> Any:
     gov = Governor(policy)
     return gov.call_record("run", None, decision(policy, HARD), tier="t", input_tokens=c.input_tokens,
-                           output_tokens=c.output_tokens, reasoning_tokens=c.reasoning_tokens or 0)
+                           output_tokens=c.output_tokens, reasoning_tokens=c.reasoning_tokens or 0,
+                           reasoning_estimated=c.reasoning_estimated)
+
+
+def one_band(tier: str, band: str) -> Policy:
+    """One tier ``t`` and one band (``band``: the band's own fields), so that explain decides what the call does."""
+    return parse_policy(f"""
+tiers:
+  t: {tier}
+bands:
+  - {{name: all, min: 0.0, max: 1.0, tier: t, max_tokens: 1024, {band}}}
+telemetry: {{enabled: false}}
+""", env={})
+
+
+def call_and_explain(policy: Policy, server: FakeServer) -> tuple[Completion, dict[str, Any]]:
+    """Call the tier through litellm (the stand-in server records what arrives), and check that
+    ``effagent explain``'s ``wire`` is exactly that request: same path, same body."""
+    from urllib.parse import urlsplit
+
+    from effagent.explain import explain
+
+    c = call(policy, HARD)
+    req = sent(server)
+    wire = explain(policy, PROMPT[0]["content"])["wire"]
+    assert "error" not in wire, wire
+    url = urlsplit(wire["url"])
+    assert url.path + (f"?{url.query}" if url.query else "") == req["path"]
+    assert wire["body"] == {k: v for k, v in req.items() if k != "path"}
+    assert "test-key" not in json.dumps(wire)  # credentials masked
+    return c, req
 
 
 # -- Anthropic ------------------------------------------------------------------------------------------------
-def anthropic_tier(server: FakeServer, **thinking: Any) -> str:
+def anthropic_tier(server: FakeServer, model: str = "anthropic/claude-sonnet-4-5", price: bool = True,
+                   **thinking: Any) -> str:
     extra = "".join(f", {k}: {v}" for k, v in thinking.items())
-    return (f"{{model: anthropic/claude-sonnet-4-5, api_base: '{root(server)}', api_key: test-key, retries: 0, "
+    priced = "price: {input_per_mtok: 3.0, output_per_mtok: 15.0}, " if price else ""
+    return (f"{{model: {model}, api_base: '{root(server)}', api_key: test-key, retries: 0, {priced}"
             f"max_tokens: 8192, thinking: {{control: auto{extra}}}}}")
 
 
@@ -107,7 +139,7 @@ def test_anthropic_thinking_budget_and_raised_max_tokens_on_the_wire(server: Fak
     rec = ledger_record(policy, c)
     assert rec.usage.input_tokens == 46 and rec.usage.output_tokens == 212
     assert rec.usage.reasoning_tokens == c.reasoning_tokens
-    assert rec.usage.cost_usd == pytest.approx((46 * 3.0 + 212 * 15.0) / 1e6)  # litellm's table: $3 / $15
+    assert rec.usage.cost_usd == pytest.approx((46 * 3.0 + 212 * 15.0) / 1e6)  # the tier's price: $3 / $15
 
 
 def test_anthropic_thinking_off_sends_no_thinking(server: FakeServer) -> None:
@@ -137,7 +169,8 @@ def test_bedrock_claude_thinking_on_the_wire(server: FakeServer, monkeypatch: py
     path = "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse"
     server.script[path] = [(200, body("bedrock_converse_reasoning.json"))]
     policy = policy_for(f"{{model: 'bedrock/{model}', api_base: '{root(server)}', retries: 0, max_tokens: 8192, "
-                        "thinking: {control: auto}}", budget=2048)
+                        "price: {input_per_mtok: 3.3, output_per_mtok: 16.5}, thinking: {control: auto}}",
+                        budget=2048)
     assert policy.tier("t").thinking.control == "anthropic"
     c = call(policy, HARD)
     req = sent(server)
@@ -147,13 +180,13 @@ def test_bedrock_claude_thinking_on_the_wire(server: FakeServer, monkeypatch: py
     assert (c.input_tokens, c.output_tokens) == (46, 190)
     assert c.reasoning_tokens is not None and 0 < c.reasoning_tokens < 190 and c.reasoning_estimated
     rec = ledger_record(policy, c)
-    assert rec.usage.cost_usd == pytest.approx((46 * 3.3 + 190 * 16.5) / 1e6)  # litellm's table for this id
+    assert rec.usage.cost_usd == pytest.approx((46 * 3.3 + 190 * 16.5) / 1e6)  # the tier's price for this id
 
 
 # -- Gemini -----------------------------------------------------------------------------------------------------
 def gemini_tier(server: FakeServer, model: str = "gemini/gemini-2.5-flash") -> str:
     return (f"{{model: {model}, api_base: '{root(server)}', api_key: test-key, retries: 0, max_tokens: 8192, "
-            "thinking: {control: auto}}")
+            "price: {input_per_mtok: 0.3, output_per_mtok: 2.5}, thinking: {control: auto}}")
 
 
 def test_gemini_25_thinking_budget_on_the_wire_and_thought_tokens_counted(server: FakeServer) -> None:
@@ -189,22 +222,48 @@ def test_gemini_25_unbounded_thinking_is_dynamic(server: FakeServer) -> None:
     assert sent(server)["generationConfig"]["thinkingConfig"]["thinkingBudget"] == -1
 
 
-def test_gemini_3_gets_a_thinking_level(server: FakeServer) -> None:
+def test_gemini_3_pro_gets_a_level_it_takes(server: FakeServer) -> None:
     path = "/models/gemini-3-pro-preview:generateContent"
     server.script[path] = [(200, body("gemini_generate_content_thinking.json"))]
     policy = policy_for(gemini_tier(server, "gemini/gemini-3-pro-preview"), budget=2048)
     assert policy.tier("t").thinking.control == "gemini_levels"
     call(policy, HARD)
-    assert sent(server)["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "medium", "includeThoughts": True}
-    call(policy, EASY)
-    assert sent(server)["generationConfig"]["thinkingConfig"]["includeThoughts"] is False
+    # Gemini 3 Pro takes low and high only: 2048 maps to the nearest level at or above it that Pro takes
+    assert sent(server)["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high", "includeThoughts": True}
+    call(policy, EASY)  # Gemini 3 cannot switch thinking off: off is its lowest level, thoughts not returned
+    assert sent(server)["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "low", "includeThoughts": False}
+    for band in ("thinking: true, effort: low", "thinking: false"):
+        call_and_explain(one_band(gemini_tier(server, "gemini/gemini-3-pro-preview"), band), server)
+
+
+def test_gemini_3_flash_takes_minimal_and_medium(server: FakeServer) -> None:
+    path = "/models/gemini-3-flash-preview:generateContent"
+    server.script[path] = [(200, body("gemini_generate_content_thinking.json"))]
+    tier = gemini_tier(server, "gemini/gemini-3-flash-preview")
+    _, req = call_and_explain(one_band(tier, "thinking: true, thinking_budget: 2048"), server)
+    assert req["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "medium", "includeThoughts": True}
+    _, req = call_and_explain(one_band(tier, "thinking: true, effort: minimal"), server)
+    assert req["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "minimal", "includeThoughts": True}
+    _, req = call_and_explain(one_band(tier, "thinking: false"), server)
+    assert req["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "minimal", "includeThoughts": False}
+
+
+def test_gemini_25_pro_budget_and_least_budget_for_off(server: FakeServer) -> None:
+    path = "/models/gemini-2.5-pro:generateContent"
+    server.script[path] = [(200, body("gemini_generate_content_thinking.json"))]
+    tier = gemini_tier(server, "gemini/gemini-2.5-pro")
+    _, req = call_and_explain(one_band(tier, "thinking: true, thinking_budget: 4096"), server)
+    assert req["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 4096}
+    _, req = call_and_explain(one_band(tier, "thinking: false"), server)
+    assert req["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 128  # 2.5 Pro cannot stop thinking
 
 
 # -- OpenAI -----------------------------------------------------------------------------------------------------
 def test_openai_effort_level_from_budget_on_the_wire(server: FakeServer) -> None:
     server.script["/v1/chat/completions"] = [(200, body("openai_chat_completion_reasoning.json"))]
     policy = policy_for(f"{{model: openai/gpt-5-mini, api_base: '{server.base_url}', api_key: test-key, "
-                        "retries: 0, max_tokens: 8192, thinking: {control: auto}}", budget=4096)
+                        "retries: 0, max_tokens: 8192, price: {input_per_mtok: 0.25, output_per_mtok: 2.0}, "
+                        "thinking: {control: auto}}", budget=4096)
     c = call(policy, HARD)
     req = sent(server)
     assert req["model"] == "gpt-5-mini"
@@ -217,6 +276,8 @@ def test_openai_effort_level_from_budget_on_the_wire(server: FakeServer) -> None
     assert rec.usage.cost_usd == pytest.approx((13 * 0.25 + 343 * 2.0) / 1e6)
     call(policy, EASY)
     assert sent(server)["reasoning_effort"] == "minimal"  # GPT-5's least thinking
+    for band in ("thinking: true, thinking_budget: 4096", "thinking: false"):
+        call_and_explain(one_band(policy_tier(policy), band), server)
 
 
 # -- vLLM -------------------------------------------------------------------------------------------------------
@@ -269,3 +330,138 @@ def test_chat_model_path_reads_gemini_thought_tokens(server: FakeServer) -> None
     reply = reply_of(msg)  # type: ignore[arg-type]
     assert reply is not None
     assert (reply.input_tokens, reply.output_tokens, reply.reasoning_tokens) == (11, 552, 537)
+
+
+def policy_tier(policy: Policy) -> str:
+    """Tier ``t`` of ``policy`` written back as a YAML flow mapping (for :func:`one_band`)."""
+    t = policy.tier("t")
+    data = t.model_dump(mode="json", exclude={"price_source", "thinking"}, exclude_defaults=True)
+    data["api_key"] = "test-key"
+    data["price"] = t.price.model_dump(mode="json")
+    data["thinking"] = {"control": t.thinking.control}
+    return json.dumps(data)
+
+
+# -- the explain wire of the families above ------------------------------------------------------------------
+def test_explain_wire_is_what_claude_45_bedrock_gemini_25_and_vllm_receive(server: FakeServer,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    server.script["/v1/messages"] = [(200, body("anthropic_messages_thinking.json"))]
+    _, req = call_and_explain(one_band(anthropic_tier(server), "thinking: true, thinking_budget: 2048"), server)
+    assert req["thinking"] == {"type": "enabled", "budget_tokens": 2048}  # Claude 4.5: a manual budget
+    path = "/models/gemini-2.5-flash:generateContent"
+    server.script[path] = [(200, body("gemini_generate_content_thinking.json"))]
+    call_and_explain(one_band(gemini_tier(server), "thinking: true, thinking_budget: 2048"), server)
+    server.script["/v1/chat/completions"] = [(200, body("vllm_chat_completion_reasoning.json"))]
+    vllm = (f"{{model: hosted_vllm/Qwen/Qwen3-8B, api_base: '{server.base_url}', retries: 0, max_tokens: 2048, "
+            "thinking: {control: auto}}")
+    _, req = call_and_explain(one_band(vllm, "thinking: true, thinking_budget: 512"), server)
+    assert req["thinking_token_budget"] == 512
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_REGION_NAME", "us-east-1")
+    model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    server.script["/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse"] = [
+        (200, body("bedrock_converse_reasoning.json"))]
+    bedrock = (f"{{model: 'bedrock/{model}', api_base: '{root(server)}', retries: 0, max_tokens: 8192, "
+               "price: {input_per_mtok: 3.3, output_per_mtok: 16.5}, thinking: {control: auto}}")
+    _, req = call_and_explain(one_band(bedrock, "thinking: true, thinking_budget: 2048"), server)
+    assert req["additionalModelRequestFields"]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    wire = __import__("effagent.explain", fromlist=["explain"]).explain(
+        one_band(bedrock, "thinking: true, thinking_budget: 2048"), PROMPT[0]["content"])["wire"]
+    assert wire["headers"]["authorization"] == "[REDACTED]"  # the SigV4 signature is not printed
+
+
+# -- Claude 4.6+: adaptive thinking with an effort level -----------------------------------------------------
+@pytest.mark.parametrize("model", ["anthropic/claude-opus-4-6", "anthropic/claude-opus-4-7"])
+def test_claude_46_and_47_think_adaptively_with_an_effort(server: FakeServer, model: str) -> None:
+    server.script["/v1/messages"] = [(200, body("anthropic_messages_adaptive_summarized.json"))]
+    c, req = call_and_explain(one_band(anthropic_tier(server, model), "thinking: true, thinking_budget: 2048"),
+                              server)
+    # no manual budget_tokens: adaptive thinking, the budget as its nearest level, a summary so thinking shows
+    assert req["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert req["output_config"] == {"effort": "medium"}
+    assert req["max_tokens"] == 1024  # no raise: adaptive thinking has no budget_tokens < max_tokens rule
+    _, req = call_and_explain(one_band(anthropic_tier(server, model), "thinking: true, effort: high"), server)
+    assert req["output_config"] == {"effort": "high"}
+    _, req = call_and_explain(one_band(anthropic_tier(server, model), "thinking: false"), server)
+    assert "thinking" not in req and "output_config" not in req  # does not think by default: nothing to switch off
+    d = one_band(anthropic_tier(server, model), "thinking: true, thinking_budget: 2048")
+    req_ = encode(decision(d, HARD), "t", d.tier("t"))
+    assert (req_.effort, req_.enforcement) == ("medium", "none") and "output_config.effort medium" in req_.notes[0]
+
+
+def test_claude_46_takes_a_manual_budget_when_asked(server: FakeServer) -> None:
+    server.script["/v1/messages"] = [(200, body("anthropic_messages_thinking.json"))]
+    tier = anthropic_tier(server, "anthropic/claude-opus-4-6", manual_budget="true")
+    _, req = call_and_explain(one_band(tier, "thinking: true, thinking_budget: 2048"), server)
+    assert req["thinking"] == {"type": "enabled", "budget_tokens": 2048} and req["max_tokens"] == 3072
+
+
+def test_sonnet_5_thinking_off_sends_the_off_switch(server: FakeServer) -> None:
+    server.script["/v1/messages"] = [(200, body("anthropic_messages_no_thinking.json"))]
+    c, req = call_and_explain(one_band(anthropic_tier(server, "anthropic/claude-sonnet-5"), "thinking: false"),
+                              server)
+    assert req["thinking"] == {"type": "disabled"}  # Sonnet 5 thinks by default: off must be said
+    assert c.reasoning_tokens in (None, 0)
+
+
+@pytest.mark.parametrize("fixture", ["anthropic_messages_adaptive_summarized.json",
+                                     "anthropic_messages_adaptive_omitted.json"])
+def test_claude_reasoning_tokens_are_what_was_billed(server: FakeServer, fixture: str) -> None:
+    server.script["/v1/messages"] = [(200, body(fixture))]
+    policy = one_band(anthropic_tier(server, "anthropic/claude-opus-4-7"), "thinking: true, effort: high")
+    c = call(policy, HARD)
+    assert c.output_tokens == 900
+    visible = __import__("effagent.llm.billed", fromlist=["x"]).visible_tokens(c.model, c.content)
+    assert 0 < visible < 20
+    # the billed thinking (output less the visible answer), not the 28-token summary nor 0 for an empty block
+    assert c.reasoning_tokens == 900 - visible and c.reasoning_estimated
+    rec = ledger_record(policy, c)
+    assert rec.usage.reasoning_tokens == 900 - visible and rec.reasoning_estimated
+    assert rec.usage.cost_usd == pytest.approx((46 * 3.0 + 900 * 15.0) / 1e6)
+
+
+def test_an_anthropic_tier_with_an_api_base_and_no_price_costs_nothing(server: FakeServer) -> None:
+    server.script["/v1/messages"] = [(200, body("anthropic_messages_thinking.json"))]
+    policy = one_band(anthropic_tier(server, price=False), "thinking: false")
+    assert policy.tier("t").price_source == "policy" and policy.tier("t").price.output_per_mtok == 0
+    c = call(policy, HARD)
+    assert ledger_record(policy, c).usage.cost_usd == 0  # self-hosted (docs/providers.md): priced only if given
+
+
+# -- OpenAI: each model's own effort values ---------------------------------------------------------------------
+def openai_tier(server: FakeServer, model: str) -> str:
+    return (f"{{model: openai/{model}, api_base: '{server.base_url}', api_key: test-key, retries: 0, "
+            "max_tokens: 8192, price: {input_per_mtok: 1.0, output_per_mtok: 8.0}, thinking: {control: auto}}")
+
+
+@pytest.mark.parametrize(("model", "band", "effort"), [
+    ("gpt-5.1", "thinking: false", "none"),
+    ("gpt-5.1", "thinking: true, thinking_budget: 8192", "high"),  # 5.1 has no xhigh
+    ("gpt-5.2", "thinking: true, thinking_budget: 8192", "xhigh"),
+    ("gpt-5-pro", "thinking: true, thinking_budget: 1024", "high"),  # gpt-5-pro takes only high
+    ("gpt-5.2-pro", "thinking: true, thinking_budget: 1024", "medium"),  # its least
+    ("o3", "thinking: false", "low"),  # o-series cannot stop reasoning
+    ("o3", "thinking: true, effort: high", "high"),
+])
+def test_openai_effort_each_model_takes(server: FakeServer, model: str, band: str, effort: str) -> None:
+    server.script["/v1/chat/completions"] = [(200, body("openai_chat_completion_reasoning.json"))]
+    server.script["/v1/responses"] = [(200, body("openai_responses_reasoning.json"))]  # litellm's route for pro
+    c, req = call_and_explain(one_band(openai_tier(server, model), band), server)
+    sent_effort = req["reasoning"]["effort"] if req["path"] == "/v1/responses" else req["reasoning_effort"]
+    assert req["model"] == model and sent_effort == effort
+    assert c.reasoning_tokens == 320 and not c.reasoning_estimated
+
+
+# -- DeepSeek ------------------------------------------------------------------------------------------------
+def test_deepseek_thinking_type_and_effort(server: FakeServer) -> None:
+    server.script["/v1/chat/completions"] = [(200, body("deepseek_chat_completion_thinking.json"))]
+    tier = (f"{{model: deepseek/deepseek-v4-pro, api_base: '{server.base_url}', api_key: test-key, retries: 0, "
+            "max_tokens: 8192, price: {input_per_mtok: 0.5, output_per_mtok: 2.0}, thinking: {control: auto}}")
+    c, req = call_and_explain(one_band(tier, "thinking: true, effort: max"), server)
+    assert req["thinking"] == {"type": "enabled"} and req["reasoning_effort"] == "max"
+    assert (c.output_tokens, c.reasoning_tokens, c.reasoning_estimated) == (310, 296, False)
+    _, req = call_and_explain(one_band(tier, "thinking: true, thinking_budget: 2048"), server)
+    assert req["reasoning_effort"] == "high"  # DeepSeek takes high and max
+    _, req = call_and_explain(one_band(tier, "thinking: false"), server)
+    assert req["thinking"] == {"type": "disabled"} and "reasoning_effort" not in req

@@ -147,7 +147,7 @@ class Result:
 def _tiers(policy: Policy) -> tuple[list[Band], str, str, int]:
     """Sorted bands, cheap tier, strong tier and the index (in sorted order) of the first band above the cheap
     tier's bands."""
-    bands = sorted(policy.bands, key=lambda b: b.min)
+    bands = sorted((b for b in policy.bands if b.roles is None), key=lambda b: b.min)  # role bands stay
     cheap, strong = bands[0].tier, bands[-1].tier
     if cheap == strong:
         raise CalibrateError(f"the lowest band ({bands[0].name!r}) and the top band ({bands[-1].name!r}) both go to "
@@ -506,7 +506,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         new_text = with_boundaries(text, policy, result.choice.threshold, str(src))
         new = parse_policy(new_text, source=str(out))  # raises PolicyError (exit 2) before anything is written
         want = sorted((b["min"], b["max"]) for b in result.bands)
-        if sorted((b.min, b.max) for b in new.bands) != want:
+        if sorted((b.min, b.max) for b in new.bands if b.roles is None) != want:
             raise CalibrateError(f"{out}: the edited bands do not read back as intended; nothing written")
         if out.exists() and out.resolve() == src.resolve():
             if new_text == src.read_text(encoding="utf-8"):

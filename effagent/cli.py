@@ -18,6 +18,7 @@ _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("effagent.bench.replay", "register", "bench", ("replay",)),
     ("effagent.bench.levers", "register", "bench", ("levers",)),
     ("effagent.bench.overhead", "register", "bench", ("overhead",)),
+    ("effagent.bench.ledger", "register", "bench", ("ledger",)),
     ("effagent.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
     ("effagent.report", "register", None, ("report",)),
     ("effagent.explain", "register", None, ("explain",)),

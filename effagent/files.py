@@ -55,7 +55,7 @@ def read_bytes(path: str | os.PathLike[str], what: str = "file", limit: int | No
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise InputFileError(f"{p}: no such {what}") from None
+        raise InputFileError(f"{p}: cannot read the {what}: no such file") from None
     except OSError as e:
         raise InputFileError(f"{p}: cannot read the {what}: {e.strerror or e}") from None
     try:

@@ -29,6 +29,7 @@ from pydantic import (
 from effagent.capabilities import capabilities
 from effagent.errors import PolicyError, UnknownTierError
 from effagent.redact import Redactor, url_secrets
+from effagent.records import STEP_ROLES, StepRole
 
 NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -59,31 +60,58 @@ class Price(_Strict):
     cache_write_per_mtok: NonNeg | None = None
     """USD per million prompt tokens written to the provider's prompt cache (Anthropic's and Bedrock's cache
     writes); unset: billed at `input_per_mtok`."""
+    long_context_above: Annotated[int, Field(gt=0)] | None = None
+    """Prompts longer than this many tokens are billed at the `long_context_*` rates (e.g. 200000 for Gemini 2.5
+    Pro and for Claude Sonnet 4.5 on Bedrock); their cache rates scale with the input rate."""
+    long_context_input_per_mtok: NonNeg | None = None
+    """USD per million input tokens of a prompt longer than `long_context_above`; unset: `input_per_mtok`."""
+    long_context_output_per_mtok: NonNeg | None = None
+    """USD per million output tokens of a call whose prompt is longer than `long_context_above`; unset:
+    `output_per_mtok`."""
+
+    @model_validator(mode="after")
+    def _long_context_needs_a_bound(self) -> Price:
+        if self.long_context_above is None and (self.long_context_input_per_mtok is not None
+                                                or self.long_context_output_per_mtok is not None):
+            raise ValueError("long_context_* rates need long_context_above: the prompt length they start at")
+        return self
+
+    def rates(self, input_tokens: int) -> tuple[float, float, float, float]:
+        """USD per million (input, cache read, cache write, output) tokens of a call with an ``input_tokens`` prompt."""
+        inp, out = self.input_per_mtok, self.output_per_mtok
+        read = inp if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        write = inp if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        if self.long_context_above is not None and input_tokens > self.long_context_above:
+            long_in = inp if self.long_context_input_per_mtok is None else self.long_context_input_per_mtok
+            scale = long_in / inp if inp > 0 else 1.0
+            inp, read, write = long_in, read * scale, write * scale
+            out = out if self.long_context_output_per_mtok is None else self.long_context_output_per_mtok
+        return inp, read, write, out
 
     def prompt_cost(self, input_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> float:
         """USD for a prompt of ``input_tokens`` (the whole prompt, cached or not), of which ``cache_read_tokens``
         were read from and ``cache_write_tokens`` written to the prompt cache."""
-        read = min(max(0, cache_read_tokens), max(0, input_tokens))
-        write = min(max(0, cache_write_tokens), max(0, input_tokens) - read)
-        plain = max(0, input_tokens) - read - write
-        read_rate = self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
-        write_rate = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
-        return (plain * self.input_per_mtok + read * read_rate + write * write_rate) / 1e6
+        total = max(0, input_tokens)
+        read = min(max(0, cache_read_tokens), total)
+        write = min(max(0, cache_write_tokens), total - read)
+        inp, read_rate, write_rate, _ = self.rates(total)
+        return ((total - read - write) * inp + read * read_rate + write * write_rate) / 1e6
 
     def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0,
              cache_write_tokens: int = 0) -> float:
         """USD for one call. ``input_tokens`` is the whole prompt, the cache counts are part of it; with no cache
-        counts (what a reservation or a decision asks: the worst case) the whole prompt is billed at the input
-        rate."""
+        counts the whole prompt is billed at the input rate."""
         return self.prompt_cost(input_tokens, cache_read_tokens, cache_write_tokens) + (
-            max(0, output_tokens) * self.output_per_mtok / 1e6)
+            max(0, output_tokens) * self.rates(max(0, input_tokens))[3] / 1e6)
 
     def max_cost(self, input_tokens: int, output_tokens: int) -> float:
-        """The most one call of this size can cost, whatever the cache does: every prompt token at the dearest
-        of the input, cache-read and cache-write rates (a cache write costs more than plain input at Anthropic).
-        What reservations hold."""
-        rate = max(self.input_per_mtok, self.cache_read_per_mtok or 0.0, self.cache_write_per_mtok or 0.0)
-        return (max(0, input_tokens) * rate + max(0, output_tokens) * self.output_per_mtok) / 1e6
+        """The most one call of this size can cost, whatever the cache does and however long its prompt turns
+        out: every prompt token at the dearest of the input, cache-read and cache-write rates (a cache write costs
+        more than plain input at Anthropic), long-context rates included. What reservations and decisions count."""
+        short = self.rates(0)
+        long = self.rates(self.long_context_above + 1) if self.long_context_above is not None else short
+        rate = max(*short[:3], *long[:3])
+        return (max(0, input_tokens) * rate + max(0, output_tokens) * max(short[3], long[3])) / 1e6
 
 
 #: litellm providers that run on the user's own machines: a tier on one of them is never priced from the table
@@ -111,19 +139,50 @@ def _price_table() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _highest_rate(entry: dict[str, Any], *bases: str) -> float | None:
-    """The highest per-token rate an entry of litellm's table gives under any of ``bases``, its long-context
-    variants (``input_cost_per_token_above_200k_tokens``, ...), its 1-hour cache variants and its
-    ``tiered_pricing`` ranges; None when it gives none."""
-    found: list[float] = []
-    for base in bases:
-        pattern = re.compile(rf"{re.escape(base)}(_above_(\d+k_tokens|1hr))*")
-        found += [v for k, v in entry.items() if pattern.fullmatch(k) and isinstance(v, int | float)
-                  and not isinstance(v, bool)]
-        tiers = entry.get("tiered_pricing")
-        if isinstance(tiers, list):
-            found += [t[base] for t in tiers if isinstance(t, dict) and isinstance(t.get(base), int | float)]
+def _rate(entry: dict[str, Any], *keys: str) -> float | None:
+    """The highest of ``keys``'s per-token rates in an entry of litellm's table (None when it gives none)."""
+    found = [v for k in keys if isinstance(v := entry.get(k), int | float) and not isinstance(v, bool)]
     return max(found) if found else None
+
+
+def _mtok(rate: float | None) -> float | None:
+    return None if rate is None else round(rate * 1e6, 6)
+
+
+def _table_entry_price(entry: dict[str, Any]) -> Price | None:
+    """A :class:`Price` from one entry of litellm's table: its base rates, reasoning output at the dearer of the
+    output and reasoning rates, cache writes at the dearer of the 5-minute and 1-hour rates, and its long-context
+    tier (``*_above_200k_tokens`` keys, or ``tiered_pricing`` ranges: the dearest tier from the first bound on)."""
+    tiers = entry.get("tiered_pricing")
+    ranges = sorted((t for t in tiers if isinstance(t, dict) and isinstance(t.get("range"), list) and t["range"])
+                    if isinstance(tiers, list) else [], key=lambda t: t["range"][0])
+    base = ranges[0] if ranges and not isinstance(entry.get("input_cost_per_token"), int | float) else entry
+    inp = _rate(base, "input_cost_per_token")
+    out = _rate(base, "output_cost_per_token", "output_cost_per_reasoning_token")
+    if inp is None or out is None:
+        return None
+    above: list[tuple[int, float | None, float | None]] = []
+    for key in entry:
+        m = re.fullmatch(r"input_cost_per_token_above_(\d+)k_tokens", key)
+        if m:
+            n = m.group(1)
+            above.append((int(n) * 1000, _rate(entry, key),
+                          _rate(entry, f"output_cost_per_token_above_{n}k_tokens",
+                                f"output_cost_per_reasoning_token_above_{n}k_tokens")))
+    above += [(int(t["range"][0]), _rate(t, "input_cost_per_token"),
+               _rate(t, "output_cost_per_token", "output_cost_per_reasoning_token")) for t in ranges[1:]]
+    long: dict[str, Any] = {}
+    if above:
+        ins = [a[1] for a in above if a[1] is not None]
+        outs = [a[2] for a in above if a[2] is not None]
+        long = {"long_context_above": min(a[0] for a in above),
+                "long_context_input_per_mtok": _mtok(max(ins)) if ins else None,
+                "long_context_output_per_mtok": _mtok(max(outs)) if outs else None}
+    return Price(input_per_mtok=_mtok(inp), output_per_mtok=_mtok(out),
+                 cache_read_per_mtok=_mtok(_rate(entry, "cache_read_input_token_cost")),
+                 cache_write_per_mtok=_mtok(_rate(entry, "cache_creation_input_token_cost",
+                                                  "cache_creation_input_token_cost_above_1hr")),
+                 **long)
 
 
 def table_price(model: str) -> Price | None:
@@ -131,9 +190,9 @@ def table_price(model: str) -> Price | None:
     in turn), or None when the table does not know it. Self-hosted providers are never looked up: a local
     ``hosted_vllm/gpt-4o`` does not cost what OpenAI charges.
 
-    Each rate is the table's *highest* for the model (above-200k-token prompts, reasoning output, 1-hour cache
-    writes): this price is the worst case that reservations and decisions count on. What a call really cost is
-    litellm's own calculation on the call's usage (:func:`effagent.telemetry.pricing.call_cost`)."""
+    What a call on a table-priced tier really cost is litellm's own calculation on the call's usage
+    (:func:`effagent.telemetry.pricing.call_cost`); this price is what reservations and decisions count on
+    (:meth:`Price.max_cost`) and what ``effagent explain`` shows."""
     provider = provider_of(model)
     if provider in LOCAL_PROVIDERS:
         return None
@@ -142,14 +201,9 @@ def table_price(model: str) -> Price | None:
     for key in ("/".join(parts[i:]) for i in range(len(parts))):  # bedrock/converse/us.anthropic... -> us.anthropic...
         entry = table.get(key)
         if isinstance(entry, dict):
-            inp = _highest_rate(entry, "input_cost_per_token")
-            out = _highest_rate(entry, "output_cost_per_token", "output_cost_per_reasoning_token")
-            if inp is not None and out is not None:
-                read = _highest_rate(entry, "cache_read_input_token_cost")
-                write = _highest_rate(entry, "cache_creation_input_token_cost")
-                return Price(input_per_mtok=round(inp * 1e6, 6), output_per_mtok=round(out * 1e6, 6),
-                             cache_read_per_mtok=None if read is None else round(read * 1e6, 6),
-                             cache_write_per_mtok=None if write is None else round(write * 1e6, 6))
+            price = _table_entry_price(entry)
+            if price is not None:
+                return price
     return None
 
 
@@ -530,11 +584,18 @@ class Band(_Strict):
     """Stop thinking early once probes agree on the answer (needs thinking: true; answer steps only)."""
     agreement: Agreement | None = None
     """Answer with several cheap votes and escalate when they disagree (an agreement cascade)."""
+    roles: list[StepRole] | None = None
+    """Only for steps in these roles (first, after_tool, restate, tool_error, retry, final; see
+    docs/routing.md): a step whose role is listed and whose score is in [min, max) gets this band before the
+    bands without roles, which must still cover 0 to 1. Example, every restatement of a tool result on the
+    small tier whatever its score: `{name: restate-small, min: 0, max: 1, tier: small, roles: [restate]}`."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
         if self.min >= self.max:
             raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.roles is not None and not self.roles:
+            raise ValueError(f"roles is empty; list at least one of {', '.join(STEP_ROLES)} or drop roles")
         if self.thinking_budget and not self.thinking:
             raise ValueError("thinking_budget is set but thinking is false; set thinking: true or drop the budget")
         if self.effort is not None and not self.thinking:
@@ -555,7 +616,7 @@ class Band(_Strict):
 
 
 class Limit(_Strict):
-    tokens: NonNegInt | None = None
+    tokens: Annotated[int, Field(ge=0, le=2**53)] | None = None
     """Token limit (input + output); unset = none."""
     usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     """Dollar limit at the prices the provider bills (cache reads and writes included); unset = none."""
@@ -748,6 +809,32 @@ class Learning(_Strict):
         return self
 
 
+class Routing(_Strict):
+    """When a run's steps may change tier. A step sent to another tier than the one that answered the run's
+    previous step pays the whole conversation again at the new tier's input price instead of the old tier's
+    cache-read price (providers and vLLM cache the prefix)."""
+
+    switch: Literal["cost", "step", "turn"] = "cost"
+    """`cost`: a step moves to a cheaper tier only when the expected saving is larger than what the switch
+    forfeits (the conversation at the new tier's input price vs the old tier's cache-read price; moving to a
+    dearer tier is always allowed); `step`: every step goes where its band says; `turn`: the tier is chosen on
+    the first step of each user turn and kept for the rest of the turn."""
+
+
+def _role_band_problems(bands: list[Band]) -> list[tuple[tuple[Any, ...], str]]:
+    """Bands with roles that overlap for a role they share: which one a step gets would depend on their order."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    with_roles = [(i, b) for i, b in enumerate(bands) if b.roles is not None]
+    for k, (i, a) in enumerate(with_roles):
+        for j, b in with_roles[k + 1:]:
+            shared = sorted(set(a.roles or ()) & set(b.roles or ()))
+            if shared and a.min < b.max and b.min < a.max:
+                out.append((("bands", j, "roles"), f"band {b.name!r} overlaps band {a.name!r} for role(s) "
+                            f"{', '.join(shared)} ([{b.min}, {b.max}) vs [{a.min}, {a.max})); give them "
+                            "disjoint ranges or different roles"))
+    return out
+
+
 class Policy(_Strict):
     """A validated budget policy. Immutable (every section is frozen): effagent works its per-step plans out
     once per policy, so a changed policy is a new one, validated like the first
@@ -764,6 +851,7 @@ class Policy(_Strict):
     telemetry: Telemetry = Field(default_factory=Telemetry)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     learning: Learning = Field(default_factory=Learning)
+    routing: Routing = Field(default_factory=Routing)
     baseline_tier: str | None = Field(
         default=None, description="tier every step would use without effagent (for 'tokens saved')"
     )
@@ -787,7 +875,8 @@ class Policy(_Strict):
             if name is not None and name not in self.tiers:
                 problems.append((loc, f"unknown tier {name!r}; defined tiers: {', '.join(names)}"))
 
-        bands = sorted(enumerate(self.bands), key=lambda ib: ib[1].min)
+        bands = sorted(((i, b) for i, b in enumerate(self.bands) if b.roles is None), key=lambda ib: ib[1].min)
+        problems.extend(_role_band_problems(self.bands))
         if not bands:
             problems.append((("bands",), "define at least one band covering difficulty 0 to 1"))
         else:
@@ -841,11 +930,18 @@ class Policy(_Strict):
     def band_named(self, name: str | None) -> Band | None:
         return next((b for b in self.bands if b.name == name), None)
 
-    def band_for(self, score: float) -> Band:
-        for band in self.bands:
+    def band_for(self, score: float, role: str | None = None) -> Band:
+        """The band of a score: a band listing the step's ``role`` first, then the bands without roles."""
+        if role is not None:
+            for band in self.bands:
+                if band.roles is not None and role in band.roles and (band.min <= score < band.max
+                                                                      or score == band.max == 1.0):
+                    return band
+        plain = [b for b in self.bands if b.roles is None]
+        for band in plain:
             if band.min <= score < band.max:
                 return band
-        return max(self.bands, key=lambda b: b.max)  # score == 1.0 falls in the top band
+        return max(plain, key=lambda b: b.max)  # score == 1.0 falls in the top band
 
     @property
     def strong_tier(self) -> str:

@@ -8,11 +8,26 @@ every model step, never validated twice, never changed once built.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+StepRole = Literal["first", "after_tool", "restate", "tool_error", "retry", "final"]
+"""What a model step is doing in its run, read off the conversation before the call (:func:`step_role`):
+
+- ``first``: the first step of a user turn (the last message is the user's);
+- ``after_tool``: reading tool results that are long, or before the work the request asks for is done;
+- ``restate``: after short tool results once the request's steps are done: the answer restates what came back;
+- ``tool_error``: a tool just reported an error: recover from it;
+- ``retry``: the model asks again for a call it already made, or is asked again after its own answer;
+- ``final``: a later step of a turn with no tools offered (the final answer)."""
+STEP_ROLES: tuple[str, ...] = get_args(StepRole)
+
+RESTATE_MAX_CHARS = 200  # a tool result at most this long can be restated in an answer
+_SEQUENCE = re.compile(r"\b(?:then|after that|afterwards|next|finally)\b", re.I)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +60,7 @@ class Message:
     name: str | None = None
     is_error: bool = False  # a tool message that reported a failure
     reasoning: str = ""  # an assistant message's thinking text, when the server returned it
+    tier: str | None = None  # the tier that answered an assistant message, when effagent tagged it
 
 
 class StepStats(NamedTuple):
@@ -59,6 +75,16 @@ class StepStats(NamedTuple):
     tool_errors: int = 0  # tool messages that reported a failure
     drafts: tuple[str, ...] = ()  # assistant answers (no tool calls), in order
     last_reasoning: str = ""  # the last assistant message's reasoning
+    # what the step's role is read from (see :func:`step_role`)
+    tail: str = ""  # the role of the last non-system message
+    tail_results: int = 0  # tool results since the last assistant message
+    tail_errors: int = 0  # ... of which errors
+    tail_max_chars: int = 0  # the longest of them
+    tail_repeat: bool = False  # the last assistant message asked for a call it had asked for before
+    turn_rounds: int = 0  # assistant messages with tool calls since the last user message
+    turn_answers: int = 0  # assistant messages since the last user message
+    last_tier: str | None = None  # the tier that answered the last assistant message (when tagged)
+    prefix_chars: int = 0  # characters up to and including the last assistant message (what a tier has cached)
 
 
 @dataclass
@@ -75,26 +101,53 @@ class History:
     tool_errors: int = 0
     drafts: list[str] = field(default_factory=list)
     last_reasoning: str = ""
+    tail: str = ""
+    tail_results: int = 0
+    tail_errors: int = 0
+    tail_max_chars: int = 0
+    tail_repeat: bool = False
+    turn_rounds: int = 0
+    turn_answers: int = 0
+    last_tier: str | None = None
+    prefix_chars: int = 0
 
     def add(self, m: Message) -> None:
         self.count += 1
         self.chars += len(m.content)
+        if m.role != "system":
+            self.tail = m.role
         if m.role == "user":
             self.prompt = m.content
+            self.turn_rounds = self.turn_answers = 0
+            self.tail_results = self.tail_errors = self.tail_max_chars = 0
+            self.tail_repeat = False
         elif m.role == "assistant":
             self.last_reasoning = m.reasoning
+            self.tail_repeat = False
             for c in m.tool_calls:
                 n = self.keys[c.key] = self.keys.get(c.key, 0) + 1
                 self.calls += 1
                 self.max_call_repeats = max(self.max_call_repeats, n)
+                self.tail_repeat = self.tail_repeat or n > 1
             if not m.tool_calls and m.content:
                 self.drafts.append(m.content)
-        elif m.role == "tool" and m.is_error:
-            self.tool_errors += 1
+            self.turn_answers += 1
+            self.turn_rounds += 1 if m.tool_calls else 0
+            self.tail_results = self.tail_errors = self.tail_max_chars = 0
+            self.last_tier = m.tier
+            self.prefix_chars = self.chars
+        elif m.role == "tool":
+            self.tail_results += 1
+            self.tail_max_chars = max(self.tail_max_chars, len(m.content))
+            if m.is_error:
+                self.tool_errors += 1
+                self.tail_errors += 1
 
     def stats(self) -> StepStats:
         return StepStats(self.count, self.chars, self.prompt, self.calls, len(self.keys), self.max_call_repeats,
-                         self.tool_errors, tuple(self.drafts), self.last_reasoning)
+                         self.tool_errors, tuple(self.drafts), self.last_reasoning, self.tail, self.tail_results,
+                         self.tail_errors, self.tail_max_chars, self.tail_repeat, self.turn_rounds,
+                         self.turn_answers, self.last_tier, self.prefix_chars)
 
 
 def summarize(messages: list[Message]) -> StepStats:
@@ -102,6 +155,29 @@ def summarize(messages: list[Message]) -> StepStats:
     for m in messages:
         h.add(m)
     return h.stats()
+
+
+def asked_rounds(prompt: str) -> int:
+    """How many rounds of tool calls a request sequences ("look up A, then B, then ..."): 1 + its sequencing
+    words, the last of which usually introduces the answer itself."""
+    return max(1, len(_SEQUENCE.findall(prompt)))
+
+
+def step_role(st: StepStats, tools_offered: bool = True) -> StepRole:
+    """The step's role from its conversation's statistics (see :data:`StepRole`)."""
+    if st.tail in ("", "user") or st.turn_answers == 0:
+        return "first"
+    if not tools_offered:
+        return "final"
+    if st.tail == "tool":
+        if st.tail_errors:
+            return "tool_error"
+        if st.tail_repeat:
+            return "retry"
+        if st.tail_max_chars <= RESTATE_MAX_CHARS and st.turn_rounds >= asked_rounds(st.prompt):
+            return "restate"
+        return "after_tool"
+    return "retry"  # the model's own answer is last: it is asked again
 
 
 @dataclass(frozen=True)
@@ -141,6 +217,12 @@ class Step:
     def prompt(self) -> str:
         """The task: the last user message."""
         return self.stats().prompt
+
+    @property
+    def role(self) -> StepRole:
+        """What this step does in its run (:func:`step_role`); a step offered no tools after earlier answers of
+        its turn is the final answer."""
+        return step_role(self.stats(), tools_offered=bool(self.tools or self.tool_schemas))
 
     @property
     def tool_errors(self) -> int:

@@ -8,6 +8,11 @@ Four cues, each saturating in [0, 1], added with fixed weights (length counts do
 - **quantities**: numbers in the prompt (saturates at 8) — more to compute, more steps to get wrong;
 - **clauses**: commas and sentence ends (saturates at 10) — conditions and steps to keep track of.
 
+In an agent the step's **role** (:data:`effagent.records.StepRole`) moves the score too (:data:`ROLE_SHIFT`): a
+step that restates a short tool result scores easy, one that reads tool results a little easier than the
+request itself, one that recovers from a tool error or retries harder. The first step of a turn (and every
+single-turn prompt) is not moved.
+
 No weights were fitted: the cue set was chosen on the train splits of the recorded sets and checked on their
 evaluation splits and leave-one-domain-out (``effagent bench replay``; numbers in docs/estimators.md). In an
 agent the run's own signals are added, as in the ``heuristic`` estimator: tool errors, repeated tool calls and
@@ -28,6 +33,8 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _CLAUSE_END = re.compile(r"[.!?;](?:\s|$)")
 
 WEIGHTS = {"length": 1.0, "vocabulary": 0.5, "quantities": 0.5, "clauses": 0.5}
+ROLE_SHIFT = {"first": 0.0, "after_tool": -0.3, "restate": -0.9, "tool_error": 0.4, "retry": 0.3, "final": -0.3}
+"""Added to the raw sum by the step's role (the first step of a turn: unchanged)."""
 _CENTER, _SLOPE = 0.8, 2.5  # logistic squash: a raw sum of 0.8 scores 0.5
 
 
@@ -66,7 +73,8 @@ def step_raw(step: Step) -> tuple[float, dict[str, float]]:
     errors = signals["tool_errors"] = min(1.0, st.tool_errors / 3)
     repeats = signals["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
     depth = signals["depth"] = min(1.0, step.index / 10)
-    return raw + 0.5 * errors + 0.3 * repeats + 0.15 * depth, signals
+    role = signals["role_shift"] = ROLE_SHIFT[step.role]
+    return raw + 0.5 * errors + 0.3 * repeats + 0.15 * depth + role, signals
 
 
 class RuleEstimator:

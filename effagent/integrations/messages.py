@@ -47,18 +47,21 @@ def to_message(m: BaseMessage) -> Message:
     calls: list[ToolCall] = []
     reasoning = ""
     is_error = False
+    tier = None
     if role == "assistant":
         if isinstance(m, AIMessage):
             for c in m.tool_calls or ():
                 args = c.get("args")
                 calls.append(ToolCall(name=str(c.get("name") or ""), args=dict(args) if isinstance(args, dict) else {}))
             reasoning = reasoning_text(m)
+            meta = (m.response_metadata or {}).get("effagent")
+            tier = meta.get("tier") if isinstance(meta, Mapping) and isinstance(meta.get("tier"), str) else None
     elif role == "tool":
         is_error = isinstance(m, ToolMessage) and (getattr(m, "status", "success") == "error"
                                                     or content[:5].lower() == "error")
     name = m.name
     return Message(role=role, content=content, tool_calls=calls,
-                   name=name if isinstance(name, str) else None, is_error=is_error, reasoning=reasoning)
+                   name=name if isinstance(name, str) else None, is_error=is_error, reasoning=reasoning, tier=tier)
 
 
 @dataclass

@@ -96,10 +96,14 @@ def spent_so_far(own: LedgerState, run_base: RunSpent | None, thread_base: Usage
     """The spending a step is decided on: the ledger's own totals, or what the checkpointed state says where that
     is more (a worker that never saw the run, or an in-memory ledger that forgot it)."""
     run, thread, steps = own.run, own.thread, own.steps
+    if run_base is not None and run_base.usage != run:
+        run = _most(run, run_base.usage)
     if run_base is not None:
-        run, steps = _most(run, run_base.usage), max(steps, run_base.steps)
-    if thread_base is not None:
+        steps = max(steps, run_base.steps)
+    if thread_base is not None and thread_base != thread:
         thread = _most(thread, thread_base)
+    if run is own.run and thread is own.thread and steps == own.steps:
+        return own
     return LedgerState(run=run, thread=thread, steps=steps)
 
 

@@ -189,15 +189,14 @@ class PromptTokens:
     over every message, tool call and tool schema, plus the chat template's markers, rounded up by
     :data:`PROMPT_MARGIN`. Accounting never uses it: a call's record holds the usage its server reported.
 
-    Counts are kept per text (LRU, ``cache_size`` texts): an agent re-sends its conversation every step, so each
-    message is counted once.
+    Counts are kept per text (the last ``cache_size`` texts): an agent re-sends its conversation every step, so
+    each message is counted once.
     """
 
     def __init__(self, model: str, *, cache_size: int = CACHE_SIZE) -> None:
         self.model = model
-        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cache: dict[str, int] = {}  # text -> tokens; the oldest half goes when it is full
         self._cache_size = cache_size
-        self._lock = threading.Lock()
         self._count_text: Callable[[str], int] | None = None
 
     def _counter(self) -> Callable[[str], int]:
@@ -218,16 +217,13 @@ class PromptTokens:
     def text(self, text: str) -> int:
         if not text:
             return 0
-        with self._lock:
-            n = self._cache.get(text)
-            if n is not None:
-                self._cache.move_to_end(text)
-                return n
-        n = self._counter()(text)
-        with self._lock:
+        n = self._cache.get(text)
+        if n is None:
+            n = self._counter()(text)
+            if len(self._cache) >= self._cache_size:  # a dict keeps insertion order: drop the older half
+                for old in list(self._cache)[: self._cache_size // 2]:
+                    self._cache.pop(old, None)
             self._cache[text] = n
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
         return n
 
     def messages(self, contents: Sequence[str], extra: Sequence[str] = ()) -> int:

@@ -142,3 +142,102 @@ def test_warn_at_adds_a_visible_note_once_that_share_is_spent(kind):
     note = second[-1].content  # 165 of 550 tokens spent: the second request carries the note
     assert "budget nearly spent: 30% of the run's token budget is used" in note
     assert out["messages"][-1].response_metadata["effagent"]["warning"].startswith("budget nearly spent")
+
+
+# -- a pause outlives its worker: another middleware / node (same checkpointer) resumes it --------------------------
+def other_worker(kind: str, saver: InMemorySaver, ledger=None):
+    """A second worker: a new middleware or node, a new model, its own ledger (or the shared one given)."""
+    model = FakeTierModel(tier="small", responder=respond)
+    pol = policy()
+    if kind == "create_agent":
+        mw = EfficiencyMiddleware(pol, models={"small": model}, ledger=ledger or InMemoryLedger())
+        graph = create_agent(mw.default_model, tools=[calculator], middleware=[mw], checkpointer=saver)
+        return graph, mw, model
+    node = EfficiencyNode(pol, models={"small": model}, tools=[calculator], ledger=ledger or InMemoryLedger())
+    g = StateGraph(EfficiencyGraphState)
+    g.add_node("agent", node)
+    g.add_node("tools", ToolNode([calculator]))
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", tools_condition)
+    g.add_edge("tools", "agent")
+    return g.compile(checkpointer=saver), node, model
+
+
+def paused_elsewhere(kind: str, thread: str, make_ledger=None):
+    """A run paused on worker 1, and worker 2 (same checkpointer) ready to resume it."""
+    saver = InMemorySaver()
+    graph1, _, model1 = other_worker(kind, saver, make_ledger() if make_ledger else None)
+    cfg = {"configurable": {"thread_id": thread}}
+    assert graph1.invoke({"messages": [HumanMessage(QUESTION)]}, cfg)["__interrupt__"]
+    assert len(model1.calls) == 1
+    graph2, holder2, model2 = other_worker(kind, saver, make_ledger() if make_ledger else None)
+    return graph2, holder2, model2, cfg
+
+
+def check_grant_on_another_worker(kind: str, thread: str, make_ledger=None) -> None:
+    graph, holder, model, cfg = paused_elsewhere(kind, thread, make_ledger)
+    done = graph.invoke(Command(resume={"grant": {"tokens": 500}}), cfg)
+    last = done["messages"][-1]
+    assert last.content == "42" and len(model.calls) == 1  # the pause was honoured: one call, after the grant
+    assert holder.ledger.granted(thread) == (500, 0.0)
+    # exactly the grant more: steps may use half of 400 + 500, less the 165 the first worker's call spent
+    assert last.response_metadata["effagent"]["decision"]["budget_left"]["run_tokens"] == 450 - 165
+
+
+def check_refusal_on_another_worker(kind: str, thread: str, make_ledger=None) -> None:
+    graph, holder, model, cfg = paused_elsewhere(kind, thread, make_ledger)
+    # a state update cannot grant: the refusal stands
+    done = graph.invoke(Command(resume={"refuse": True}, update={"effagent_grant": {"tokens": 10**6}}), cfg)
+    last = done["messages"][-1]
+    assert last.content == "42 (final)" and len(model.calls) == 1
+    assert last.response_metadata["effagent"]["action"] == "finalize"
+    assert "more budget was refused" in last.response_metadata["effagent"]["reason"]
+    assert holder.ledger.granted(thread) == (0, 0.0)
+
+
+HOSTILE = [{"grant": {"tokens": 10**18}}, {"grant": {"tokens": 2**64}}, {"grant": {"usd": float("nan")}},
+           {"grant": {"usd": float("inf")}}, {"grant": {"tokens": "5000"}}, {"grant": {"tokens": 2.5}},
+           {"grant": {"usd": 10**9}}, {"grant": {"tokens": True}}, "grant", {"refuse": "yes"}]
+
+
+def check_hostile_resumes_spend_nothing(kind: str, thread: str, make_ledger=None) -> None:
+    graph, holder, model, cfg = paused_elsewhere(kind, thread, make_ledger)
+    books = (holder.ledger.thread_usage(thread), len(holder.ledger.records()))
+    for bad in HOSTILE:
+        try:
+            again = graph.invoke(Command(resume=bad), cfg)
+        except TypeError as err:  # LangGraph's checkpointer cannot store an integer past 64 bits it was sent
+            assert "64-bit" in str(err) and bad == {"grant": {"tokens": 2**64}}
+        else:
+            [pending] = again["__interrupt__"]
+            assert pending.value["error"], bad
+        assert len(model.calls) == 0 and holder.ledger.granted(thread) == (0, 0.0), bad
+    assert (holder.ledger.thread_usage(thread), len(holder.ledger.records())) == books  # the books did not move
+    done = graph.invoke(Command(resume={"grant": {"tokens": 100, "usd": 0.5}}), cfg)  # a good answer still works
+    assert done["messages"][-1].content == "42" and holder.ledger.granted(thread) == (100, 0.5)
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_a_grant_given_to_another_worker_is_honoured_once(kind):
+    check_grant_on_another_worker(kind, f"moved-grant-{kind}")
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_a_refusal_given_to_another_worker_stays_a_refusal(kind):
+    check_refusal_on_another_worker(kind, f"moved-refuse-{kind}")
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_hostile_resumes_on_another_worker_spend_nothing(kind):
+    check_hostile_resumes_spend_nothing(kind, f"moved-hostile-{kind}")
+
+
+def test_grants_are_bounded_per_answer_and_per_thread():
+    from effagent.checkin import CheckinError, Grant, read_resume
+
+    bounds = policy().budgets.grants
+    assert read_resume({"grant": {"tokens": bounds.per_grant.tokens}}, bounds) == Grant(bounds.per_grant.tokens)
+    with pytest.raises(CheckinError, match="per_grant"):
+        read_resume({"grant": {"tokens": bounds.per_grant.tokens + 1}}, bounds)
+    with pytest.raises(CheckinError, match="per_thread"):
+        read_resume({"grant": {"tokens": 10}}, bounds, Grant(bounds.per_thread.tokens - 5))

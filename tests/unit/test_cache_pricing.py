@@ -202,16 +202,24 @@ def test_a_policy_price_without_cache_rates_bills_cached_tokens_at_the_input_rat
     assert cached.cost(100, 0, cache_read_tokens=10**6) == cached.cost(100, 0, cache_read_tokens=100)
 
 
-def test_the_table_price_a_reservation_counts_on_is_the_models_dearest_rate():
-    """Gemini 2.5 Pro bills prompts above 200k tokens at higher rates: the worst case must use them."""
+def test_the_table_price_a_reservation_counts_on_covers_long_prompts_and_cache_writes():
+    """Gemini 2.5 Pro bills prompts above 200k tokens at higher rates: the price shows the base rates, the
+    worst case a reservation holds uses the higher ones, and a fallback bill matches litellm's."""
     entry = litellm.model_cost["gemini/gemini-2.5-pro"]
     price = table_price("gemini/gemini-2.5-pro")
     assert price is not None
-    assert price.input_per_mtok == pytest.approx(entry["input_cost_per_token_above_200k_tokens"] * 1e6)
-    assert price.output_per_mtok == pytest.approx(entry["output_cost_per_token_above_200k_tokens"] * 1e6)
-    big = gemini_usage(400_000, 0, 1000)
-    real = litellm_cost("gemini/gemini-2.5-pro", response("gemini/gemini-2.5-pro", big))
-    assert real <= price.max_cost(400_000, 1000) + 1e-12
+    assert price.input_per_mtok == pytest.approx(entry["input_cost_per_token"] * 1e6)
+    assert price.long_context_above == 200_000
+    assert price.long_context_input_per_mtok == pytest.approx(entry["input_cost_per_token_above_200k_tokens"] * 1e6)
+    assert price.long_context_output_per_mtok == pytest.approx(entry["output_cost_per_token_above_200k_tokens"] * 1e6)
+    for prompt, cached in ((400_000, 0), (250_000, 200_000), (20_000, 15_000)):
+        usage = gemini_usage(prompt, cached, 1000)
+        real = litellm_cost("gemini/gemini-2.5-pro", response("gemini/gemini-2.5-pro", usage))
+        assert price.cost(prompt, 1000, cache_read_tokens=cached) == pytest.approx(real, abs=1e-9, rel=0)
+        assert real <= price.max_cost(prompt, 1000) + 1e-12
+    # a short prompt is still reserved at the long-context rates: the size is not known for sure before the call
+    assert price.max_cost(1000, 100) == pytest.approx(
+        (1000 * price.long_context_input_per_mtok + 100 * price.long_context_output_per_mtok) / 1e6)
     # Anthropic: a cache write costs more than plain input, so the worst case is not "all uncached"
     sonnet = table_price("anthropic/claude-sonnet-4-5")
     assert sonnet is not None and sonnet.cache_write_per_mtok is not None
@@ -219,6 +227,13 @@ def test_the_table_price_a_reservation_counts_on_is_the_models_dearest_rate():
     writes = litellm_cost("anthropic/claude-sonnet-4-5",
                           response("anthropic/claude-sonnet-4-5", anthropic_usage(0, 0, 30000, 100)))
     assert sonnet.cost(30000, 100) < writes <= sonnet.max_cost(30000, 100) + 1e-12
+
+
+def test_long_context_rates_need_the_prompt_length_they_start_at():
+    from effagent.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="long_context_above"):
+        one_tier_policy("{model: openai/acme, price: {input_per_mtok: 1, long_context_input_per_mtok: 2}}")
 
 
 def test_the_client_path_reads_cached_tokens_from_each_providers_response():

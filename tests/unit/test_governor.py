@@ -77,7 +77,7 @@ def test_next_plan_sees_what_was_booked():
     gov.account(run, None, first, tier=first.tier, input_tokens=2_000, output_tokens=2_000)
     second = gov.plan(Step.from_prompt("prove it"), run)
     assert second.step == 1 and second.action == "call"
-    assert second.budget_left.run_tokens == 1_000
+    assert second.budget_left.run_tokens == 500  # of what steps may use: 4,500 of the 5,000
     # steps may use 4,500 of the 5,000 (budgets.finalize.reserve keeps 10 % for the final answer): 500 left, less
     # the prompt as litellm's counter counts it; the thinking budget no longer fits and is halved
     inp = gov.prompt_tokens(Step.from_prompt("prove it"))

@@ -69,11 +69,21 @@ class Decision(BaseModel):
     agreement: Agreement | None = None  # the band's agreement cascade: votes, and where to escalate
     shadow_tier: str | None = None  # learning.shadow_share: this step is also asked of this tier, for a label
     early_exit: EarlyExit | None = None  # the band's early-exit settings when it thinks with early exit
+    role: str | None = None  # the step's role in its run (effagent.records.StepRole), when known
+    switch_cost: float | None = None
+    """USD the band's tier change would forfeit: the cached part of the conversation at the new tier's input
+    price less the previous tier's cache-read price (None: the band's tier is the previous step's)."""
+    switch_saving: float | None = None  # USD the band's tier change was expected to save on this step
+    stayed_for_cache: bool = False  # routing: the step stayed on the previous step's tier instead of the band's
 
     def summary(self) -> dict[str, Any]:
         """The few fields that say what a step got (``telemetry.answer_metadata: summary``)."""
         out = {"step": self.step, "action": self.action, "band": self.band, "difficulty": self.difficulty,
                "thinking": self.thinking, "max_tokens": self.max_tokens}
+        if self.role is not None:
+            out["role"] = self.role
+        if self.stayed_for_cache:
+            out["stayed_for_cache"] = True
         if self.action != "call":  # a step that ends the run early says why
             out["reason"] = self.reason
         if self.warning is not None:
@@ -174,6 +184,9 @@ def decide(
     grant: Grant | None = None,
     refused: bool = False,
     shadow_draw: float | None = None,
+    role: str | None = None,
+    prev_tier: str | None = None,
+    cached_tokens: int = 0,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
 
@@ -184,6 +197,11 @@ def decide(
     ``input_tokens``). ``grant`` is extra budget a person gave the thread (``on_exhausted: interrupt``),
     ``refused`` that they declined to give more. ``shadow_draw`` is this step's uniform draw in [0, 1) for
     ``learning.shadow_share`` (the caller draws it, so decide stays pure).
+
+    ``role`` is the step's role (:data:`effagent.records.StepRole`): bands with ``roles`` match it first.
+    ``prev_tier`` is the tier that answered the run's previous step and ``cached_tokens`` the part of this
+    step's prompt that tier has cached (the conversation up to its answer); ``routing.switch`` says whether the
+    step may leave that tier (:func:`switch_check`).
 
     Ordinary steps use each limit less ``budgets.finalize.reserve``; the final answer of an exhausted run may use
     the reserve. A budget is exhausted once the step's prompt and the least useful answer
@@ -206,7 +224,7 @@ def decide(
                else f"{denied_scope} budget exhausted ({shared_exhausted})")
         return Decision(step=step, action="pause", tier=name, model=policy.tier(name).model, max_tokens=1,
                         difficulty=difficulty.score, signals=dict(difficulty.signals), budget_left=left,
-                        reason=f"{why}; waiting for a person to grant more or refuse")
+                        reason=f"{why}; waiting for a person to grant more or refuse", role=role)
     if spent is not None and mode == "error":
         raise BudgetExceeded(*spent)
     if spent is None and shared_exhausted is not None and mode == "error":
@@ -220,16 +238,25 @@ def decide(
         else:
             why = f"loop capped: {loop}"
         final_input = input_tokens if final_input_tokens is None else final_input_tokens
-        return _finalize(policy, difficulty, step, limits, state, final_input, loop, why, final_denied)
+        return _finalize(policy, difficulty, step, limits, state, final_input, loop, why, final_denied
+                         ).model_copy(update={"role": role})
 
-    band = policy.band_for(difficulty.score)
+    band = policy.band_for(difficulty.score, role)
     name = band.tier
     tier = policy.tier(name)
     caps = (band.max_tokens, tier.max_tokens, policy.budgets.step.max_output_tokens)
     max_tokens = min(c for c in caps if c)
+    reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"
+               + (f", role {role}" if role else "")]
+    switch = switch_check(policy, name, prev_tier, role, input_tokens, cached_tokens,
+                          _expected_output(state, max_tokens))
+    if switch.reason:
+        reasons.append(switch.reason)
+    if switch.tier != name:
+        name, tier = switch.tier, policy.tier(switch.tier)
+        max_tokens = min(c for c in (band.max_tokens, tier.max_tokens, policy.budgets.step.max_output_tokens) if c)
     thinking = band.thinking and tier.thinking.supported
     budget = _thinking_budget(band.thinking_budget, tier, policy) if thinking else None
-    reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"]
 
     # stay inside what is left for steps: fewer output tokens, then a cheaper tier if even that does not fit in $
     step_left = _budget_left(step_limits, state)
@@ -268,7 +295,67 @@ def decide(
         early_exit=band.early_exit if thinking else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
         budget_left=step_left, fallback=_fallback(policy, name), warning=warning,
+        role=role, switch_cost=switch.cost, switch_saving=switch.saving, stayed_for_cache=switch.stayed,
     )
+
+
+@dataclass(frozen=True)
+class Switch:
+    """What ``routing.switch`` made of a step whose band names another tier than the previous step's."""
+
+    tier: str  # where the step goes
+    cost: float | None = None  # USD the change forfeits (None: no change was asked for)
+    saving: float | None = None  # USD the change was expected to save
+    stayed: bool = False  # it stays on the previous tier
+    reason: str = ""
+
+
+def _expected_output(state: LedgerState, max_tokens: int) -> int:
+    """This step's expected output: the run's mean per call so far, else half its cap."""
+    run = state.run
+    if run.calls > 0:
+        return max(1, min(max_tokens, round(run.output_tokens / run.calls)))
+    return max(1, max_tokens // 2)
+
+
+def switch_check(policy: Policy, band_tier: str, prev_tier: str | None, role: str | None, input_tokens: int,
+                 cached_tokens: int, expected_output: int) -> Switch:
+    """Whether a step goes to its band's tier or stays on the tier that answered the run's previous step.
+
+    Switching forfeits the previous tier's prompt cache: the cached ``cached_tokens`` are paid at the new tier's
+    input price instead of the old tier's cache-read price (``switch_cost``). The saving is the rest of the
+    step at the new tier's prices instead of the old one's: the uncached part of the prompt and the expected
+    output. ``routing.switch: cost`` moves to a cheaper tier only when the saving is the larger (a move to a
+    dearer tier is for capability and always made); ``turn`` keeps the previous tier for every step of a user
+    turn but its first; ``step`` always follows the band."""
+    if prev_tier is None or prev_tier == band_tier or prev_tier not in policy.tiers:
+        return Switch(band_tier)
+    inp = max(0, input_tokens)
+    cached = min(max(0, cached_tokens), inp)
+    old_in, old_read, _, old_out = policy.tier(prev_tier).price.rates(inp)
+    new_in, _, _, new_out = policy.tier(band_tier).price.rates(inp)
+    cost = cached * (new_in - old_read) / 1e6
+    saving = ((inp - cached) * (old_in - new_in) + expected_output * (old_out - new_out)) / 1e6
+    mode = policy.routing.switch
+    if mode == "step":
+        return Switch(band_tier, cost, saving)
+    if mode == "turn":
+        if role == "first":
+            return Switch(band_tier, cost, saving, reason=f"routing.switch turn: a new user turn may change tier "
+                                                          f"({prev_tier} -> {band_tier})")
+        return Switch(prev_tier, cost, saving, stayed=True,
+                      reason=f"routing.switch turn: stays on {prev_tier} for the rest of the user turn "
+                             f"(band tier {band_tier})")
+    if inp * new_in + expected_output * new_out > inp * old_in + expected_output * old_out:
+        # a dearer tier: the band asks for capability
+        return Switch(band_tier, cost, saving, reason=f"switch {prev_tier} -> {band_tier} (a dearer tier, for "
+                                                      f"capability; forfeits ${cost:.6f} of cached prompt)")
+    if cost > saving:
+        return Switch(prev_tier, cost, saving, stayed=True,
+                      reason=f"stayed on {prev_tier} for its cache: switching to {band_tier} would forfeit "
+                             f"${cost:.6f} ({cached} cached prompt tokens) to save ${saving:.6f}")
+    return Switch(band_tier, cost, saving, reason=f"switch {prev_tier} -> {band_tier}: saves ${saving:.6f}, more "
+                                                  f"than the ${cost:.6f} of cached prompt it forfeits")
 
 
 def _warning(policy: Policy, limits: _Limits, state: LedgerState) -> str | None:

@@ -51,6 +51,18 @@ def approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def cached_prefix(step: Step, input_tokens: int) -> tuple[str | None, int]:
+    """The tier that answered the run's previous step (from the step's history: the tier effagent tagged the last
+    answer with) and how many of this step's ``input_tokens`` it has cached: the conversation up to and
+    including that answer, the tool definitions included, as a share of the prompt."""
+    st = step.stats()
+    if st.last_tier is None:
+        return None, 0
+    schemas = len(step.tool_schemas)
+    share = (st.prefix_chars + schemas) / max(1, st.chars + schemas)
+    return st.last_tier, int(input_tokens * min(1.0, share))
+
+
 def _several_calls(decision: Decision) -> bool:
     return (decision.samples > 1 or decision.early_exit is not None or decision.verify
             or decision.agreement is not None or decision.shadow_tier is not None)
@@ -189,9 +201,12 @@ class Governor:
         final_inp = inp + self._instruction_tokens(loop) if self._budgeted else inp
         draw = self._draw(run_id, state.steps)
 
+        prev_tier, cached = cached_prefix(step, inp)
+
         def again(**why: Any) -> Decision:
             return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
-                          final_input_tokens=final_inp, grant=grant, refused=refused, shadow_draw=draw, **why)
+                          final_input_tokens=final_inp, grant=grant, refused=refused, shadow_draw=draw,
+                          role=step.role, prev_tier=prev_tier, cached_tokens=cached, **why)
 
         decision = again()
         if self._reserving and decision.action in ("call", "finalize"):

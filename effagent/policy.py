@@ -28,8 +28,8 @@ from pydantic import (
 
 from effagent.capabilities import capabilities
 from effagent.errors import PolicyError, UnknownTierError
-from effagent.redact import Redactor, url_secrets
 from effagent.records import STEP_ROLES, StepRole
+from effagent.redact import Redactor, url_secrets
 
 NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]

@@ -26,8 +26,8 @@ def ledger_from_policy(policy: Policy, **options: Any) -> Ledger:
     ``ledger.degraded`` is True).
     """
     cfg = policy.ledger
-    if cfg.backend == "memory":
-        return InMemoryLedger()
+    if cfg.backend == "memory":  # a team named in the policy is counted (and capped) within this process
+        return InMemoryLedger(scopes={"team": cfg.redis.team} if cfg.redis.team else None)
     try:
         from effagent.ledger.redis import RedisLedger
     except ImportError as err:

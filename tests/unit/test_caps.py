@@ -91,3 +91,19 @@ def test_many_concurrent_runs_sharing_a_thread_budget_never_pass_it(mode):
     else:
         kinds = {r.kind for r in mw.ledger.records()}
         assert "finalize" in kinds or any("halt" in r.reason for r in mw.ledger.records()) or kinds == {"model"}
+
+
+def test_a_team_budget_on_the_in_memory_ledger_counts_every_call():
+    from effagent.ledger import ledger_from_policy
+
+    pol = parse_policy(POLICY.replace("thread: {tokens: LIMIT}", "team: {tokens: 900}").replace("MODE", "finalize")
+                       + "ledger: {redis: {team: research}}\n", env={})
+    ledger = ledger_from_policy(pol)
+    calls: list[int] = []
+    model = FakeTierModel(tier="small", responder=realistic(calls, threading.Lock()))
+    mw = EfficiencyMiddleware(pol, models={"small": model}, ledger=ledger)
+    agent = create_agent(mw.default_model, tools=[calculator], middleware=[mw])
+    for i in range(4):
+        agent.invoke({"messages": [HumanMessage(f"Task {i}: compute with the calculator.")]})
+    team = ledger.scope_usage("team", "research")
+    assert 0 < team.total_tokens <= 900 and team.calls == len(calls)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from effagent.checkin import Grant
 from effagent.errors import BudgetExceeded
 from effagent.ledger.base import LedgerState
-from effagent.policy import Agreement, Consistency, EarlyExit, Policy, Tier
+from effagent.policy import Agreement, Band, Consistency, EarlyExit, Policy, Tier
 from effagent.records import Difficulty
 
 
@@ -37,6 +37,25 @@ class BudgetLeft(BaseModel):
 
     def usd(self) -> float | None:
         return _least(self.run_usd, self.thread_usd)
+
+
+Lever = Literal["plain", "samples", "agreement", "early_exit", "cascade"]
+"""What a call step runs, decided here once: ``plain`` one call; ``samples`` adaptive self-consistency
+(``consistency``, up to ``samples`` calls); ``agreement`` an agreement cascade (``agreement``); ``early_exit``
+chunked thinking with answer probes (``early_exit``: answer steps only, no tools offered, thinking on);
+``cascade`` one call whose answer is verified and may be escalated (``verify``). A finalize, pause or halt
+decision, and an escalated one, is ``plain``."""
+
+
+def lever_for(band: Band, thinking: bool, tools_offered: bool) -> Lever:
+    """The lever a band's call step runs (the policy forbids combining them, see ``policy.Band``)."""
+    if band.agreement is not None:
+        return "agreement"
+    if band.samples > 1:
+        return "samples"
+    if band.early_exit is not None and thinking and not tools_offered:
+        return "early_exit"
+    return "cascade" if band.cascade is not None else "plain"
 
 
 class Decision(BaseModel):
@@ -75,6 +94,8 @@ class Decision(BaseModel):
     price less the previous tier's cache-read price (None: the band's tier is the previous step's)."""
     switch_saving: float | None = None  # USD the band's tier change was expected to save on this step
     stayed_for_cache: bool = False  # routing: the step stayed on the previous step's tier instead of the band's
+    lever: Lever = "plain"
+    """How the step is carried out (:data:`Lever`); ``effagent.step`` dispatches on it and nothing else."""
 
     def summary(self) -> dict[str, Any]:
         """The few fields that say what a step got (``telemetry.answer_metadata: summary``)."""
@@ -184,6 +205,7 @@ def decide(
     grant: Grant | None = None,
     refused: bool = False,
     shadow_draw: float | None = None,
+    tools_offered: bool = False,
     role: str | None = None,
     prev_tier: str | None = None,
     cached_tokens: int = 0,
@@ -196,7 +218,8 @@ def decide(
     final answer either (whose prompt, its instruction included, is ``final_input_tokens``; default
     ``input_tokens``). ``grant`` is extra budget a person gave the thread (``on_exhausted: interrupt``),
     ``refused`` that they declined to give more. ``shadow_draw`` is this step's uniform draw in [0, 1) for
-    ``learning.shadow_share`` (the caller draws it, so decide stays pure).
+    ``learning.shadow_share`` (the caller draws it, so decide stays pure). ``tools_offered``: the step offers
+tools (early exit is for answer steps only; see :data:`Lever`).
 
     ``role`` is the step's role (:data:`effagent.records.StepRole`): bands with ``roles`` match it first.
     ``prev_tier`` is the tier that answered the run's previous step and ``cached_tokens`` the part of this
@@ -285,14 +308,15 @@ def decide(
             and band.agreement is None and name != policy.strong_tier:
         shadow = policy.strong_tier
         reasons.append(f"shadowed on {shadow} for a label")
+    lever = lever_for(band, thinking, tools_offered)
     return Decision(
         step=step, action="call", tier=name, model=tier.model, thinking=thinking, thinking_budget=budget,
         effort=band.effort if thinking else None, max_tokens=max_tokens, samples=band.samples,
         prompt_budget=band.prompt_budget, band=band.name,
         agreement=band.agreement, shadow_tier=shadow,
         consistency=band.consistency if band.samples > 1 else None,
-        verify=band.cascade is not None and band.samples == 1,
-        early_exit=band.early_exit if thinking else None,
+        verify=lever == "cascade", lever=lever,
+        early_exit=band.early_exit if lever == "early_exit" else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
         budget_left=step_left, fallback=_fallback(policy, name), warning=warning,
         role=role, switch_cost=switch.cost, switch_saving=switch.saving, stayed_for_cache=switch.stayed,
@@ -407,7 +431,8 @@ def _finalize(policy: Policy, difficulty: Difficulty, step: int, limits: _Limits
     if tokens_left is not None:
         max_tokens = min(max_tokens, tokens_left - input_tokens)
     if usd_left is not None:
-        rate = tier.price.cost(0, 1_000_000) / 1_000_000  # $ per output token
+        # $ per output token at the prompt's size (a long-context price raises both rates)
+        rate = (tier.price.max_cost(input_tokens, 1_000_000) - tier.price.max_cost(input_tokens, 0)) / 1_000_000
         room = usd_left - tier.price.max_cost(input_tokens, 0)
         if room < 0:
             max_tokens = 0
@@ -442,7 +467,8 @@ def escalate_on_disagreement(policy: Policy, decision: Decision, agreed: float) 
     max_tokens = min(x for x in (tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
     return decision.model_copy(update={
         "tier": a.to, "model": tier.model, "thinking": False, "thinking_budget": None, "max_tokens": max_tokens,
-        "agreement": None, "verify": False, "early_exit": None, "fallback": _fallback(policy, a.to),
+        "agreement": None, "verify": False, "early_exit": None, "lever": "plain",
+        "fallback": _fallback(policy, a.to),
         "reason": f"{decision.reason}; agreement cascade: {agreed:.0%} of the votes agreed "
                   f"(< {a.threshold:.0%}), escalated to {a.to}",
     })
@@ -463,7 +489,7 @@ def escalate(policy: Policy, decision: Decision, p_wrong: float) -> Decision | N
     max_tokens = min(x for x in (tier.max_tokens, policy.budgets.step.max_output_tokens) if x)
     return decision.model_copy(update={
         "tier": c.to, "model": tier.model, "thinking": thinking, "thinking_budget": budget, "max_tokens": max_tokens,
-        "verify": False, "early_exit": None, "fallback": _fallback(policy, c.to),
+        "verify": False, "early_exit": None, "lever": "plain", "fallback": _fallback(policy, c.to),
         "reason": f"{decision.reason}; cascade: the {decision.tier} answer looks wrong "
                   f"(P={p_wrong:.2f} >= {c.threshold}), escalated to {c.to}",
     })

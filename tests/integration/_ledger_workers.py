@@ -50,7 +50,8 @@ def load_worker(url: str, prefix: str, team: str, runs: list[int], steps: int, t
                 go: Any, results: Any) -> None:
     """Run ``runs`` concurrently (``threads`` at a time): each step reserves its maximum against run, thread,
     user and team, then settles its real usage; every 7th step first releases a hold (a failed call)."""
-    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed")
+    # exactness under load, not latency: a loaded CI machine may take longer than the 1.5 s default per call
+    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed", socket_timeout_s=10.0)
     limits = {"team": Limit(tokens=10**12, usd=10**6)}
     denied = 0
 
@@ -90,7 +91,8 @@ def overspend_worker(url: str, prefix: str, team: str, limit_tokens: int, step_m
     ``mode="reserve"``: reserve the step's maximum, call, settle (what effagent does with a shared ledger);
     ``mode="check"``: check spent < limit, call, record (a ledger without reservations).
     The global number of steps in flight is tracked in Redis (``inflight`` / ``inflight_max``)."""
-    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed", team=team)  # records count for it
+    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed", team=team,
+                         socket_timeout_s=10.0)  # records count for it; exactness, not latency
     client = ledger.client
     inflight_key = f"{prefix}-inflight"
     limits = {"team": Limit(tokens=limit_tokens)}
@@ -147,7 +149,7 @@ def overspend_worker(url: str, prefix: str, team: str, limit_tokens: int, step_m
 
 def record_loop(url: str, prefix: str, run_id: str, ack_path: str) -> None:
     """Record steps forever; after each ``record`` returns, append its step number to ``ack_path``."""
-    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed")
+    ledger = RedisLedger(url, key_prefix=prefix, on_unavailable="fail_closed", socket_timeout_s=10.0)
     fd = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     step = 0
     while True:

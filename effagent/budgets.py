@@ -108,7 +108,7 @@ def from_spans(spans: Iterable[dict[str, Any]]) -> Observed:
 
 def read_observed(path: Path) -> Observed:
     """Traces or ledger records, whichever the file holds."""
-    from effagent.files import InputFileError, decode_utf8, read_bytes
+    from effagent.files import InputFileError, decode_utf8, json_lines, json_value, read_bytes
 
     if not path.exists():
         raise BudgetInputError(f"{path}: no such file; give a trace file (telemetry exporter: file) or a ledger "
@@ -118,11 +118,9 @@ def read_observed(path: Path) -> Observed:
     except InputFileError as e:
         raise BudgetInputError(str(e)) from None
     records: list[tuple[int, dict[str, Any]]] = []
-    for n, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
+    for n, raw in json_lines(data):
         try:
-            doc = json.loads(decode_utf8(raw, f"{path}:{n}"), parse_constant=_no_constant)
+            doc = json_value(decode_utf8(raw, f"{path}:{n}"))
         except InputFileError as err:
             raise BudgetInputError(f"{path}:{n}: not UTF-8 text; is it a trace file or a ledger export?") from err
         except json.JSONDecodeError as err:
@@ -142,10 +140,6 @@ def read_observed(path: Path) -> Observed:
     if not records:
         raise BudgetInputError(f"{path}: empty; run an agent with telemetry: {{exporter: file}} first")
     return from_records(records)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def quantile(values: list[float], q: float) -> float:

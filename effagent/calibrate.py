@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -48,11 +47,11 @@ import numpy as np
 import yaml
 
 from effagent.errors import EffagentError, PolicyError
-from effagent.policy import Band, Policy, parse_policy
+from effagent.evaluation import wilson
+from effagent.policy import Band, Policy, load_policy, parse_policy
 
 DEFAULT_OUTPUT_TOKENS = 256
 CHARS_PER_TOKEN = 4
-Z95 = 1.959963984540054  # two-sided 95 %: each end of the interval is a one-sided 97.5 % bound
 DECIMALS = 4
 
 
@@ -61,17 +60,6 @@ class CalibrateError(EffagentError):
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``k / n`` (``k`` may be fractional)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1.0 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def outcomes_needed(p: float, bound: float, *, lower: bool, limit: int = 10_000_000) -> int | None:
@@ -403,10 +391,25 @@ def _read_outcomes(paths: Sequence[str]) -> list[Any]:
     return merge_labels(rows)
 
 
-def _estimator_label(policy: Policy) -> str:
+def _estimator_label(policy: Policy, given: str | None = None) -> str:
+    """The estimator the outcomes were scored with (``given``: the ``--estimator-model`` path as typed)."""
     refs = policy.difficulty.estimators
+    if given is not None:
+        return f"learned ({given})"
     return " + ".join(f"{r.name}{f' ({r.path})' if r.path else ''}{f' x{r.weight:g}' if len(refs) > 1 else ''}"
                       for r in refs)
+
+
+def model_path_from(model: str, folder: Path) -> str:
+    """``model`` (a path as typed: absolute, or relative to the working directory) as a policy file in ``folder``
+    names it: absolute stays absolute, relative becomes relative to ``folder`` — :func:`effagent.policy.load_policy`
+    reads a relative model path from the policy file's folder."""
+    if Path(model).is_absolute():
+        return model
+    try:
+        return Path(os.path.relpath(Path(model).resolve(), folder)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        return str(Path(model).resolve())
 
 
 def _fmt(ch: Choice, r: Result) -> list[str]:
@@ -472,20 +475,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.write:
         check_output(args.write, "calibrated policy")  # a folder or a missing parent: refused before any work
     policy = parse_policy(text, source=str(src))
+    scoring = load_policy(src)  # relative model paths read from the policy's folder, as every command reads them
     if args.estimator_model:
-        text = with_learned_model(text, args.estimator_model, str(src))
+        given = args.estimator_model  # as typed: a relative path is from the working directory
+        folder = (Path(args.write) if args.write else src).resolve().parent
+        scoring = parse_policy(with_learned_model(text, str(Path(given).resolve()), str(src)),
+                               source=f"{src} (with --estimator-model)")
+        text = with_learned_model(text, model_path_from(given, folder), str(src))
         policy = parse_policy(text, source=f"{src} (with --estimator-model)")
     if args.output_tokens <= 0:
         raise CalibrateError(f"--output-tokens {args.output_tokens}: give a positive number of tokens")
     outcomes = _read_outcomes(args.outcomes)
     try:
-        estimator = build_estimator(policy.difficulty, policy)
+        estimator = build_estimator(scoring.difficulty, scoring)
         prompts = [o.prompt for o in outcomes]
         scores = [min(1.0, max(0.0, float(s))) for s in estimator.score_prompts(prompts)]
     except (LearnError, KeyError, ValueError) as e:
         raise CalibrateError(f"{src}: the policy's estimator cannot score the outcomes: {e}") from None
     result = calibrate(policy, prompts, [o.cheap_correct for o in outcomes], [o.strong_correct for o in outcomes],
-                       scores=scores, estimator=_estimator_label(policy), target_quality=args.target_quality,
+                       scores=scores, estimator=_estimator_label(policy, args.estimator_model),
+                       target_quality=args.target_quality,
                        strong_share=args.strong_share, output_tokens=args.output_tokens)
     labelled = sorted({str(t) for o in outcomes if (t := getattr(o, "strong_tier", None)) is not None})
     if labelled and labelled != [result.strong_tier]:  # production lines name the tier that labelled them
@@ -520,6 +529,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"kept the input as {backup}", file=note)
         write_atomic(out, new_text)
         print(f"wrote {out} (validated)", file=note)
+        moved = [r.path for r in policy.difficulty.estimators if r.path and not Path(r.path).is_absolute()]
+        if moved and not args.estimator_model and out.resolve().parent != src.resolve().parent:
+            print(f"note: {out} names model file(s) {', '.join(moved)} relative to its own folder "
+                  f"({out.resolve().parent}); copy them there or make the paths absolute", file=sys.stderr)
     return 0
 
 

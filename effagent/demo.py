@@ -54,6 +54,8 @@ DEFAULT_CONCURRENCY = 4  # tasks in flight at once: each CPU vLLM server batches
 DATA_FOLDER = "demo_data"  # inside the package
 TASKS_NAME = "tasks.jsonl"
 CORPUS_NAME = "corpus.json"
+AGENT_TASKS_NAME = "agent_tasks.jsonl"  # 60 multi-step tool tasks (2-3 calls, errors to recover from): --tasks
+AGENT_CORPUS_NAME = "agent_corpus.json"  # ... and their encyclopedia: --corpus
 SYSTEM = ("You are a helpful assistant. Use the calculator for arithmetic and the lookup tool for facts when "
           "needed. Answer briefly and put the final answer last.")
 
@@ -91,7 +93,7 @@ def make_tools(corpus: dict[str, str]) -> list[Any]:
         try:
             value = safe_eval(expression)
         except Exception as e:  # the model sees the error and can retry
-            return f"error: {e}"
+            return f"error: {e}; write the expression with numbers and + - * / ** ( ) only"
         return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
     @tool
@@ -181,6 +183,7 @@ class RunRow(BaseModel):
     reasoning_tokens: int
     cost_usd: float
     calls_per_tier: dict[str, int]
+    cache_read_tokens: int = 0
     loops_capped: int
     budget_finals: int
     failed_calls: int
@@ -203,6 +206,7 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
 
     def one(task: Task) -> dict[str, Any]:
         tiers: list[str] = []
+        roles: list[str] = []
         try:
             out = agent.invoke({"messages": [{"role": "user", "content": task.question}]},
                                {"recursion_limit": 16, "configurable": {"thread_id": f"{label}-{task.id}"}})
@@ -210,11 +214,12 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
             metas = [m.response_metadata["effagent"] for m in out["messages"]
                      if "effagent" in getattr(m, "response_metadata", {})]
             tiers = [str(meta.get("tier") or meta.get("action") or "?") for meta in metas]
+            roles = [str(meta.get("role") or "?") for meta in metas]
             error = None
         except Exception as e:  # a task that fails is reported, the demo goes on
             reply, error = "", f"{type(e).__name__}: {str(e)[:160]}"
         return {"id": task.id, "kind": task.kind, "reply": reply[-300:], "gold": task.answer,
-                "correct": is_correct(reply, task.answer), "tiers": tiers, "error": error}
+                "correct": is_correct(reply, task.answer), "tiers": tiers, "roles": roles, "error": error}
 
     started = time.perf_counter()
     done: dict[str, dict[str, Any]] = {}
@@ -228,14 +233,20 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
     answers = [done[t.id] for t in tasks]
     records = ledger.records()
     ok = [r for r in records if r.ok]
-    # $ at the governed policy's prices for both runs, so the two are comparable
-    cost = sum(prices.tiers[r.tier].price.cost(r.usage.input_tokens, r.usage.output_tokens)
+    # $ at the governed policy's prices for both runs, so the two are comparable; cache reads the server
+    # reported are billed at the tier's cache-read rate (the ledger's pricing, effagent.telemetry.pricing)
+    from effagent.telemetry.pricing import call_cost
+
+    cost = sum(call_cost(prices.tiers[r.tier], r.usage.input_tokens, r.usage.output_tokens,
+                         cache_read_tokens=r.usage.cache_read_tokens,
+                         cache_write_tokens=r.usage.cache_write_tokens).total_usd
                for r in ok if r.tier in prices.tiers)
     row = RunRow(
         label=label, tasks=len(tasks), steps=len(ok),
         input_tokens=sum(r.usage.input_tokens for r in ok), output_tokens=sum(r.usage.output_tokens for r in ok),
         reasoning_tokens=sum(r.usage.reasoning_tokens for r in ok), cost_usd=cost,
         calls_per_tier=dict(Counter(r.tier for r in ok)),
+        cache_read_tokens=sum(r.usage.cache_read_tokens for r in ok),
         loops_capped=sum(1 for r in records if r.kind == "finalize" and "loop capped" in r.reason),
         budget_finals=sum(1 for r in records if r.kind == "finalize" and "budget exhausted" in r.reason),
         failed_calls=sum(1 for r in records if not r.ok),
@@ -288,6 +299,25 @@ def render_table(rows: list[RunRow]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w)
                          for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
     return "\n".join([TABLE_TITLE, line(cells[0]), *(line(r) for r in cells[1:])]) + "\n"
+
+
+def render_roles(answers: dict[str, list[dict[str, Any]]]) -> str:
+    """Model steps per step role (first step of the task, after tool results, a restatement of a short tool
+    result, after a tool error, a retry, a final answer without tools) and per tier, for each run."""
+    labels = list(answers)
+    counts = {label: Counter((r, t) for a in answers[label] for r, t in zip(a.get("roles") or [], a.get("tiers") or [],
+                                                                             strict=False)) for label in labels}
+    roles = sorted({r for c in counts.values() for r, _ in c})
+    tiers = sorted({t for c in counts.values() for _, t in c})
+    if not roles:
+        return ""
+    cells = [["role", *(f"{label}: {t}" for label in labels for t in tiers)]]
+    for role in roles:
+        cells.append([role, *(str(counts[label][(role, t)]) for label in labels for t in tiers)])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in cells]
+    return "model steps per role and tier:\n" + "\n".join(lines) + "\n"
 
 
 def render_tasks(tasks: list[Task], answers: dict[str, list[dict[str, Any]]]) -> str:
@@ -437,6 +467,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rows.append(row)
             answers[label] = ans
     print(render_table(rows))
+    print(render_roles(answers))
     print(render_tasks(tasks, answers))
     p, e = rows
     paired = paired_comparison(answers)

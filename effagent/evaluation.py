@@ -5,7 +5,9 @@ model; PGR(f) = (acc(f) - acc_cheap) / (acc_strong - acc_cheap); APGR = mean PGR
 Ties in the score are resolved by expectation (a constant score gives exactly 0.5); a random order scores 0.5
 in expectation. "strong share for quality" = the smallest f on that grid with acc(f) >= target * acc_strong.
 
-Used by the estimators' training code and by ``effagent bench replay``; neither imports the other.
+Used by the estimators' training code and by ``effagent bench replay``; neither imports the other. Also the
+interval and test every tool reports with: :func:`wilson` (a proportion's interval) and :func:`mcnemar_p`
+(paired right/wrong answers).
 """
 
 from __future__ import annotations
@@ -119,3 +121,23 @@ def random_apgr(
     n = len(cheap)
     vals = [apgr(rng.random(n), cheap, strong) for _ in range(orders)]
     return float(np.mean(vals)), float(np.std(vals))
+
+
+Z95 = 1.959963984540054  # two-sided 95 %: each end of the interval is a one-sided 97.5 % bound
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` (``k`` may be fractional); (0, 1) without data."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1.0 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar (sign) test on the discordant pairs: ``only_a`` right in run A only, ``only_b`` in B."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0

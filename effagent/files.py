@@ -13,10 +13,13 @@ Each problem is an :class:`InputFileError` whose message is one line that names 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from effagent.errors import EffagentError
 
@@ -47,6 +50,28 @@ def decode_utf8(data: bytes, source: str) -> str:
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise InputFileError(f"{source}:{line}:{col}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file "
                              "as UTF-8") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_value(text: str | bytes) -> Any:
+    """One JSON document as effagent reads its inputs (a line of a JSON-lines file): strict JSON, ``NaN`` and
+    ``Infinity`` refused. Raises ``json.JSONDecodeError`` (not JSON), ``UnicodeDecodeError`` (bytes that are not
+    UTF-8), ``ValueError`` or ``RecursionError`` (JSON that cannot be used); the caller says where."""
+    return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text, parse_constant=_no_constant)
+
+
+_Line = TypeVar("_Line", str, bytes)
+
+
+def json_lines(data: _Line) -> Iterator[tuple[int, _Line]]:
+    """The non-blank lines of a JSON-lines input with their line numbers (blank lines count, and are skipped)."""
+    sep = b"\n" if isinstance(data, bytes) else "\n"
+    for n, raw in enumerate(data.split(sep), 1):  # type: ignore[arg-type]
+        if raw.strip():
+            yield n, raw
 
 
 def read_bytes(path: str | os.PathLike[str], what: str = "file", limit: int | None = None) -> bytes:

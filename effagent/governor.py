@@ -33,7 +33,7 @@ from effagent.ledger.base import (
     Usage,
     spent_so_far,
 )
-from effagent.levers import loopguard
+from effagent.levers import early_exit, loopguard
 from effagent.llm.tokens import PromptTokens
 from effagent.observe import Observer
 from effagent.outcomes import OutcomeLog, label_line
@@ -41,8 +41,6 @@ from effagent.policy import Limit, Policy
 from effagent.records import Difficulty, Step
 from effagent.request import encode
 from effagent.telemetry.pricing import call_cost
-
-TURN_SLACK_TOKENS = 64  # an early-exit call's turn beyond prompt + thinking: the template's lead-in, the cue
 
 
 def approx_tokens(text: str) -> int:
@@ -54,18 +52,20 @@ def approx_tokens(text: str) -> int:
 def cached_prefix(step: Step, input_tokens: int) -> tuple[str | None, int]:
     """The tier that answered the run's previous step (from the step's history: the tier effagent tagged the last
     answer with) and how many of this step's ``input_tokens`` it has cached: the conversation up to and
-    including that answer, the tool definitions included, as a share of the prompt."""
+    including that answer — its prompt and answer tokens as the provider reported them, else its share of the
+    prompt's characters (tool definitions included)."""
     st = step.stats()
     if st.last_tier is None:
         return None, 0
+    if st.prefix_tokens > 0:
+        return st.last_tier, min(input_tokens, st.prefix_tokens)
     schemas = len(step.tool_schemas)
     share = (st.prefix_chars + schemas) / max(1, st.chars + schemas)
     return st.last_tier, int(input_tokens * min(1.0, share))
 
 
 def _several_calls(decision: Decision) -> bool:
-    return (decision.samples > 1 or decision.early_exit is not None or decision.verify
-            or decision.agreement is not None or decision.shadow_tier is not None)
+    return decision.lever != "plain" or decision.shadow_tier is not None
 
 
 def shadow_draw(run_id: str, step: int) -> float:
@@ -206,7 +206,8 @@ class Governor:
         def again(**why: Any) -> Decision:
             return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
                           final_input_tokens=final_inp, grant=grant, refused=refused, shadow_draw=draw,
-                          role=step.role, prev_tier=prev_tier, cached_tokens=cached, **why)
+                          role=step.role, prev_tier=prev_tier, cached_tokens=cached, tools_offered=bool(step.tools),
+                          **why)
 
         decision = again()
         if self._reserving and decision.action in ("call", "finalize"):
@@ -326,27 +327,22 @@ class Governor:
         tiers = [self.policy.tier(n) for n in names]
         # what the calls may really ask for: a provider rule may raise max_tokens (request.encode)
         out = max(decision.max_tokens, *(encode(decision, n, t).max_tokens for n, t in zip(names, tiers, strict=True)))
-        if decision.early_exit is not None:
-            thinking = min(decision.thinking_budget or out, out)
-            chunk = decision.early_exit.chunk
-            chunks = -(-thinking // chunk)
-            calls = 2 * chunks + 1
-            # think call k re-sends the prompt + k chunks, the probe after it k + 1 chunks, the answer all
-            # of it: sum over k < chunks of (2k + 1) chunks = chunks^2 chunks of thinking, plus the answer's
-            inp = calls * (input_tokens + TURN_SLACK_TOKENS) + chunk * chunks * chunks + thinking
-            outp = thinking + (chunks + 1) * decision.early_exit.probe_tokens + out
+        if decision.lever == "early_exit" and decision.early_exit is not None:
+            thinking = early_exit.max_thinking(decision.thinking_budget, out)
+            calls, inp, outp = early_exit.worst_case(decision.early_exit, thinking, input_tokens, out)
         else:
-            calls = decision.samples if decision.agreement is None else self._votes(decision)
+            calls = self._votes(decision) if decision.lever == "agreement" else decision.samples
             inp, outp = input_tokens * calls, out * calls
         tokens = inp + outp
         usd = max(t.price.max_cost(inp, outp) for t in tiers)
-        if decision.agreement is not None and decision.agreement.tiers:  # votes on other tiers: their prices
+        if decision.lever == "agreement" and decision.agreement is not None and decision.agreement.tiers:
+            # votes on other tiers: their prices
             usd = max(usd, sum(self.policy.tier(n).price.max_cost(input_tokens, out)
                                for n in [decision.tier, *decision.agreement.tiers]))
-        if decision.verify:
+        if decision.lever == "cascade":
             up = escalate(self.policy, decision, 1.0)  # the escalation, if it comes
         else:
-            up = escalate_on_disagreement(self.policy, decision, 0.0) if decision.agreement is not None else None
+            up = escalate_on_disagreement(self.policy, decision, 0.0) if decision.lever == "agreement" else None
         if decision.shadow_tier is not None:  # the strong tier asked for a label
             tokens += input_tokens + out
             usd += self.policy.tier(decision.shadow_tier).price.max_cost(input_tokens, out)
@@ -476,7 +472,8 @@ class Governor:
             self.outcomes.append(label_line(run_id=run_id, step=decision.step, prompt=prompt,
                                             cheap_correct=cheap_correct, label=label, cheap_tier=decision.tier,
                                             strong_tier=self.policy.strong_tier, band=decision.band,
-                                            difficulty=decision.difficulty, **extra))
+                                            difficulty=decision.difficulty,
+                                            **{"role": decision.role, **extra}))
 
     def end_step(self, run_id: str, decision: Decision, usage: Usage) -> None:
         if self._reserving:

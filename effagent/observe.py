@@ -21,6 +21,10 @@ class Observer(Protocol):
 
     def on_run_end(self, run_id: str, usage: Usage) -> None: ...
 
+    def on_outcome(self, run_id: str, decision: Decision, success: bool, feedback: str | None) -> None:
+        """Application code said whether a step's answer was right (``record_outcome``)."""
+        ...
+
 
 class NullObserver:
     """Records nothing."""
@@ -39,4 +43,7 @@ class NullObserver:
         return None
 
     def on_run_end(self, run_id: str, usage: Usage) -> None:
+        return None
+
+    def on_outcome(self, run_id: str, decision: Decision, success: bool, feedback: str | None) -> None:
         return None

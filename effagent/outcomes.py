@@ -4,7 +4,10 @@ One JSON object a line, in the contract ``difficulty learn`` reads (extra keys a
 
     {"id": "<run_id>:<step>", "prompt": "...", "cheap_correct": true, "strong_correct": true,
      "label": "agreement" | "outcome", "cheap_tier": "...", "strong_tier": "...", "run_id": "...", "step": 3,
-     "tier": "...", "band": "...", "difficulty": 0.41, "ts": 1764540000.0}
+     "tier": "...", "band": "...", "difficulty": 0.41, "role": "restate", "ts": 1764540000.0}
+
+``role`` is the step's role in its run (:data:`effagent.records.StepRole`); ``difficulty learn`` learns a shift
+per role from it.
 
 - ``label: agreement`` — ``learning.shadow_share``: a step a cheaper tier answered was also asked of the strong
   tier; ``cheap_correct`` says whether the two answers agree (the strong answer stands in for the truth).

@@ -825,7 +825,7 @@ def _role_band_problems(bands: list[Band]) -> list[tuple[tuple[Any, ...], str]]:
     """Bands with roles that overlap for a role they share: which one a step gets would depend on their order."""
     out: list[tuple[tuple[Any, ...], str]] = []
     with_roles = [(i, b) for i, b in enumerate(bands) if b.roles is not None]
-    for k, (i, a) in enumerate(with_roles):
+    for k, (_i, a) in enumerate(with_roles):
         for j, b in with_roles[k + 1:]:
             shared = sorted(set(a.roles or ()) & set(b.roles or ()))
             if shared and a.min < b.max and b.min < a.max:

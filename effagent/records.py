@@ -27,7 +27,9 @@ StepRole = Literal["first", "after_tool", "restate", "tool_error", "retry", "fin
 STEP_ROLES: tuple[str, ...] = get_args(StepRole)
 
 RESTATE_MAX_CHARS = 200  # a tool result at most this long can be restated in an answer
-_SEQUENCE = re.compile(r"\b(?:then|after that|afterwards|next|finally)\b", re.I)
+# a sequencing word that introduces more work ("then use the calculator"), not the answer ("then tell me")
+_SEQUENCE = re.compile(r"\b(?:then|after that|afterwards|next|finally)\b(?!,?\s+(?:tell|say|give|answer|report|"
+                       r"write|reply|state|what|how)\b)", re.I)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +63,7 @@ class Message:
     is_error: bool = False  # a tool message that reported a failure
     reasoning: str = ""  # an assistant message's thinking text, when the server returned it
     tier: str | None = None  # the tier that answered an assistant message, when effagent tagged it
+    context_tokens: int = 0  # an assistant message's prompt + answer tokens as reported (what its tier cached)
 
 
 class StepStats(NamedTuple):
@@ -83,8 +86,10 @@ class StepStats(NamedTuple):
     tail_repeat: bool = False  # the last assistant message asked for a call it had asked for before
     turn_rounds: int = 0  # assistant messages with tool calls since the last user message
     turn_answers: int = 0  # assistant messages since the last user message
+    turn_failed_rounds: int = 0  # ... of those with tool calls, the rounds a tool reported an error in
     last_tier: str | None = None  # the tier that answered the last assistant message (when tagged)
     prefix_chars: int = 0  # characters up to and including the last assistant message (what a tier has cached)
+    prefix_tokens: int = 0  # the last assistant message's reported prompt + answer tokens (0: not reported)
 
 
 @dataclass
@@ -108,8 +113,10 @@ class History:
     tail_repeat: bool = False
     turn_rounds: int = 0
     turn_answers: int = 0
+    turn_failed_rounds: int = 0
     last_tier: str | None = None
     prefix_chars: int = 0
+    prefix_tokens: int = 0
 
     def add(self, m: Message) -> None:
         self.count += 1
@@ -118,7 +125,7 @@ class History:
             self.tail = m.role
         if m.role == "user":
             self.prompt = m.content
-            self.turn_rounds = self.turn_answers = 0
+            self.turn_rounds = self.turn_answers = self.turn_failed_rounds = 0
             self.tail_results = self.tail_errors = self.tail_max_chars = 0
             self.tail_repeat = False
         elif m.role == "assistant":
@@ -136,18 +143,21 @@ class History:
             self.tail_results = self.tail_errors = self.tail_max_chars = 0
             self.last_tier = m.tier
             self.prefix_chars = self.chars
+            self.prefix_tokens = m.context_tokens
         elif m.role == "tool":
             self.tail_results += 1
             self.tail_max_chars = max(self.tail_max_chars, len(m.content))
             if m.is_error:
                 self.tool_errors += 1
+                self.turn_failed_rounds += 1 if not self.tail_errors else 0
                 self.tail_errors += 1
 
     def stats(self) -> StepStats:
         return StepStats(self.count, self.chars, self.prompt, self.calls, len(self.keys), self.max_call_repeats,
                          self.tool_errors, tuple(self.drafts), self.last_reasoning, self.tail, self.tail_results,
                          self.tail_errors, self.tail_max_chars, self.tail_repeat, self.turn_rounds,
-                         self.turn_answers, self.last_tier, self.prefix_chars)
+                         self.turn_answers, self.turn_failed_rounds, self.last_tier, self.prefix_chars,
+                         self.prefix_tokens)
 
 
 def summarize(messages: list[Message]) -> StepStats:
@@ -158,9 +168,9 @@ def summarize(messages: list[Message]) -> StepStats:
 
 
 def asked_rounds(prompt: str) -> int:
-    """How many rounds of tool calls a request sequences ("look up A, then B, then ..."): 1 + its sequencing
-    words, the last of which usually introduces the answer itself."""
-    return max(1, len(_SEQUENCE.findall(prompt)))
+    """How many rounds of tool calls a request sequences: 1 + its sequencing words that introduce more work
+    ("look up A, then use the calculator" = 2; "look up A, then tell me B" = 1)."""
+    return 1 + len(_SEQUENCE.findall(prompt))
 
 
 def step_role(st: StepStats, tools_offered: bool = True) -> StepRole:
@@ -174,7 +184,7 @@ def step_role(st: StepStats, tools_offered: bool = True) -> StepRole:
             return "tool_error"
         if st.tail_repeat:
             return "retry"
-        if st.tail_max_chars <= RESTATE_MAX_CHARS and st.turn_rounds >= asked_rounds(st.prompt):
+        if st.tail_max_chars <= RESTATE_MAX_CHARS and st.turn_rounds - st.turn_failed_rounds >= asked_rounds(st.prompt):
             return "restate"
         return "after_tool"
     return "retry"  # the model's own answer is last: it is asked again

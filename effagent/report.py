@@ -385,6 +385,36 @@ tr.fin td{background:#fff7ed}tr.err td{background:#fef2f2}
 """
 
 
+def role_counts(calls: list[Call]) -> dict[str, dict[str, int]]:
+    """{step role: {tier: successful model steps}} of the calls whose span says the role (``effagent.step.role``)."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for c in calls:
+        role = c.attrs.get("effagent.step.role")
+        if c.is_step and c.ok and isinstance(role, str):
+            out[role][c.tier] += 1
+    return {r: dict(t) for r, t in out.items()}
+
+
+def _per_role(data: Data, colors: dict[str, str]) -> list[str]:
+    """The 'Per role' section: model steps per step role and tier, and the steps that stayed for the cache."""
+    counts = role_counts(data.calls)
+    if not counts:
+        return []
+    stayed: dict[str, int] = defaultdict(int)
+    for c in data.calls:
+        if c.is_step and c.ok and c.attrs.get("effagent.decision.stayed_for_cache"):
+            stayed[str(c.attrs.get("effagent.step.role"))] += 1
+    tiers = [t for t in colors if any(t in v for v in counts.values())]
+    rows = "".join(f"<tr><td>{_e(role)}</td>" + "".join(f"<td class=n>{counts[role].get(t, 0)}</td>" for t in tiers)
+                   + f"<td class=n>{stayed.get(role, 0)}</td></tr>" for role in sorted(counts))
+    head = "".join(f"<th class=n>{_chip(t, colors)}</th>" for t in tiers)
+    return ["<section><h2>Per role</h2><p class=cap>Model steps by the step's role in its run (first step of a "
+            "user turn, after tool results, a restatement of a short tool result, after a tool error, a retry, "
+            "a final answer without tools) and the tier that answered; stayed: steps kept on the previous step's "
+            "tier because switching would forfeit more cached prompt than it saves.</p><table><tr><th>role</th>"
+            + head + "<th class=n>stayed</th></tr>" + rows + "</table></section>"]
+
+
 def _chip(tier: str, colors: dict[str, str]) -> str:
     return f'<span class="chip" style="background:{colors.get(tier, "#6b7280")}">{_e(tier)}</span>'
 
@@ -496,6 +526,8 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
                  "<th class=n>reasoning</th><th class=n>$</th>"
                  "<th class=n>share of $</th><th class=n>mean latency</th></tr>" + "".join(rows) + "</table></section>")
 
+    parts.extend(_per_role(data, colors))
+
     for ctitle, cap, uri in charts(data, colors):
         parts.append(f"<section><h2>{_e(ctitle)}</h2><p class=cap>{_e(cap)}</p><img alt='{_e(ctitle)}' "
                      f"src='{uri}'></section>")
@@ -557,6 +589,7 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
         rows.append(
             f"<tr class='{cls}'><td class=n>+{(c.start_ns - t0) / 1e9:.2f}s</td><td>r{index.get(c.run_id, 0)}.{c.step}"
             f"{sub}</td><td>{_e(a.get('effagent.decision.band', ''))}"
+            f"{' · ' + _e(a['effagent.step.role']) if c.is_step and a.get('effagent.step.role') else ''}"
             f"</td><td class=n>{diff}</td><td>{tier_html}{think}{tags}</td>"
             f"<td class=n>{_e(a.get('effagent.decision.max_tokens', ''))}</td>"
             f"<td class=n>{fmt_int(c.input_tokens)}</td>"

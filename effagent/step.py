@@ -24,7 +24,6 @@ calls and answers go through an :class:`Endpoint`.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Mapping
@@ -32,12 +31,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from effagent.checkin import CheckinError, Grant, pause_payload, read_resume
-from effagent.decide import Decision, escalate, escalate_on_disagreement
+from effagent.decide import Decision, escalate
 from effagent.errors import EndpointError
 from effagent.governor import Governor, approx_tokens
 from effagent.ledger.base import CallKind, LedgerState, RunSpent, StepRecord, Usage
+from effagent.levers.agreement import run_agreement
 from effagent.levers.answers import get_extractor
-from effagent.levers.consistency import Sample, SCConfig, adaptive_consistency
+from effagent.levers.base import Ask, Called, CallReport, LeverResult, vote
+from effagent.levers.consistency import run_samples
 from effagent.levers.length import prompt_budget_instruction
 from effagent.llm.client import aretried, is_endpoint_failure, retried
 from effagent.records import Step, ToolCall
@@ -45,7 +46,6 @@ from effagent.request import TierRequest, encode
 
 T = TypeVar("T")
 ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
-_TOOL_VOTE = "\x00tool-calls:"  # marks a sample that voted with tool calls (compared exactly)
 
 
 @dataclass(frozen=True)
@@ -121,14 +121,15 @@ class _Call:
 @dataclass(frozen=True)
 class _Account:
     ctx: StepContext
-    kwargs: dict[str, Any]
+    call: CallReport
 
 
 @dataclass(frozen=True)
 class _Whole:
-    """A lever that runs the whole step on one tier with a synchronous model call (sampling, early exit)."""
+    """A lever that runs the whole step on one tier with a synchronous model call (samples, agreement, early
+    exit); what it made of the step is a :class:`~effagent.levers.base.LeverResult`."""
 
-    run: Callable[[Callable[[TierRequest], Any]], tuple[Any, Usage, dict[str, Any]]]
+    run: Callable[[Callable[[TierRequest], Any]], LeverResult[Any]]
 
 
 @dataclass(frozen=True)
@@ -266,12 +267,6 @@ class StepProcedure:
                  f"Note: {d.warning}." if d.warning else None]
         return "\n".join(p for p in parts if p) or None
 
-    def exits_early(self, ctx: StepContext) -> bool:
-        """Early exit applies to answer steps (no tools offered) that think, on a tier that can think."""
-        d = ctx.decision
-        return (d.early_exit is not None and d.thinking and d.action == "call" and not ctx.step.tools
-                and self.governor.policy.tier(d.tier).thinking.supported)
-
     # -- 2.-5. the procedure ---------------------------------------------------------------------------------
     def _procedure(self, ctx: StepContext, endpoint: Endpoint[T]) -> Procedure[T]:
         attempts: list[str] = []
@@ -287,9 +282,10 @@ class StepProcedure:
             spent, meta = Usage(), {}  # what a lever that gave no answer already spent
             try:
                 if whole is not None:
-                    result, spent, meta = yield whole
-                    if result is not None:
-                        return (yield from self._finish(ctx, tier, endpoint, result, spent, meta))
+                    done: LeverResult[T] = yield whole
+                    spent, meta = done.usage, done.tag()
+                    if done.answer is not None:
+                        return (yield from self._finish(ctx, tier, endpoint, done.answer, spent, meta))
                     started = time.perf_counter()  # the lever gave no answer: one plain call answers
                 result = yield _Call(request)
             except Exception as err:
@@ -315,9 +311,9 @@ class StepProcedure:
                 if not is_endpoint_failure(err):
                     raise
                 yield self._failed(up, up_tier, err, started, attempts)  # the cheap answer stands
-                return (yield from self._finish(ctx, tier, endpoint, result, rec.usage))
+                return (yield from self._finish(ctx, tier, endpoint, result, spent + rec.usage, meta))
             up_rec: StepRecord = yield self._account(up, up_tier, endpoint.read(better), started)
-            return (yield from self._finish(up, up_tier, endpoint, better, rec.usage + up_rec.usage))
+            return (yield from self._finish(up, up_tier, endpoint, better, spent + rec.usage + up_rec.usage, meta))
         yield _Release(ctx)
         raise EndpointError(attempts)
 
@@ -357,10 +353,10 @@ class StepProcedure:
         content = None
         if reply is not None and self.governor.policy.telemetry.record_content:
             content = {"prompt": ctx.step.prompt, "completion": reply.text}
-        return _Account(ctx, dict(tier=tier, input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning,
-                                  kind=kind, duration_s=time.perf_counter() - started,
-                                  response_model=reply.model if reply is not None else None, content=content,
-                                  error=note, reasoning_estimated=counted, **cached))
+        return _Account(ctx, CallReport(tier=tier, input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning,
+                                        kind=kind, duration_s=time.perf_counter() - started,
+                                        response_model=reply.model if reply is not None else None,
+                                        content=content, error=note, reasoning_estimated=counted, **cached))
 
     def _failed(self, ctx: StepContext, tier: str, err: Exception, started: float, attempts: list[str],
                 kind: CallKind = "model") -> _Account:
@@ -371,8 +367,8 @@ class StepProcedure:
             status = getattr(err, "status", None)  # record (and the trace) keep its kind only
             msg = (f"{tier}: {type(err).__name__}: {f'HTTP {status}, ' if isinstance(status, int) else ''}"
                    "message not recorded (telemetry.record_content is false)")
-        return _Account(ctx, dict(tier=tier, input_tokens=0, output_tokens=0, ok=False, error=msg, kind=kind,
-                                  duration_s=time.perf_counter() - started))
+        return _Account(ctx, CallReport(tier=tier, input_tokens=0, output_tokens=0, ok=False, error=msg, kind=kind,
+                                        duration_s=time.perf_counter() - started))
 
     # -- labels for learning: the strong tier asked too (learning.shadow_share) -----------------------------
     def _shadow(self, ctx: StepContext, endpoint: Endpoint[T],
@@ -392,8 +388,9 @@ class StepProcedure:
             return Usage(), None
         theirs = endpoint.read(got)
         rec: StepRecord = yield self._account(ctx, strong, theirs, started, kind="shadow")
-        agree = theirs is not None and _vote(reply, get_extractor(policy.learning.extractor)) == _vote(
-            theirs, get_extractor(policy.learning.extractor))
+        extract = get_extractor(policy.learning.extractor)
+        agree = theirs is not None and vote(reply.text, reply.tool_calls, extract) == vote(
+            theirs.text, theirs.tool_calls, extract)
         self.governor.record_label(ctx.run_id, ctx.decision, ctx.step.prompt, cheap_correct=agree, label="agreement")
         return rec.usage, agree
 
@@ -408,9 +405,7 @@ class StepProcedure:
         if seen is None:
             return False
         prompt, decision = seen
-        observe = getattr(self.governor.observer, "on_outcome", None)
-        if observe is not None:
-            observe(run_id, decision, success, feedback)
+        self.governor.observer.on_outcome(run_id, decision, success, feedback)
         if decision.tier != self.governor.policy.strong_tier:
             self.governor.record_label(run_id, decision, prompt, cheap_correct=success, label="outcome",
                                        feedback=feedback)
@@ -420,7 +415,7 @@ class StepProcedure:
     def _escalation(self, ctx: StepContext, reply: Reply | None) -> StepContext | None:
         """The escalated step when the decision verifies and the answer looks wrong. Only answers are verified:
         a step that calls tools goes on as the agent asked."""
-        if not ctx.decision.verify or reply is None or reply.tool_calls:
+        if ctx.decision.lever != "cascade" or reply is None or reply.tool_calls:
             return None
         if self.verifier is None:
             from effagent.levers.cascade import CascadeVerifier
@@ -430,150 +425,64 @@ class StepProcedure:
         up = escalate(self.governor.policy, ctx.decision, p_wrong)
         return None if up is None else replace(ctx, decision=up)
 
-    # -- levers that run the whole step: self-consistency, early exit -------------------------------------------
+    # -- levers that run the whole step: samples, agreement, early exit ------------------------------------------
     def _whole_step(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T]) -> _Whole | None:
-        d = ctx.decision
-        if d.agreement is not None and d.action == "call":
-            return _Whole(lambda call: self._agreed(ctx, request, endpoint, call))
-        if d.samples > 1 and d.action == "call":
-            return _Whole(lambda call: self._sampled(ctx, request, endpoint, call))
-        if self.exits_early(ctx) and request.thinking:
+        """The lever ``decide`` chose (``decision.lever``), when it takes several calls. Early exit needs the
+        request to think: on a fallback tier that cannot, one plain call answers."""
+        d, policy = ctx.decision, self.governor.policy
+        if d.lever == "samples":
+            assert d.consistency is not None  # decide sets it with this lever
+            consistency = d.consistency
+            return _Whole(lambda call: run_samples(request, consistency, d.samples, self._asker(ctx, endpoint, call)))
+        if d.lever == "agreement":
+            def agreed(call: Callable[[TierRequest], T]) -> LeverResult[T]:
+                def ask_up(up: Decision) -> Called[T]:
+                    return self._asker(replace(ctx, decision=up), endpoint, call)(
+                        encode(up, up.tier, policy.tier(up.tier)), "model")
+
+                return run_agreement(policy, d, request, self._asker(ctx, endpoint, call), ask_up)
+
+            return _Whole(agreed)
+        if d.lever == "early_exit" and request.thinking:
             return _Whole(lambda call: self._early_exit(ctx, request, endpoint))
         return None
 
-    def _sampled(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T],
-                 call: Callable[[TierRequest], T]) -> tuple[T, Usage, dict[str, Any]]:
-        """Draw samples in batches until the vote is settled; every sample is accounted (kind ``sample``); the
-        first sample with the majority answer is the step's answer. Tool-call steps vote on the exact call."""
-        c = ctx.decision.consistency
-        assert c is not None  # decide sets it with samples > 1
-        cfg = SCConfig(max_samples=ctx.decision.samples, batch=c.batch, threshold=c.threshold, window=c.window,
-                       decided=c.decided, extractor=c.extractor, seed=c.seed)
-        base = get_extractor(cfg.extractor)
-        total = Usage()
+    def _asker(self, ctx: StepContext, endpoint: Endpoint[T], call: Callable[[TierRequest], T]) -> Ask[T]:
+        """A lever's call: made under the tier's retry rule (``call``), read, and accounted (the one route)."""
+        gov = self.governor
 
-        def extract(text: str) -> str | None:
-            return text if text.startswith(_TOOL_VOTE) else base(text)
-
-        def draw(k: int, start: int) -> list[Sample]:
-            nonlocal total
-            out = []
-            for i in range(k):
-                started = time.perf_counter()
-                settings = {**request.settings, "temperature": c.temperature, "seed": cfg.seed + start + i}
-                res = call(replace(request, settings=settings))
-                reply = endpoint.read(res)
-                acc = self._account(ctx, request.tier, reply, started, kind="sample")
-                rec = self.governor.account(ctx.run_id, ctx.thread_id, ctx.decision, **acc.kwargs)
-                total = total + rec.usage
-                text = "" if reply is None else _vote(reply, lambda t: t)  # exact calls, or the text to extract from
-                out.append(Sample(text, rec.usage.input_tokens, rec.usage.output_tokens, rec.usage.reasoning_tokens,
-                                  payload=res))
-            return out
-
-        sc = adaptive_consistency(draw, cfg, extractor=extract)
-        chosen = sc.chosen.payload if sc.chosen is not None else sc.samples[0].payload
-        meta = {"consistency": {"answer": sc.answer, "used": len(sc.samples), "max": cfg.max_samples,
-                                "stopped": sc.stopped, "reason": sc.reason, "counts": sc.counts}}
-        return chosen, total, meta  # type: ignore[return-value]
-
-    def _agreed(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T],
-                call: Callable[[TierRequest], T]) -> tuple[T, Usage, dict[str, Any]]:
-        """An agreement cascade: votes from the cheap tier (samples, or one call to each listed tier); the majority
-        answer stands when enough votes agree, else the escalated decision's tier answers. Every call is accounted
-        (votes as kind ``sample``)."""
-        d, policy = ctx.decision, self.governor.policy
-        a = d.agreement
-        assert a is not None  # _whole_step checked it
-        if a.tiers:
-            requests = [request, *(encode(d, n, policy.tier(n)) for n in a.tiers)]
-        else:
-            requests = [replace(request, settings={**request.settings, "temperature": a.temperature,
-                                                   "seed": a.seed + i}) for i in range(a.samples)]
-        extract = get_extractor(a.extractor)
-        total = Usage()
-        votes: list[tuple[str | None, T]] = []
-        for req in requests:
+        def ask(request: TierRequest, kind: CallKind = "sample") -> Called[T]:
             started = time.perf_counter()
-            res = call(req)
+            res = call(request)
             reply = endpoint.read(res)
-            acc = self._account(ctx, req.tier, reply, started, kind="sample")
-            total = total + self.governor.account(ctx.run_id, ctx.thread_id, d, **acc.kwargs).usage
-            votes.append((_vote(reply, extract) if reply is not None else None, res))
-        counts: dict[str, int] = {}
-        for v, _ in votes:
-            if v is not None:
-                counts[v] = counts.get(v, 0) + 1
-        best = max(counts, key=lambda k: counts[k]) if counts else None
-        agreed = counts.get(best, 0) / len(votes) if best is not None else 0.0
-        meta: dict[str, Any] = {"agreement": {"votes": [v for v, _ in votes], "answer": best, "agreed": agreed,
-                                              "threshold": a.threshold, "escalated": False}}
-        up = escalate_on_disagreement(policy, d, agreed)
-        if up is None:
-            return next(res for v, res in votes if v == best), total, meta
-        started = time.perf_counter()
-        res = call(encode(up, up.tier, policy.tier(up.tier)))
-        acc = self._account(replace(ctx, decision=up), up.tier, endpoint.read(res), started)
-        total = total + self.governor.account(ctx.run_id, ctx.thread_id, up, **acc.kwargs).usage
-        meta["agreement"].update(escalated=True, to=up.tier, reason=up.reason)
-        return res, total, meta
+            rec = _book(gov, ctx, self._account(ctx, request.tier, reply, started, kind=kind).call)
+            if reply is None:
+                return Called(res, False, usage=rec.usage)
+            return Called(res, True, reply.text, reply.tool_calls, rec.usage)
 
-    def _early_exit(self, ctx: StepContext, request: TierRequest,
-                    endpoint: Endpoint[T]) -> tuple[T | None, Usage, dict[str, Any]]:
-        """Chunked thinking with answer probes on the tier's endpoint; every call is accounted as it returns.
-        The answer is never empty: when the written answer comes back empty, the agreeing probes' answer
-        stands in for it; when there is none either, the result is None and one plain call answers."""
-        from effagent.levers.early_exit import EarlyExitConfig, run_on_tier
+        return ask
+
+    def _early_exit(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T]) -> LeverResult[T]:
+        """Chunked thinking with answer probes on the tier's endpoint (:func:`effagent.levers.early_exit.run_step`);
+        its answer, when it has one, wrapped as the integration's answer."""
+        from effagent.levers.early_exit import run_step
         from effagent.levers.loopguard import check_reasoning
 
-        d, policy = ctx.decision, self.governor.policy
-        assert d.early_exit is not None  # exits_early checked it
-        opts = d.early_exit
-        tier = policy.tier(request.tier)
-        max_thinking = max(1, min(request.thinking_budget or request.max_tokens, request.max_tokens))
-        cfg = EarlyExitConfig(chunk=opts.chunk, agree=opts.agree, probe_tokens=opts.probe_tokens,
-                              min_thinking=opts.min_thinking, extractor=opts.extractor, max_thinking=max_thinking)
-        guard = policy.loop_guard
+        d, gov = ctx.decision, self.governor
+        assert d.early_exit is not None  # decide sets it with this lever
+        guard = gov.policy.loop_guard
         stop_check = ((lambda r: check_reasoning(r, guard.max_reasoning_verifications)) if guard.enabled else None)
-        total = Usage()
-        thinking_tokens = 0
-        last = [time.perf_counter()]
-
-        def on_call(role: str, c: Any) -> None:
-            nonlocal total, thinking_tokens
-            reasoning, counted = 0, False
-            if role == "think":
-                reasoning = c.reasoning_tokens if c.reasoning_tokens is not None else c.output_tokens
-                if c.content and c.reasoning and c.reasoning_tokens is None and self.reasoning_counter is not None:
-                    reasoning = self.reasoning_counter(request.tier, c.reasoning)  # the chunk holds the answer too
-                    counted = True
-                thinking_tokens += reasoning
-            now = time.perf_counter()
-            rec = self.governor.account(ctx.run_id, ctx.thread_id, d, tier=request.tier, input_tokens=c.input_tokens,
-                                        output_tokens=c.output_tokens, reasoning_tokens=reasoning,
-                                        kind="probe" if role == "probe" else "model", duration_s=now - last[0],
-                                        response_model=c.model, reasoning_estimated=counted,
-                                        cache_read_tokens=getattr(c, "cache_read_tokens", 0),
-                                        cache_write_tokens=getattr(c, "cache_write_tokens", 0))
-            last[0] = now
-            total = total + rec.usage
-
         more = {"complete_fn": self.complete_fn} if self.complete_fn is not None else {}
-        result = run_on_tier(tier, endpoint.conversation(), cfg, max_tokens=request.max_tokens, answer=opts.answer,
-                             stop_check=stop_check, on_call=on_call, **more)
-        agreed = result.probes[-1].text.strip() if result.exited == "probes_agree" and result.probes else ""
-        answer = result.answer.strip() or agreed
-        meta = {"early_exit": {"exited": result.exited, "reason": result.reason,
-                               "thinking_tokens": result.thinking_tokens, "probes": len(result.probes),
-                               "answer": result.extracted, "calls": len(result.calls),
-                               "answer_from_probes": not result.answer.strip() and bool(answer),
-                               "plain_call_answered": not answer}}
-        if not answer:  # neither the written answer nor the probes: a plain call on the tier answers the step
-            return None, total, meta
-        reply = Reply(text=answer, input_tokens=total.input_tokens, output_tokens=total.output_tokens,
-                      reasoning_tokens=thinking_tokens, reasoning=result.reasoning, model=tier.model,
+        done = run_step(request, gov.policy.tier(request.tier), d.early_exit, endpoint.conversation(),
+                        account=lambda c: _book(gov, ctx, c).usage, stop_check=stop_check,
+                        reasoning_counter=self.reasoning_counter, **more)
+        if done.answer is None:
+            return LeverResult(None, done.usage, done.meta)
+        a, total = done.answer, done.usage
+        reply = Reply(text=a.text, input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+                      reasoning_tokens=a.reasoning_tokens, reasoning=a.reasoning, model=a.model,
                       cache_read_tokens=total.cache_read_tokens, cache_write_tokens=total.cache_write_tokens)
-        return endpoint.wrap(reply), total, meta
+        return LeverResult(endpoint.wrap(reply), total, done.meta)
 
     # -- the drivers ---------------------------------------------------------------------------------------
     def run(self, ctx: StepContext, endpoint: Endpoint[T]) -> Outcome[T]:
@@ -587,8 +496,7 @@ class StepProcedure:
             if isinstance(effect, _Call):
                 return call(effect.request)
             if isinstance(effect, _Account):
-                c = effect.ctx
-                return gov.account(c.run_id, c.thread_id, c.decision, **effect.kwargs)
+                return _book(gov, effect.ctx, effect.call)
             if isinstance(effect, _Whole):
                 return effect.run(call)
             if isinstance(effect, _End):
@@ -613,8 +521,7 @@ class StepProcedure:
             if isinstance(effect, _Call):
                 return await acall(effect.request)
             if isinstance(effect, _Account):
-                c = effect.ctx
-                return await gov.aaccount(c.run_id, c.thread_id, c.decision, **effect.kwargs)
+                return await _abook(gov, effect.ctx, effect.call)
             if isinstance(effect, _Whole):
                 return await asyncio.to_thread(effect.run, call_on_loop)
             if isinstance(effect, _End):
@@ -624,11 +531,21 @@ class StepProcedure:
         return await _adrive(self._procedure(ctx, endpoint), do)
 
 
-def _vote(reply: Reply, extract: Callable[[str], str | None]) -> str | None:
-    """What an answer votes for: its exact tool calls, or the answer the extractor reads from its text."""
-    if reply.tool_calls:
-        return _TOOL_VOTE + json.dumps([[t.name, t.args] for t in reply.tool_calls], sort_keys=True, default=str)
-    return extract(reply.text)
+def _book(gov: Governor, ctx: StepContext, c: CallReport) -> StepRecord:
+    """Every call of a step goes to the ledger here (or in :func:`_abook`): the procedure's and the levers'."""
+    return gov.account(ctx.run_id, ctx.thread_id, ctx.decision, tier=c.tier, input_tokens=c.input_tokens,
+                       output_tokens=c.output_tokens, reasoning_tokens=c.reasoning_tokens, kind=c.kind, ok=c.ok,
+                       error=c.error, duration_s=c.duration_s, response_model=c.response_model, content=c.content,
+                       reasoning_estimated=c.reasoning_estimated, cache_read_tokens=c.cache_read_tokens,
+                       cache_write_tokens=c.cache_write_tokens)
+
+
+async def _abook(gov: Governor, ctx: StepContext, c: CallReport) -> StepRecord:
+    return await gov.aaccount(ctx.run_id, ctx.thread_id, ctx.decision, tier=c.tier, input_tokens=c.input_tokens,
+                              output_tokens=c.output_tokens, reasoning_tokens=c.reasoning_tokens, kind=c.kind,
+                              ok=c.ok, error=c.error, duration_s=c.duration_s, response_model=c.response_model,
+                              content=c.content, reasoning_estimated=c.reasoning_estimated,
+                              cache_read_tokens=c.cache_read_tokens, cache_write_tokens=c.cache_write_tokens)
 
 
 def _drive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:

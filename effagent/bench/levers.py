@@ -42,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from effagent.evaluation import mcnemar_p
 from effagent.levers import answers, consistency, early_exit
 from effagent.levers.length import prompt_budget_instruction
 from effagent.serving.vllm_local import THINK_PREFIX
@@ -306,14 +307,6 @@ def _pmap(fn: Any, items: Sequence[Any], workers: int, bar: Any) -> list[Any]:
         return out
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(one, items))
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar (sign) test on the discordant pairs."""
-    import math
-
-    n, k = only_a + only_b, min(only_a, only_b)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
 def _question(q: str, style: str | None) -> list[dict[str, str]]:

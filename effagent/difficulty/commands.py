@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from effagent.difficulty.combine import DEFAULT_ESTIMATOR
 from effagent.errors import EffagentError
+from effagent.files import json_value
 
 
 class ScoreRequest(BaseModel):
@@ -43,15 +44,11 @@ class InputError(EffagentError, ValueError):
     pass
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_requests(lines: list[str]) -> list[ScoreRequest]:
     out: list[ScoreRequest] = []
     for n, line in enumerate(lines, start=1):
         try:
-            obj = json.loads(line, parse_constant=_no_constant)
+            obj = json_value(line)
             json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a lone surrogate ("\ud800") cannot be written
         except json.JSONDecodeError as e:
             raise InputError(f"line {n}: not valid JSON ({e.msg})") from None

@@ -4,7 +4,10 @@
 and fits, in closed form with numpy alone, a ridge regression of the gain ``strong_correct - cheap_correct`` on
 
 - hashed word unigrams and bigrams (``HASH_DIM`` buckets, sublinear tf x idf, rows l2-normalised), and
-- the default rule's cues (length, specialised vocabulary, quantities, clauses), standardised.
+- the default rule's cues (length, specialised vocabulary, quantities, clauses), standardised;
+
+and, from rows that name the step's ``role`` (outcome lines written by effagent do), a shift per role
+(:func:`role_shifts`) added to an agent step's score on top of the rule's own role shift.
 
 Score = the rule's squash of the blend ``z(rule_raw) + shrink * z(ridge)``, mapped back to the rule's raw scale
 (the rule's mean and s.d. on the rows), so scores keep the default's range and a policy's band boundaries keep
@@ -88,6 +91,25 @@ class LearnedModel(BaseModel):
     cheap_accuracy: float
     strong_accuracy: float
     cv_apgr: dict[str, float]  # blend weight -> cross-validated APGR on the rows
+    role_shift: dict[str, float] = {}  # step role -> raw-score shift learned from the rows that name a role
+
+
+ROLE_PRIOR_ROWS = 50  # a role's shift counts n / (n + this) of what its rows say
+
+
+def role_shifts(roles: Sequence[str | None], gain: np.ndarray, base_scale: float) -> dict[str, float]:
+    """Per step role (outcome lines carry ``role``): how much more (or less) the strong tier gains over the cheap
+    one on that role's rows than on all rows, in the rule's raw units (the gain's s.d. maps to the rule's),
+    shrunk toward 0 for roles with few rows. A role the cheap tier does as well on moves its steps down."""
+    named = [(r, g) for r, g in zip(roles, gain, strict=True) if isinstance(r, str) and r]
+    if not named:
+        return {}
+    mean, sd = float(gain.mean()), max(float(gain.std()), 0.1)
+    out: dict[str, float] = {}
+    for role in sorted({r for r, _ in named}):
+        g = np.array([v for r, v in named if r == role])
+        out[role] = round((float(g.mean()) - mean) / sd * base_scale * len(g) / (len(g) + ROLE_PRIOR_ROWS), 6)
+    return out
 
 
 # ---------------------------------------------------------------- input
@@ -301,6 +323,7 @@ def learn(outcomes: Sequence[Outcome], *, seed: int = 0) -> LearnedModel:
         cheap_accuracy=float(cheap.mean()),
         strong_accuracy=float(strong.mean()),
         cv_apgr=cv,
+        role_shift=role_shifts([getattr(o, "role", None) for o in outcomes], gain, b_sd),
     )
 
 
@@ -411,6 +434,11 @@ class LearnedEstimator:
     def estimate(self, step: Step) -> Difficulty:
         raw, signals = step_raw(step)
         prompt = step.prompt
-        shift = float(self._scorer().raw([prompt])[0] - _base_raw([prompt])[0])
+        scorer = self._scorer()
+        shift = float(scorer.raw([prompt])[0] - _base_raw([prompt])[0])
         signals["learned_shift"] = shift
+        role = scorer.m.role_shift.get(step.role, 0.0)
+        if role:
+            signals["learned_role_shift"] = role
+            shift += role
         return Difficulty(score=squash(raw + shift), signals=signals, estimator=self.name)

@@ -33,7 +33,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _CLAUSE_END = re.compile(r"[.!?;](?:\s|$)")
 
 WEIGHTS = {"length": 1.0, "vocabulary": 0.5, "quantities": 0.5, "clauses": 0.5}
-ROLE_SHIFT = {"first": 0.0, "after_tool": -0.3, "restate": -0.9, "tool_error": 0.4, "retry": 0.3, "final": -0.3}
+ROLE_SHIFT = {"first": 0.0, "after_tool": -0.3, "restate": -0.6, "tool_error": 0.4, "retry": 0.3, "final": -0.3}
 """Added to the raw sum by the step's role (the first step of a turn: unchanged)."""
 _CENTER, _SLOPE = 0.8, 2.5  # logistic squash: a raw sum of 0.8 scores 0.5
 

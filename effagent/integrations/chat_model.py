@@ -89,6 +89,7 @@ class _ModelCalls(MessageListCalls):
         self.stop = stop
         self.finalize = finalize
         self.config = config
+        self.structured = False  # with_structured_output's call: its tool call is the answer
 
     def _bound(self, req: TierRequest) -> Runnable[Any, Any]:
         model = self.owner.tier_models[req.tier]
@@ -162,11 +163,13 @@ class EfficientChatModel(BaseChatModel):
                    tool_choice: str | dict[str, Any] | bool | None = None,
                    **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer ``tools`` on every call (each tier's own chat model binds them its way); ``tool_choice`` and
-        other arguments go to the tier model's ``bind_tools``."""
+        other arguments go to the tier model's ``bind_tools``. ``with_structured_output`` binds its schema here
+        (marked by ``ls_structured_output_format``): that call's tool call is its answer, so it ends the run."""
         extra = dict(kwargs)
         if tool_choice is not None:
             extra["tool_choice"] = tool_choice
-        return self.bind(effagent_tools=list(tools), effagent_tool_kwargs=extra)
+        structured = extra.get("ls_structured_output_format") is not None
+        return self.bind(effagent_tools=list(tools), effagent_tool_kwargs=extra, effagent_structured=structured)
 
     # -- the caller's config reaches the step (LangChain hands _generate only the messages) ------------------------
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
@@ -213,22 +216,26 @@ class EfficientChatModel(BaseChatModel):
                  kwargs: dict[str, Any]) -> tuple[StepContext, _ModelCalls, bool]:
         tools = list(kwargs.pop("effagent_tools", None) or [])
         tool_kwargs = dict(kwargs.pop("effagent_tool_kwargs", None) or {})
+        structured = bool(kwargs.pop("effagent_structured", False))
         run_id, ends, thread_id = self._where(config)
         step = to_step(messages, tools, self._cache, run_id)
         ctx = self._procedure.plan(step, run_id, thread_id, None)
-        return ctx, self._calls(ctx, messages, tools, tool_kwargs, stop), ends
+        return ctx, self._calls(ctx, messages, tools, tool_kwargs, stop, structured), ends
 
     def _calls(self, ctx: StepContext, messages: list[BaseMessage], tools: list[Any], tool_kwargs: dict[str, Any],
-               stop: list[str] | None) -> _ModelCalls:
+               stop: list[str] | None, structured: bool = False) -> _ModelCalls:
         msgs = list(messages)
         extra = self._procedure.instruction(ctx)
         if extra:
             msgs.append(HumanMessage(extra))
-        return _ModelCalls(self, msgs, tools, tool_kwargs, stop, ctx.decision.action == "finalize", None)
+        calls = _ModelCalls(self, msgs, tools, tool_kwargs, stop, ctx.decision.action == "finalize", None)
+        calls.structured = structured
+        return calls
 
-    def _answered(self, ctx: StepContext, ends: bool, out: Outcome[Any]) -> bool:
-        """Whether the step's answer ends its run (no tool asked for), forgetting the thread's open run."""
-        if not ends or getattr(out.result, "tool_calls", None):
+    def _answered(self, ctx: StepContext, ends: bool, out: Outcome[Any], calls: _ModelCalls) -> bool:
+        """Whether the step's answer ends its run (no tool asked for; a structured answer, which is a tool call,
+        always does), forgetting the thread's open run."""
+        if not ends or (getattr(out.result, "tool_calls", None) and not calls.structured):
             return False
         key = ctx.thread_id or ""
         with self._lock:
@@ -246,7 +253,7 @@ class EfficientChatModel(BaseChatModel):
         config = _caller_config()
         ctx, calls, ends = self._prepare(messages, stop, config, kwargs)
         out = self._procedure.run(ctx, calls)
-        if self._answered(ctx, ends, out):
+        if self._answered(ctx, ends, out, calls):
             self._governor.end_run(ctx.run_id)
         return self._result(out)
 
@@ -255,7 +262,7 @@ class EfficientChatModel(BaseChatModel):
         config = _caller_config()
         ctx, calls, ends = self._prepare(messages, stop, config, kwargs)
         out = await self._procedure.arun(ctx, calls)
-        if self._answered(ctx, ends, out):
+        if self._answered(ctx, ends, out, calls):
             await self._governor.aend_run(ctx.run_id)
         return self._result(out)
 

@@ -48,6 +48,7 @@ def to_message(m: BaseMessage) -> Message:
     reasoning = ""
     is_error = False
     tier = None
+    context = 0
     if role == "assistant":
         if isinstance(m, AIMessage):
             for c in m.tool_calls or ():
@@ -56,12 +57,15 @@ def to_message(m: BaseMessage) -> Message:
             reasoning = reasoning_text(m)
             meta = (m.response_metadata or {}).get("effagent")
             tier = meta.get("tier") if isinstance(meta, Mapping) and isinstance(meta.get("tier"), str) else None
+            inp, out, _ = usage_of(m)
+            context = (inp or 0) + (out or 0)
     elif role == "tool":
         is_error = isinstance(m, ToolMessage) and (getattr(m, "status", "success") == "error"
                                                     or content[:5].lower() == "error")
     name = m.name
     return Message(role=role, content=content, tool_calls=calls,
-                   name=name if isinstance(name, str) else None, is_error=is_error, reasoning=reasoning, tier=tier)
+                   name=name if isinstance(name, str) else None, is_error=is_error, reasoning=reasoning, tier=tier,
+                   context_tokens=context)
 
 
 @dataclass

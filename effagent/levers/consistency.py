@@ -26,12 +26,18 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from effagent.ledger.base import Usage
 from effagent.levers.answers import Extractor, get_extractor
+from effagent.levers.base import TOOL_VOTE, Ask, LeverResult
+from effagent.policy import Consistency
+from effagent.request import TierRequest
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -207,3 +213,52 @@ def fixed_consistency(samples: Sequence[Sample], extractor: str | Extractor = "n
     drawn = [replace(s, answer=extract(s.text)) for s in samples]
     best, counts = majority([s.answer for s in drawn])
     return SCResult(best, drawn, "max_samples", f"fixed N={len(drawn)}", None, dict(counts))
+
+
+# -- the lever in an agent step -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConsistencyMeta:
+    """What self-consistency did on a step (the answer's ``consistency`` tag)."""
+
+    answer: str | None
+    used: int
+    max: int
+    stopped: StopReason
+    reason: str
+    counts: dict[str, int]
+    name: str = "consistency"
+
+    def dump(self) -> dict[str, Any]:
+        return {"answer": self.answer, "used": self.used, "max": self.max, "stopped": self.stopped,
+                "reason": self.reason, "counts": self.counts}
+
+
+def run_samples(request: TierRequest, settings: Consistency, max_samples: int, ask: Ask[T]) -> LeverResult[T]:
+    """A step's samples (``decision.lever == "samples"``): drawn in batches through ``ask`` (each one accounted,
+    kind ``sample``) until the vote is settled; the first sample with the majority answer is the step's answer.
+    Tool-call steps vote on the exact call."""
+    c = settings
+    cfg = SCConfig(max_samples=max_samples, batch=c.batch, threshold=c.threshold, window=c.window,
+                   decided=c.decided, extractor=c.extractor, seed=c.seed)
+    base = get_extractor(cfg.extractor)
+    total = Usage()
+
+    def extract(text: str) -> str | None:
+        return text if text.startswith(TOOL_VOTE) else base(text)
+
+    def draw(k: int, start: int) -> list[Sample]:
+        nonlocal total
+        out = []
+        for i in range(k):
+            got = ask(replace(request, settings={**request.settings, "temperature": c.temperature,
+                                                 "seed": cfg.seed + start + i}))
+            total = total + got.usage
+            text = got.vote(lambda t: t) or ""  # exact calls, or the text to extract from
+            out.append(Sample(text, got.usage.input_tokens, got.usage.output_tokens, got.usage.reasoning_tokens,
+                              payload=got.result))
+        return out
+
+    sc = adaptive_consistency(draw, cfg, extractor=extract)
+    chosen = sc.chosen.payload if sc.chosen is not None else sc.samples[0].payload
+    meta = ConsistencyMeta(sc.answer, len(sc.samples), cfg.max_samples, sc.stopped, sc.reason, sc.counts)
+    return LeverResult(chosen, total, meta)  # type: ignore[arg-type]

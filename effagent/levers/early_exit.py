@@ -18,17 +18,20 @@ partial assistant turn (:func:`run_on_tier`, vLLM's ``continue_final_message``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from effagent.ledger.base import Usage
 from effagent.levers.answers import Extractor, get_extractor
+from effagent.levers.base import Account, CallReport, LeverResult
 from effagent.llm.budget_forcing import continue_message
 from effagent.llm.client import THINK_CLOSE, Completion, complete
-from effagent.policy import Tier
-from effagent.request import thinking_chunk_settings
+from effagent.policy import EarlyExit, Tier
+from effagent.request import TierRequest, thinking_chunk_settings
 
 PROBE_CUE = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**: "
 HEDGES: tuple[str, ...] = ("wait", "hmm", "hold on", "maybe", "perhaps", "not sure", "unsure", "i think",
@@ -309,3 +312,105 @@ def run_on_tier(tier: Tier, messages: Sequence[Mapping[str, Any]], cfg: EarlyExi
         return Generated(((o.reasoning or "") + (o.content or "")).strip(), o.input_tokens, o.output_tokens)
 
     return early_exit(think, probe, cfg, answer=write if answer == "write" else None, stop_check=stop_check)
+
+
+# ------------------------------------------------------------------------ the lever in an agent step
+
+TURN_SLACK_TOKENS = 64  # an early-exit call's turn beyond prompt + thinking: the template's lead-in, the cue
+
+
+def max_thinking(thinking_budget: int | None, max_tokens: int) -> int:
+    """The thinking tokens early exit may spend on a step: the decided budget within ``max_tokens`` (the one
+    place this cap is computed: the lever's run and the step's reserved maximum both use it)."""
+    return max(1, min(thinking_budget or max_tokens, max_tokens))
+
+
+def worst_case(opts: EarlyExit, thinking: int, input_tokens: int, max_tokens: int) -> tuple[int, int, int]:
+    """(calls, input tokens, output tokens) of an early-exit step at its most: every chunk of ``thinking``, a
+    probe after each and the answer, each re-sending the prompt and the thinking so far."""
+    chunk = opts.chunk
+    chunks = -(-thinking // chunk)
+    calls = 2 * chunks + 1
+    # think call k re-sends the prompt + k chunks, the probe after it k + 1 chunks, the answer all of it:
+    # sum over k < chunks of (2k + 1) chunks = chunks^2 chunks of thinking, plus the answer's
+    inp = calls * (input_tokens + TURN_SLACK_TOKENS) + chunk * chunks * chunks + thinking
+    outp = thinking + (chunks + 1) * opts.probe_tokens + max_tokens
+    return calls, inp, outp
+
+
+@dataclass(frozen=True)
+class EarlyExitMeta:
+    """What early exit did on a step (the answer's ``early_exit`` tag)."""
+
+    exited: ExitReason
+    reason: str
+    thinking_tokens: int
+    probes: int
+    answer: str | None
+    calls: int
+    answer_from_probes: bool
+    plain_call_answered: bool
+    name: str = "early_exit"
+
+    def dump(self) -> dict[str, Any]:
+        return {"exited": self.exited, "reason": self.reason, "thinking_tokens": self.thinking_tokens,
+                "probes": self.probes, "answer": self.answer, "calls": self.calls,
+                "answer_from_probes": self.answer_from_probes, "plain_call_answered": self.plain_call_answered}
+
+
+@dataclass(frozen=True)
+class EarlyExitAnswer:
+    """The step's answer made from early exit's calls (the step wraps it as the integration's answer)."""
+
+    text: str
+    reasoning: str
+    reasoning_tokens: int  # the thinking as accounted
+    model: str
+
+
+def run_step(request: TierRequest, tier: Tier, opts: EarlyExit, conversation: Sequence[Mapping[str, Any]], *,
+             account: Account, stop_check: StopCheck | None = None,
+             reasoning_counter: Callable[[str, str], int] | None = None,
+             complete_fn: CompleteFn = complete) -> LeverResult[EarlyExitAnswer]:
+    """A step with early exit (``decision.lever == "early_exit"``) on the tier's server: every call is
+    accounted through ``account`` as it returns (probes as kind ``probe``). The answer is never empty: when the
+    written answer comes back empty, the agreeing probes' answer stands in for it; when there is none either,
+    the answer is None and one plain call answers the step.
+
+    The calls go to the tier's endpoint (``complete_fn``: litellm), not to a chat model the integration was
+    given: early exit continues a partial assistant turn (vLLM's ``continue_final_message``, or the
+    server-rendered prompt on ``/v1/completions``) and reads each chunk's reasoning and finish reason, which a
+    chat model's ``invoke`` does not offer."""
+    cfg = EarlyExitConfig(chunk=opts.chunk, agree=opts.agree, probe_tokens=opts.probe_tokens,
+                          min_thinking=opts.min_thinking, extractor=opts.extractor,
+                          max_thinking=max_thinking(request.thinking_budget, request.max_tokens))
+    total = Usage()
+    thinking_tokens = 0
+    last = [time.perf_counter()]
+
+    def on_call(role: Role, c: Completion) -> None:
+        nonlocal total, thinking_tokens
+        reasoning, counted = 0, False
+        if role == "think":
+            reasoning = c.reasoning_tokens if c.reasoning_tokens is not None else c.output_tokens
+            if c.content and c.reasoning and c.reasoning_tokens is None and reasoning_counter is not None:
+                reasoning = reasoning_counter(request.tier, c.reasoning)  # the chunk holds the answer too
+                counted = True
+            thinking_tokens += reasoning
+        now = time.perf_counter()
+        total = total + account(CallReport(
+            tier=request.tier, input_tokens=c.input_tokens, output_tokens=c.output_tokens, reasoning_tokens=reasoning,
+            kind="probe" if role == "probe" else "model", duration_s=now - last[0], response_model=c.model,
+            reasoning_estimated=counted, cache_read_tokens=c.cache_read_tokens,
+            cache_write_tokens=c.cache_write_tokens))
+        last[0] = now
+
+    result = run_on_tier(tier, conversation, cfg, max_tokens=request.max_tokens, answer=opts.answer,
+                         stop_check=stop_check, on_call=on_call, complete_fn=complete_fn)
+    agreed = result.probes[-1].text.strip() if result.exited == "probes_agree" and result.probes else ""
+    answer = result.answer.strip() or agreed
+    meta = EarlyExitMeta(result.exited, result.reason, result.thinking_tokens, len(result.probes), result.extracted,
+                         len(result.calls), not result.answer.strip() and bool(answer), not answer)
+    if not answer:  # neither the written answer nor the probes: a plain call on the tier answers the step
+        return LeverResult(None, total, meta)
+    return LeverResult(EarlyExitAnswer(answer, result.reasoning, thinking_tokens, tier.model), total, meta)

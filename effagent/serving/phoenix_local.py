@@ -28,8 +28,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,55 +41,20 @@ from typing import Self
 
 from effagent.errors import ProvisionError, ServiceError, ServiceStartError
 from effagent.serving._signals import signals_interrupt
+from effagent.serving.process import LOOPBACK, free_port, stop_process_group
 
 PHOENIX_PACKAGES: tuple[str, ...] = ("arize-phoenix>=12",)
 MARKER_NAME = ".effagent-provisioned.json"
-LOOPBACK = "127.0.0.1"
 
 
 def default_home() -> Path:
     return Path(os.environ.get("EFFAGENT_PHOENIX_HOME") or Path.home() / ".cache" / "effagent" / "phoenix")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     req = urllib.request.Request(url, headers={"Accept": "*/*"})
     with urllib.request.urlopen(req, timeout=timeout) as r:  # loopback only
         return r.status, r.read().decode("utf-8", "replace")
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """Stop the process group ``proc`` leads, its workers included; reap the leader."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        proc.poll()  # reap the leader, else its zombie keeps the group alive
-        if not _group_alive(proc.pid):
-            return
-        time.sleep(0.1)
-    _signal_group(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 def _port_answers(port: int) -> bool:
@@ -139,7 +102,9 @@ class PhoenixServer:
         """SIGTERM Phoenix's process group (it was started in its own session), SIGKILL after ``grace_s``."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            _stop_group(proc, grace_s)
+            stop_process_group(proc.pid, grace_s, proc=proc, what="Phoenix")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)  # reap the leader
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

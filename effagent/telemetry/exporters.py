@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from effagent.files import InputFileError, append_line, read_bytes
+from effagent.files import InputFileError, append_line, json_lines, json_value, read_bytes
 
 log = logging.getLogger("effagent.telemetry")
 
@@ -228,10 +228,6 @@ _KINDS = {"SPAN_KIND_INTERNAL": "INTERNAL", "SPAN_KIND_SERVER": "SERVER", "SPAN_
           "SPAN_KIND_PRODUCER": "PRODUCER", "SPAN_KIND_CONSUMER": "CONSUMER"}
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _span(sp: dict[str, Any], resource: dict[str, Any], scope: str) -> dict[str, Any]:
     status = sp.get("status") or {}
     code = str(status.get("code", "STATUS_CODE_UNSET")).replace("STATUS_CODE_", "")
@@ -270,11 +266,9 @@ def scan_spans(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], int,
     data = read_bytes(path, "trace file")
     out: list[dict[str, Any]] = []
     skipped, first = 0, ""
-    for n, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
+    for n, raw in json_lines(data):
         try:
-            doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            doc = json_value(raw)
             spans = []
             for rs in doc.get("resourceSpans") or []:
                 resource = _attrs((rs.get("resource") or {}).get("attributes") or [])

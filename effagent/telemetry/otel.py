@@ -216,6 +216,12 @@ class OTelObserver:
         }
         if d.band:
             a["effagent.decision.band"] = d.band
+        if d.role:
+            a["effagent.step.role"] = d.role
+        if d.switch_cost is not None:
+            a["effagent.decision.switch_cost"] = float(d.switch_cost)
+            a["effagent.decision.switch_saving"] = float(d.switch_saving or 0.0)
+            a["effagent.decision.stayed_for_cache"] = bool(d.stayed_for_cache)
         if d.fallback:
             a["effagent.decision.fallback"] = list(d.fallback)
         for k, v in (d.signals or {}).items():

@@ -3,7 +3,9 @@
 
 - the packages and modules of ``effagent`` form no import cycle;
 - the core never imports an agent framework, nor the adapters and tools built on it;
-- a ``Decision`` is built only in ``effagent/decide.py``.
+- a ``Decision`` is built only in ``effagent/decide.py``;
+- no library module imports a tool module (:data:`LIBRARY`, :data:`TOOLS`);
+- a lever never imports another lever (``levers/answers.py`` and ``levers/base.py`` are what levers share).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ PACKAGE = Path(__file__).resolve().parents[2] / "effagent"
 FRAMEWORKS = ("langchain", "langgraph", "langchain_core", "langchain_litellm")
 # built on the frameworks: adapters, and the tools that run agents (benchmarks, the demo, the command line)
 APPLICATION = {"integrations", "bench", "demo", "cli", "serving", "report"}
+# what an application builds on (a package name covers its modules) ...
+LIBRARY = ("policy", "decide", "step", "request", "governor", "ledger", "levers", "difficulty", "telemetry",
+           "integrations", "records", "errors", "checkin", "observe", "outcomes", "capabilities", "redact", "files",
+           "llm")
+# ... and the tools beside it: commands, benchmarks, the demo and its report, launchers, generated docs
+TOOLS = ("cli", "bench", "demo", "report", "calibrate", "budgets", "explain", "serving", "difficulty.commands",
+         "policy_docs")
+LEVER_SHARED = ("answers", "base")  # levers/ modules every lever may import
 
 
 def _units() -> dict[str, Path]:
@@ -168,6 +178,45 @@ def test_only_decide_builds_a_decision():
     assert not builders, builders
 
 
+def _is(module: str, names: tuple[str, ...]) -> bool:
+    """Whether ``effagent.<...>`` module ``module`` is one of ``names`` or inside one of them."""
+    rel = module.removeprefix("effagent.")
+    return module.startswith("effagent.") and any(rel == n or rel.startswith(n + ".") for n in names)
+
+
+def test_no_library_module_imports_a_tool():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if not _is(module, LIBRARY) or _is(module, TOOLS):
+            continue
+        for name, line in imported_names(path):
+            if _is(name, TOOLS):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{line}: {name}")
+    assert not offenders, offenders
+
+
+def test_every_module_is_library_or_tool():
+    """A new module is placed on purpose: in the library, among the tools, or with the shipped data."""
+    known = (*LIBRARY, *TOOLS, "evaluation", "__main__", "policies", "data", "demo_data")
+    stray = [m for m in map(_module_name, PACKAGE.rglob("*.py")) if m != "effagent" and not _is(m, known)]
+    assert not stray, stray
+
+
+def test_a_lever_never_imports_another_lever():
+    levers = PACKAGE / "levers"
+    names = {p.stem for p in levers.glob("*.py")} - {"__init__", *LEVER_SHARED}
+    offenders = []
+    for path in sorted(levers.glob("*.py")):
+        if path.stem not in names:
+            continue
+        for name, line in imported_names(path):
+            parts = name.split(".")
+            if parts[:2] == ["effagent", "levers"] and len(parts) > 2 and parts[2] in names - {path.stem}:
+                offenders.append(f"levers/{path.name}:{line}: {name}")
+    assert not offenders, offenders
+
+
 def test_the_rules_catch_what_they_guard(tmp_path):
     """The checks above see imports inside functions, relative imports and import_module strings."""
     src = tmp_path / "effagent" / "levers"
@@ -184,3 +233,6 @@ def test_the_rules_catch_what_they_guard(tmp_path):
         PACKAGE = saved
     assert "effagent.bench" in names and "effagent.bench.replay" in names and "langchain_core.messages" in names
     assert cycles({"a": {"b": []}, "b": {"c": []}, "c": {"a": []}, "d": {"a": []}}) == [["a", "b", "c"]]
+    assert _is("effagent.difficulty.commands", TOOLS) and _is("effagent.serving.vllm_local", TOOLS)
+    assert not _is("effagent.difficulty.rule", TOOLS) and _is("effagent.difficulty.rule", LIBRARY)
+    assert not _is("effagent.policy_docs", LIBRARY)

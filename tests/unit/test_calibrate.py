@@ -248,6 +248,34 @@ def test_estimator_model_goes_into_the_written_policy(tmp_path: Path, capsys: py
     assert new.band_for(hard).tier == "large" and new.band_for(easy).tier == "small"
 
 
+def test_a_relative_estimator_model_is_written_as_the_policy_file_will_read_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--estimator-model`` is a path from the working directory; the written policy names it from its own folder,
+    which is where ``load_policy`` (validate, explain, the integrations) reads a relative model path from."""
+    rows = [{"id": i, "prompt": f"{'tax refund calculation' if i % 3 == 0 else 'garden watering'} question {i}",
+             "cheap_correct": i % 3 != 0, "strong_correct": True} for i in range(300)]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "out").mkdir()
+    outcomes = _write(tmp_path / "o.jsonl", rows)
+    policy = _policy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["difficulty", "learn", "--input", str(outcomes), "--out", "models/m.json"]) == 0
+    capsys.readouterr()
+    rc = main(["calibrate", "--policy", str(policy), "--outcomes", str(outcomes), "--target-quality", "0.9",
+               "--estimator-model", "models/m.json", "--write", "out/learned.yaml"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.out + cap.err
+    assert "learned (models/m.json)" in cap.out  # scored with the model the user named
+    written = tmp_path / "out" / "learned.yaml"
+    assert 'path: "../models/m.json"' in written.read_text()
+    monkeypatch.chdir(tmp_path / "models")  # from anywhere: the path is the policy file's
+    new = load_policy(written)
+    assert [Path(e.path).resolve() for e in new.difficulty.estimators] == [(tmp_path / "models" / "m.json").resolve()]
+    assert build_estimator(new.difficulty, new).name == "learned"
+    # the written policy calibrates again from its own folder: its model is found the same way
+    assert main(["calibrate", "--policy", str(written), "--outcomes", str(outcomes), "--target-quality", "0.9"]) == 0
+
+
 def test_labels_from_another_strong_tier_are_pointed_out(tmp_path: Path, arc_rows: list[dict[str, object]],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{**r, "label": "agreement", "strong_tier": "xl"} for r in arc_rows]

@@ -97,6 +97,26 @@ def test_structured_output_is_a_governed_step() -> None:
     assert (rec.tier, rec.usage.input_tokens, rec.usage.output_tokens) == ("small", 9, 4)
 
 
+def test_a_structured_answer_ends_its_run_so_the_next_call_starts_a_new_one() -> None:
+    """A structured answer is a tool call, yet it is the answer: the run ends there. The next, unrelated call
+    starts its own run instead of joining a finished one (and being finalized when that one's budget is spent)."""
+    small = FakeTierModel(tier="small", responder=lambda msgs, kw: ai(
+        "", tool_calls=[call("Verdict", {"answer": "Paris", "confident": True})], input_tokens=60, output_tokens=4)
+        if kw.get("tool_choice") == "any" else ai("Paris.", input_tokens=9, output_tokens=2))
+    pol = policy(run_tokens=300)  # 150 usable by steps: room for two such calls in one run, not for three
+    ended: list[str] = []
+    llm = EfficientChatModel(pol, models={"small": small, "large": fakes()[1]}, ledger=InMemoryLedger())
+    real_end = llm.governor.end_run
+    llm.governor.end_run = lambda run_id: (ended.append(run_id), real_end(run_id))[1]  # type: ignore[method-assign]
+    for _ in range(3):
+        assert llm.with_structured_output(Verdict).invoke(EASY) == Verdict(answer="Paris", confident=True)
+    answer = llm.invoke(EASY)
+    assert answer.content == "Paris."
+    assert answer.response_metadata["effagent"]["action"] == "call"  # not finalized for an earlier run's spending
+    runs = list(dict.fromkeys(r.run_id for r in llm.ledger.records()))
+    assert len(runs) == 4 and ended == runs
+
+
 def test_stream_yields_the_governed_answer() -> None:
     small = FakeTierModel(tier="small", script=[ai("Paris", input_tokens=7, output_tokens=2)])
     llm = EfficientChatModel(policy(), models={"small": small, "large": fakes()[1]}, ledger=InMemoryLedger())

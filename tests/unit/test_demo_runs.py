@@ -4,6 +4,7 @@ servers' run is tests/integration/test_examples.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ def _strong(messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
 
 
 def _small(messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+    if isinstance(messages[-1], ToolMessage):  # restates a tool result
+        return ai(f"The product is {messages[-1].content}.")
     return ai("The capital of France is Paris." if "France" in str(messages[-1].content) else "I do not know.")
 
 
@@ -59,10 +62,14 @@ def test_plain_run_uses_the_strong_tier_only_and_the_governed_run_routes_per_ste
     assert governed.calls_per_tier == {"large": 2, "small": 1} and governed.correct == 2
     assert governed.cost_usd < plain.cost_usd  # the fact went to the cheaper tier
     by_id = {a["id"]: a for a in answers["effagent"]}
+    # the restatement is read as one (its role), and the shipped policy's role band keeps it on Qwen
     assert by_id["capital"]["tiers"] == ["small"] and by_id["mul"]["tiers"] == ["large", "large"]
+    assert by_id["mul"]["roles"] == ["first", "restate"]
     assert [a["id"] for a in answers["plain"]] == ["capital", "mul"]  # task order, whatever finished first
     table = demo.render_tasks(TASKS, answers)
     assert "capital  fact" in table and "ok  small" in table and "ok  large+large" in table
+    roles = demo.render_roles(answers)
+    assert "restate" in roles and "effagent: small" in roles
 
     result = {"rows": [r.model_dump() for r in rows], "answers": answers, "paired": demo.paired_comparison(answers),
               "tasks": [t.model_dump() for t in TASKS]}
@@ -70,6 +77,9 @@ def test_plain_run_uses_the_strong_tier_only_and_the_governed_run_routes_per_ste
     assert page.count("<h2 class=col>") == 2 and ">plain</h2>" in page and ">effagent</h2>" in page
     assert "Plain vs governed" in page and "<code>mul</code>" in page and "2/2" in page
     assert page.count("Decision timeline") == 2  # each run's own report, side by side
+    assert page.count("<h2>Per role</h2>") == 2 and "restate" in page  # the spans carry effagent.step.role
+    spans = [json.loads(line) for line in traces["effagent"].read_text().splitlines()]
+    assert "restate" in json.dumps(spans)
 
 
 def test_paired_comparison_counts_discordant_tasks_and_gives_an_exact_p_value():
@@ -101,3 +111,16 @@ def test_shipped_tasks_are_at_least_twenty_of_each_kind_and_the_corpus_answers_e
             subject = t.question.removeprefix("Look up ").split(" in the local encyclopedia")[0]
             assert t.answer.lower() in lookup.invoke({"query": subject}).lower(), t.id
     json.dumps([t.model_dump() for t in tasks])
+
+
+def test_the_multi_step_task_set_has_sixty_tasks_its_corpus_answers_and_errors_to_recover_from():
+    tasks = demo.load_tasks(demo.shipped(demo.AGENT_TASKS_NAME))
+    assert len(tasks) >= 60 and {t.kind for t in tasks} == {"lookup+calc", "2 lookups+calc", "calc error+calc"}
+    calculator, lookup = demo.make_tools(demo.load_corpus(demo.shipped(demo.AGENT_CORPUS_NAME)))
+    for t in tasks:
+        if "lookup" in t.kind:  # each "Look up the X" finds X's fact (and its number) in the corpus
+            for subject in re.findall(r"the ([A-Z][\w-]*(?: [A-Z][\w-]*)*)", t.question):
+                assert re.search(r"\d", lookup.invoke({"query": subject})), (t.id, subject)
+        else:  # the expression the task gives first is an error to recover from
+            first = t.question.split("'")[1]
+            assert calculator.invoke({"expression": first}).startswith("error:"), t.id

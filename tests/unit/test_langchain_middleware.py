@@ -103,7 +103,7 @@ def test_answers_carry_a_summary_of_the_decision_when_the_policy_asks_for_it():
         assert "decision" not in summary and summary["tier"] == "large"
         assert summary == {"tier": "large", "run_id": summary["run_id"],
                            **{k: decision[k] for k in ("step", "action", "band", "difficulty", "thinking",
-                                                       "max_tokens")}}
+                                                       "max_tokens", "role")}}
     assert slim[-1].content == full[-1].content == "42"
 
 

@@ -133,3 +133,50 @@ async def test_the_async_driver_keeps_the_event_loop_free_while_the_ledger_waits
     tick.cancel()
     assert out.thread_total.calls == 1
     assert len(gaps) >= 20 and max(gaps) < 0.15, f"the loop stalled for {max(gaps):.3f}s"
+
+
+LEVERS = """
+tiers:
+  small: {model: openai/small, price: {input_per_mtok: 1, output_per_mtok: 2}}
+  think: {model: hosted_vllm/t, api_base: "http://127.0.0.1:9/v1", price: {input_per_mtok: 1, output_per_mtok: 2},
+          thinking: {control: chat_template_kwargs}}
+bands:
+  - {name: b, min: 0.0, max: 1.0, tier: TIER, SETTINGS}
+"""
+
+
+@pytest.mark.parametrize(("tier", "settings", "tools", "lever"), [
+    ("small", "samples: 1", False, "plain"),
+    ("small", "samples: 3", False, "samples"),
+    ("small", "agreement: {to: think, samples: 3}", False, "agreement"),
+    ("small", "cascade: {to: think, thinking: false}", False, "cascade"),
+    ("think", "thinking: true, early_exit: {chunk: 8}", False, "early_exit"),
+    ("think", "thinking: true, early_exit: {chunk: 8}", True, "plain"),  # early exit answers, it calls no tools
+])
+def test_decide_names_the_lever_once_and_the_step_runs_that_one(tier, settings, tools, lever):
+    """The lever is on the Decision (decide's choice); the step procedure dispatches on it and on nothing else."""
+    policy = parse_policy(LEVERS.replace("TIER", tier).replace("SETTINGS", settings), env={})
+    gov = Governor(policy, ledger=InMemoryLedger(), observer=NullObserver())
+    step = Step.from_prompt("What is 6 * 7?")
+    if tools:
+        step = Step(messages=step.messages, tools=["lookup"])
+    d = gov.plan(step, "run")
+    assert d.lever == lever
+    assert (d.early_exit is not None) == (lever == "early_exit") and d.verify == (lever == "cascade")
+    # the step's reserved maximum counts the lever's calls: more than one call exactly for the multi-call levers
+    assert (gov.step_maximum(d, 5)[2] > 1) == (lever != "plain")
+
+
+def test_an_escalated_decision_is_a_plain_call():
+    from effagent.decide import escalate, escalate_on_disagreement
+
+    policy = parse_policy(LEVERS.replace("TIER", "small").replace("SETTINGS", "cascade: {to: think, thinking: false}"),
+                          env={})
+    d = Governor(policy, ledger=InMemoryLedger(), observer=NullObserver()).plan(Step.from_prompt("q"), "run")
+    up = escalate(policy, d, 1.0)
+    assert d.lever == "cascade" and up is not None and up.lever == "plain"
+    policy = parse_policy(LEVERS.replace("TIER", "small").replace("SETTINGS", "agreement: {to: think, samples: 3}"),
+                          env={})
+    d = Governor(policy, ledger=InMemoryLedger(), observer=NullObserver()).plan(Step.from_prompt("q"), "run")
+    up = escalate_on_disagreement(policy, d, 0.0)
+    assert d.lever == "agreement" and up is not None and up.lever == "plain"

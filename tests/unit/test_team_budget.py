@@ -79,7 +79,8 @@ def test_a_step_of_several_calls_holds_its_whole_maximum_until_it_ends():
 
 
 def test_the_step_maximum_counts_every_call_a_step_can_make():
-    from effagent.governor import TURN_SLACK_TOKENS, Governor
+    from effagent.governor import Governor
+    from effagent.levers.early_exit import TURN_SLACK_TOKENS
     from effagent.observe import NullObserver
     from effagent.records import Step
 

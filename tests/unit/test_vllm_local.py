@@ -21,6 +21,7 @@ import pytest
 
 from effagent.errors import ProvisionError, ServiceStartError, ServiceUnreachableError
 from effagent.serving import vllm_local as vl
+from effagent.serving import vllm_provision, vllm_server
 
 FAKE_NAMES = ["fake-small", "fake-large"]
 
@@ -209,7 +210,7 @@ def test_run_logged_error_names_command_and_log_tail(tmp_path: Path) -> None:
 def test_env_url_is_reused_without_starting(
     home: Path, fake_openai_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setattr(vllm_server, "prepare", _no_launch)
     monkeypatch.setenv(vl.URL_ENV, fake_openai_server.removesuffix("/v1") + "/")  # normalized to .../v1
     with vl.LocalVLLM(home=home) as srv:
         assert srv.base_url == fake_openai_server
@@ -221,14 +222,14 @@ def test_env_url_is_reused_without_starting(
 def test_env_url_missing_names_is_a_clear_error(
     home: Path, fake_openai_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setattr(vllm_server, "prepare", _no_launch)
     monkeypatch.setenv(vl.URL_ENV, fake_openai_server)
     with pytest.raises(ServiceUnreachableError, match=r"not \['smol-think'\]"):
         vl.LocalVLLM(names=["fake-small", "smol-think"], home=home).start()
 
 
 def test_env_url_not_answering_is_a_clear_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setattr(vllm_server, "prepare", _no_launch)
     monkeypatch.setenv(vl.URL_ENV, f"http://127.0.0.1:{vl.free_port()}/v1")
     with pytest.raises(ServiceUnreachableError, match=f"{vl.URL_ENV}=.*unset {vl.URL_ENV}"):
         vl.LocalVLLM(home=home).start()
@@ -237,7 +238,7 @@ def test_env_url_not_answering_is_a_clear_error(home: Path, monkeypatch: pytest.
 def test_state_file_server_is_reused(
     home: Path, fake_openai_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vl, "prepare", _no_launch)
+    monkeypatch.setattr(vllm_server, "prepare", _no_launch)
     lay = vl.layout(home)
     state = vl.ServerState(os.getpid(), 1, fake_openai_server, FAKE_NAMES, str(home / "s.log"), "m")
     state.save(lay.state_file)
@@ -420,7 +421,7 @@ def test_servers_side_by_side_get_a_core_each(home: Path, tmp_path: Path, monkey
     lay = _fake_prepared_home(home, tmp_path)
     monkeypatch.setenv("FAKE_VLLM_PIDS", str(tmp_path / "pids"))
     monkeypatch.delenv(vl.BIND_ENV, raising=False)
-    monkeypatch.setattr(vl, "allowed_cpus", lambda: [0, 1])
+    monkeypatch.setattr(vllm_server, "allowed_cpus", lambda: [0, 1])
     servers: list[vl.LocalVLLM] = []
 
     def start() -> vl.LocalVLLM:
@@ -457,7 +458,7 @@ def test_a_binding_set_in_the_environment_is_left_alone(
 
 
 def test_a_dead_servers_core_is_not_held(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vl, "allowed_cpus", lambda: [0, 1])
+    monkeypatch.setattr(vllm_server, "allowed_cpus", lambda: [0, 1])
     lay = vl.layout(home)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -465,7 +466,7 @@ def test_a_dead_servers_core_is_not_held(home: Path, monkeypatch: pytest.MonkeyP
     lay.bindings_file.write_text(json.dumps({"1234": {"core": 0, "pid": dead.pid},
                                              "1235": {"core": 1, "pid": os.getpid()}}))
     assert vl.claim_core(lay, 1236, os.getpid()) == 0  # core 1 is held by a live process, core 0's holder died
-    monkeypatch.setattr(vl, "allowed_cpus", lambda: [0])
+    monkeypatch.setattr(vllm_server, "allowed_cpus", lambda: [0])
     assert vl.claim_core(lay, 1237, os.getpid()) is None  # one CPU: nothing to spread, vLLM's `auto` decides
 
 
@@ -522,8 +523,8 @@ def test_qwen_gguf_is_assembled_in_order_checked_and_cached(home: Path, monkeypa
 
     parts = [f"part{i}-".encode() * (i + 1) for i in range(1, 7)]
     whole = b"".join(parts)
-    monkeypatch.setattr(vl, "QWEN_GGUF_SIZE", len(whole))
-    monkeypatch.setattr(vl, "QWEN_GGUF_SHA256", hashlib.sha256(whole).hexdigest())
+    monkeypatch.setattr(vllm_provision, "QWEN_GGUF_SIZE", len(whole))
+    monkeypatch.setattr(vllm_provision, "QWEN_GGUF_SHA256", hashlib.sha256(whole).hexdigest())
     lay = vl.layout(home)
     run = _wheel_runner(parts)
     path = vl.fetch_qwen_gguf(lay, Path("/venv/bin/python"), log=lambda _m: None, run=run)
@@ -540,7 +541,7 @@ def test_qwen_gguf_with_another_checksum_is_a_clear_error_and_not_kept(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parts = [b"x" * 10 for _ in range(6)]
-    monkeypatch.setattr(vl, "QWEN_GGUF_SIZE", 60)
+    monkeypatch.setattr(vllm_provision, "QWEN_GGUF_SIZE", 60)
     lay = vl.layout(home)
     with pytest.raises(ProvisionError, match=r"does not match the pinned file: 60 bytes, sha256 [0-9a-f]{64}; "
                                              r"expected 60 bytes, sha256 " + vl.QWEN_GGUF_SHA256):

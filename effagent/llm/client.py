@@ -204,18 +204,47 @@ def _rule(tier: Tier) -> dict[str, Any]:
     return {"stop": stop, "wait": wait, "retry": tenacity.retry_if_exception(should_retry), "reraise": True}
 
 
+def _replaying(first: BaseException, call: Callable[[], R]) -> Callable[[], R]:
+    """``call`` whose first attempt is the failure already seen: tenacity is entered only once a call failed, so
+    the common case (the first attempt answers) costs one plain call, and the rule still counts that attempt."""
+    pending = [first]
+
+    def attempt() -> R:
+        if pending:
+            raise pending.pop()
+        return call()
+
+    return attempt
+
+
 def retried(tier: Tier, call: Callable[[], R]) -> R:
     """``call()`` under the tier's retry rule; the last error is raised as it is (the agent path: the step
     procedure reads the client library's own exceptions)."""
-    return tenacity.Retrying(**_rule(tier))(call)  # type: ignore[no-any-return]
+    try:
+        return call()
+    except Exception as err:
+        if tier.retries == 0 or not should_retry(err):
+            raise
+        first = err
+    return tenacity.Retrying(**_rule(tier))(_replaying(first, call))  # type: ignore[no-any-return]
 
 
 async def aretried(tier: Tier, call: Callable[[], Awaitable[R]]) -> R:
     """Async :func:`retried` (waits without blocking the loop)."""
-    async def once() -> R:
+    try:
+        return await call()
+    except Exception as err:
+        if tier.retries == 0 or not should_retry(err):
+            raise
+        first = err
+    pending = [first]
+
+    async def attempt() -> R:
+        if pending:
+            raise pending.pop()
         return await call()
 
-    return await tenacity.AsyncRetrying(**_rule(tier))(once)
+    return await tenacity.AsyncRetrying(**_rule(tier))(attempt)
 
 
 def with_retries(tier: Tier, call: Callable[[], R]) -> R:

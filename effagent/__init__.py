@@ -4,6 +4,13 @@ Public surface: ``load_policy``, ``Policy``, ``decide``, ``Decision``, ``Governo
 Framework adapters live in ``effagent.integrations`` (LangChain middleware, LangGraph nodes, vLLM).
 """
 
+import os
+
+# litellm (imported lazily by the pricing, token counting and wire modules, and by langchain-litellm) would fetch
+# its price map from the internet at import; effagent prices with the table bundled in the installed package.
+# Set before any import of litellm; an application that set the variable itself keeps its value.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 from effagent.decide import Decision, decide
 from effagent.difficulty import Difficulty, Step, build_estimator
 from effagent.errors import BudgetExceeded, EffagentError, EndpointError, PolicyError, UnknownTierError

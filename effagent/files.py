@@ -159,18 +159,23 @@ def check_output(path: str | os.PathLike[str], what: str = "output file") -> Pat
 
 
 def write_text(path: str | os.PathLike[str], text: str, what: str = "output file") -> Path:
-    """Write ``text`` to ``path`` atomically (checked with :func:`check_output` first)."""
+    """Write ``text`` to ``path`` atomically and durably (a temporary file beside it, fsync'd, renamed over it),
+    checked with :func:`check_output` first."""
     p = check_output(path, what)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.absolute().parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         with contextlib.suppress(OSError):
             os.chmod(tmp, 0o644)
         os.replace(tmp, p)
-    except OSError as e:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if not isinstance(e, OSError):
+            raise
         raise InputFileError(f"{p}: cannot write the {what}: {e.strerror or e}") from None
     return p
 

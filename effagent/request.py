@@ -9,7 +9,7 @@ allow less than the decided one), per ``tier.thinking.control``:
   ``reasoning_effort``: ``reasoning_effort`` = effort_on / effort_off (OpenAI-compatible servers). The budget
   per ``tier.thinking.budget_param`` (the *enforcement*): ``server`` — vLLM's ``thinking_token_budget``
   request field; ``forcing`` — client-side budget forcing by the tier's chat model
-  (:class:`effagent.integrations.chat_models.BudgetForcingChatModel`, which takes it as its ``thinking_budget``
+  (:class:`effagent.integrations.tier_models.BudgetForcingChatModel`, which takes it as its ``thinking_budget``
   call argument); ``none`` — not bounded beyond ``max_tokens``;
 - ``anthropic`` (Anthropic, Bedrock and Vertex Claude, through litellm): before Claude 4.6 (and with
   ``manual_budget`` on 4.6), ``thinking={"type": "enabled", "budget_tokens": N}`` with N >= 1,024 and

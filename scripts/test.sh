@@ -35,7 +35,7 @@ if [[ " $* " != *" not vllm"* ]]; then
   .venv/bin/effagent local-vllm prepare || echo "!! vLLM provisioning failed; the vllm tests will say why"
 fi
 echo "== provisioning Phoenix (first time: ~1.5 min)"
-.venv/bin/python -m effagent.serving.phoenix_local provision \
+.venv/bin/python -m effagent.tools.serving.phoenix_local provision \
   || echo "!! Phoenix provisioning failed; the phoenix tests will say why"
 
 echo "== lint (ruff)"

@@ -54,7 +54,7 @@ class LearnError(EffagentError, ValueError):
     """Input to ``learn`` or a model file that cannot be used; the message names the line or file."""
 
 
-class Outcome(BaseModel):
+class LabeledPrompt(BaseModel):
     """One labelled prompt: did the cheap tier and the strong tier answer it correctly?"""
 
     model_config = ConfigDict(extra="allow")
@@ -115,9 +115,9 @@ def role_shifts(roles: Sequence[str | None], gain: np.ndarray, base_scale: float
 # ---------------------------------------------------------------- input
 
 
-def parse_outcomes(lines: Sequence[str], source: str = "stdin") -> list[Outcome]:
+def parse_outcomes(lines: Sequence[str], source: str = "stdin") -> list[LabeledPrompt]:
     """Validate every line; the first bad one raises a LearnError naming it and what to change."""
-    out: list[Outcome] = []
+    out: list[LabeledPrompt] = []
     for n, line in enumerate(lines, start=1):
         where = f"{source} line {n}"
         if not line.strip():
@@ -138,7 +138,7 @@ def parse_outcomes(lines: Sequence[str], source: str = "stdin") -> list[Outcome]
         if not isinstance(obj["prompt"], str):
             raise LearnError(f"{where}: prompt must be a string, got {type(obj['prompt']).__name__}")
         try:
-            out.append(Outcome.model_validate(obj))
+            out.append(LabeledPrompt.model_validate(obj))
         except ValidationError as e:  # pragma: no cover - the checks above catch what a user can write
             raise LearnError(f"{where}: {e.errors()[0]['msg']}") from None
     if not out:
@@ -146,11 +146,11 @@ def parse_outcomes(lines: Sequence[str], source: str = "stdin") -> list[Outcome]
     return out
 
 
-def merge_labels(outcomes: Sequence[Outcome]) -> list[Outcome]:
+def merge_labels(outcomes: Sequence[LabeledPrompt]) -> list[LabeledPrompt]:
     """Outcome files from production (``learning.outcomes``) may label one step twice: ``"label": "agreement"``
     from a shadow call and ``"label": "outcome"`` from ``record_outcome``. A step's outcome (what really happened)
     replaces its agreement label; every other row is kept as it is, in order."""
-    def key(o: Outcome) -> str | None:
+    def key(o: LabeledPrompt) -> str | None:
         return None if o.id is None else json.dumps(o.id, sort_keys=True, default=str)
 
     told = {key(o) for o in outcomes if getattr(o, "label", None) == "outcome" and key(o) is not None}
@@ -253,7 +253,7 @@ def _safe_apgr(scores: np.ndarray, cheap: np.ndarray, strong: np.ndarray) -> flo
     return apgr(scores, cheap, strong)
 
 
-def learn(outcomes: Sequence[Outcome], *, seed: int = 0) -> LearnedModel:
+def learn(outcomes: Sequence[LabeledPrompt], *, seed: int = 0) -> LearnedModel:
     """Fit the model on labelled outcomes (see the module docstring)."""
     if not outcomes:
         raise LearnError("no outcomes to learn from")

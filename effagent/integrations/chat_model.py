@@ -75,7 +75,7 @@ RUN_ARG = "effagent_run_id"  # a call's configurable key naming its run
 _CALL_CONFIG: ContextVar[dict[str, Any] | None] = ContextVar("effagent_chat_model_config", default=None)
 
 
-class _ModelCalls(MessageListCalls):
+class _ChatModelCalls(MessageListCalls):
     """The step procedure's :class:`~effagent.step.Endpoint` for one call of the drop-in model: the tier's chat
     model with the caller's tools (none on a finalize step) and the decision's settings."""
 
@@ -213,7 +213,7 @@ class EfficientChatModel(BaseChatModel):
         return run_id, True, thread_id
 
     def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, config: dict[str, Any],
-                 kwargs: dict[str, Any]) -> tuple[StepContext, _ModelCalls, bool]:
+                 kwargs: dict[str, Any]) -> tuple[StepContext, _ChatModelCalls, bool]:
         tools = list(kwargs.pop("effagent_tools", None) or [])
         tool_kwargs = dict(kwargs.pop("effagent_tool_kwargs", None) or {})
         structured = bool(kwargs.pop("effagent_structured", False))
@@ -223,16 +223,16 @@ class EfficientChatModel(BaseChatModel):
         return ctx, self._calls(ctx, messages, tools, tool_kwargs, stop, structured), ends
 
     def _calls(self, ctx: StepContext, messages: list[BaseMessage], tools: list[Any], tool_kwargs: dict[str, Any],
-               stop: list[str] | None, structured: bool = False) -> _ModelCalls:
+               stop: list[str] | None, structured: bool = False) -> _ChatModelCalls:
         msgs = list(messages)
         extra = self._procedure.instruction(ctx)
         if extra:
             msgs.append(HumanMessage(extra))
-        calls = _ModelCalls(self, msgs, tools, tool_kwargs, stop, ctx.decision.action == "finalize", None)
+        calls = _ChatModelCalls(self, msgs, tools, tool_kwargs, stop, ctx.decision.action == "finalize", None)
         calls.structured = structured
         return calls
 
-    def _answered(self, ctx: StepContext, ends: bool, out: Outcome[Any], calls: _ModelCalls) -> bool:
+    def _answered(self, ctx: StepContext, ends: bool, out: Outcome[Any], calls: _ChatModelCalls) -> bool:
         """Whether the step's answer ends its run (no tool asked for; a structured answer, which is a tool call,
         always does), forgetting the thread's open run."""
         if not ends or (getattr(out.result, "tool_calls", None) and not calls.structured):

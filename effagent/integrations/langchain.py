@@ -69,7 +69,7 @@ def _first_ai(response: ModelResponse) -> AIMessage | None:
     return None
 
 
-class _ModelCalls:
+class _MiddlewareCalls:
     """The step procedure's :class:`~effagent.step.Endpoint` inside ``wrap_model_call``: a call is the agent's
     own model call (``handler``) with the tier's model, the request's settings and, when the decision adds
     one, an extra instruction; a finalize step is offered no tools."""
@@ -173,9 +173,10 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
         base = thread_usage_from_state(request.state, THREAD_KEY) if checkpointed else None
         return str(run_id), started, thread_id, checkpointed, base
 
-    def _calls(self, request: ModelRequest, handler: Callable[[ModelRequest], Any], ctx: StepContext) -> _ModelCalls:
-        return _ModelCalls(request, handler, self.models, self.procedure.instruction(ctx),
-                           ctx.decision.action == "finalize")
+    def _calls(self, request: ModelRequest, handler: Callable[[ModelRequest], Any],
+               ctx: StepContext) -> _MiddlewareCalls:
+        return _MiddlewareCalls(request, handler, self.models, self.procedure.instruction(ctx),
+                                ctx.decision.action == "finalize")
 
     @staticmethod
     def _response(out: Outcome[ModelResponse], ctx: StepContext, started: bool,

@@ -307,7 +307,7 @@ def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel
 
 def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> dict[str, BaseChatModel]:
     if models is None:
-        from .chat_models import models_for as tier_models
+        from .tier_models import models_for as tier_models
 
         return tier_models(policy)
     missing = sorted(set(policy.tiers) - set(models))

@@ -2,7 +2,7 @@
 
 Two servers, one per local model: ``vllm_server`` (SmolLM2-135M) and ``qwen_server`` (Qwen2.5-Coder-0.5B, the
 stronger tier). Each is its URL variable when set (``$EFFAGENT_VLLM_URL``, ``$EFFAGENT_VLLM_STRONG_URL``; nothing is
-started), else the one recorded by ``python -m effagent.serving.vllm_local serve [--model qwen]``, else a local
+started), else the one recorded by ``python -m effagent.tools.serving.vllm_local serve [--model qwen]``, else a local
 CPU server started for the session (the first run provisions ~3.5 GB and converts the models: several minutes).
 
 Tests that use it are marked ``vllm``; deselect them with ``-m "not vllm"``.
@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from effagent.errors import ProvisionError, ServiceError
-from effagent.serving.vllm_local import LocalVLLM
+from effagent.tools.serving.vllm_local import LocalVLLM
 
 VLLM_MARKER_HELP = (
     "vllm: needs a real vLLM server ($EFFAGENT_VLLM_URL, a recorded `vllm_local serve`, "

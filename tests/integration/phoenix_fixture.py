@@ -1,7 +1,7 @@
 """A real Arize Phoenix trace backend for the tracing tests.
 
 ``phoenix_server`` (session): ``$EFFAGENT_PHOENIX_URL`` when set (a running Phoenix; nothing is started), else
-a Phoenix started on free loopback ports in a temp dir by :mod:`effagent.serving.phoenix_local`, which
+a Phoenix started on free loopback ports in a temp dir by :mod:`effagent.tools.serving.phoenix_local`, which
 provisions ``arize-phoenix`` into its own venv (``~/.cache/effagent/phoenix/venv``) on first use (~1.5 min,
 ~850 MB), and stopped at the end. When it cannot be provisioned or started the tests are skipped, or fail
 when ``CI=true``.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from effagent.errors import ServiceError
-from effagent.serving.phoenix_local import LocalPhoenix
+from effagent.tools.serving.phoenix_local import LocalPhoenix
 
 
 def _in_ci() -> bool:
@@ -46,7 +46,7 @@ def phoenix_server() -> Iterator[Phoenix]:
         server = launcher.start()
     except (ServiceError, OSError) as exc:
         message = (f"Phoenix could not be provisioned or started ({time.perf_counter() - started:.0f}s): {exc}\n"
-                   "provision it with `python -m effagent.serving.phoenix_local provision`, or point "
+                   "provision it with `python -m effagent.tools.serving.phoenix_local provision`, or point "
                    "$EFFAGENT_PHOENIX_URL at a running Phoenix")
         if _in_ci():
             pytest.fail(message + "\n(CI=true: the Phoenix tracing test must run in CI)", pytrace=False)

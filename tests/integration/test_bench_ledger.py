@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("redis", reason="the redis client is not installed: pip install 'effagent[redis]'")
 
-from effagent.bench import ledger as bench
+from effagent.tools.bench import ledger as bench
 from tests.integration import redis_fixture
 
 redis_url = redis_fixture.redis_url  # fixture

@@ -40,7 +40,7 @@ def test_stategraph_example(vllm_server, tmp_path):
 
 def test_demo_command_runs_end_to_end(vllm_server, qwen_server, tmp_path):
     out = tmp_path / "demo"
-    r = _run([sys.executable, "-m", "effagent.cli", "demo", "--limit", "3", "--no-progress", "--out", str(out),
+    r = _run([sys.executable, "-m", "effagent.tools.cli", "demo", "--limit", "3", "--no-progress", "--out", str(out),
               "--vllm-url", vllm_server.base_url, "--strong-url", qwen_server.base_url], vllm_server.base_url,
              tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

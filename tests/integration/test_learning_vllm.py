@@ -11,8 +11,8 @@ from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 
 from effagent import parse_policy
-from effagent.cli import main
 from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.tools.cli import main
 
 pytestmark = pytest.mark.vllm
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from effagent.bench.levers import CONTINUE, Chat, early_exit_callables, thinking_body
 from effagent.levers import consistency, early_exit
+from effagent.tools.bench.levers import CONTINUE, Chat, early_exit_callables, thinking_body
 
 pytestmark = pytest.mark.vllm
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from effagent.serving.phoenix_local import LocalPhoenix
 from effagent.telemetry import OTelObserver, observer_from_policy, split_model
+from effagent.tools.serving.phoenix_local import LocalPhoenix
 from tests.integration.phoenix_fixture import Phoenix, phoenix_server  # noqa: F401
 from tests.unit.test_telemetry import make_policy, run_scenario
 

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from effagent import InMemoryLedger, demo, policies
+from effagent import InMemoryLedger, policies
 from effagent.policy import Policy
+from effagent.tools import demo
 
 if TYPE_CHECKING:
     from tests.integration.conftest import VLLMServer
@@ -50,8 +51,8 @@ def _policy(small_url: str, strong_url: str, **tier_updates: dict[str, Any]) -> 
 def _agent(policy: Policy, ledger: InMemoryLedger) -> Any:
     from langchain.agents import create_agent
 
-    from effagent.integrations.chat_models import models_for
     from effagent.integrations.langchain import EfficiencyMiddleware
+    from effagent.integrations.tier_models import models_for
 
     mw = EfficiencyMiddleware(policy, models=models_for(policy, temperature=0), ledger=ledger)
     return create_agent(mw.default_model, tools=demo.make_tools(demo.load_corpus()), middleware=[mw],

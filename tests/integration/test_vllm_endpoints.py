@@ -23,8 +23,8 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage
 
 from effagent import InMemoryLedger, parse_policy
-from effagent.integrations.chat_models import BudgetForcingChatModel, models_for
 from effagent.integrations.langchain import EfficiencyMiddleware
+from effagent.integrations.tier_models import BudgetForcingChatModel, models_for
 from effagent.llm import complete, reasoning_counter_for
 from effagent.policy import Tier
 from effagent.request import FORCED_BUDGET_ARG as BUDGET_KWARG
@@ -273,7 +273,7 @@ def test_early_exit_in_an_agent_step_costs_less_than_unbounded_thinking(vllm_ser
     """A band with early_exit: chunked thinking + probes continue one partial turn on the real server; every
     chunk and probe is a ledger record equal to the server's usage; fewer output tokens than thinking to
     max_tokens on the same prompt."""
-    from effagent.serving.vllm_local import THINK_PREFIX
+    from effagent.tools.serving.vllm_local import THINK_PREFIX
 
     def policy(extra: str) -> Any:
         return parse_policy(f"""

@@ -17,14 +17,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "effagent"
 FRAMEWORKS = ("langchain", "langgraph", "langchain_core", "langchain_litellm")
 # built on the frameworks: adapters, and the tools that run agents (benchmarks, the demo, the command line)
-APPLICATION = {"integrations", "bench", "demo", "cli", "serving", "report"}
+APPLICATION = {"integrations", "tools"}
 # what an application builds on (a package name covers its modules) ...
 LIBRARY = ("policy", "decide", "step", "request", "governor", "ledger", "levers", "difficulty", "telemetry",
            "integrations", "records", "errors", "checkin", "observe", "outcomes", "capabilities", "redact", "files",
            "llm")
-# ... and the tools beside it: commands, benchmarks, the demo and its report, launchers, generated docs
-TOOLS = ("cli", "bench", "demo", "report", "calibrate", "budgets", "explain", "serving", "difficulty.commands",
-         "policy_docs")
+# ... and the tools beside it, all under effagent/tools/: commands, benchmarks, the demo and its report,
+# launchers, generated docs
+TOOLS = ("tools",)
 LEVER_SHARED = ("answers", "base")  # levers/ modules every lever may import
 
 
@@ -233,6 +233,7 @@ def test_the_rules_catch_what_they_guard(tmp_path):
         PACKAGE = saved
     assert "effagent.bench" in names and "effagent.bench.replay" in names and "langchain_core.messages" in names
     assert cycles({"a": {"b": []}, "b": {"c": []}, "c": {"a": []}, "d": {"a": []}}) == [["a", "b", "c"]]
-    assert _is("effagent.difficulty.commands", TOOLS) and _is("effagent.serving.vllm_local", TOOLS)
+    assert _is("effagent.tools.difficulty", TOOLS) and _is("effagent.tools.serving.vllm_local", TOOLS)
     assert not _is("effagent.difficulty.rule", TOOLS) and _is("effagent.difficulty.rule", LIBRARY)
-    assert not _is("effagent.policy_docs", LIBRARY)
+    assert not _is("effagent.tools.difficulty", LIBRARY)
+    assert not _is("effagent.tools.policy_docs", LIBRARY)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from effagent.bench import overhead
+from effagent.tools.bench import overhead
 
 ROW_LABELS = [label for label, _ in overhead.ROWS]
 

@@ -292,9 +292,9 @@ def test_traces_and_the_report_show_the_cached_tokens(tmp_path, monkeypatch):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from effagent.report import load, render, summary
     from effagent.telemetry import OTelObserver
     from effagent.telemetry.exporters import JsonlFileSpanExporter
+    from effagent.tools.report import load, render, summary
 
     monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # the suite may turn telemetry off
     model = "anthropic/claude-sonnet-4-5"

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effagent.calibrate import calibrate, new_boundaries, outcomes_needed, wilson, with_boundaries
-from effagent.cli import main
 from effagent.data.recorded import load_sets
 from effagent.difficulty import build_estimator
-from effagent.difficulty.learned import Outcome, merge_labels, parse_outcomes
+from effagent.difficulty.learned import LabeledPrompt, merge_labels, parse_outcomes
 from effagent.policy import load_policy, parse_policy
+from effagent.tools.calibrate import calibrate, new_boundaries, outcomes_needed, wilson, with_boundaries
+from effagent.tools.cli import main
 
 POLICY = """\
 # two tiers; the boundary below is what calibrate moves
@@ -217,7 +217,7 @@ def test_production_outcome_lines_are_read_as_they_are(tmp_path: Path, capsys: p
     merged = merge_labels(rows)
     assert [(o.id, o.cheap_correct, getattr(o, "label", None)) for o in merged] == [
         ("r1:1", True, "agreement"), ("r1:0", False, "outcome")]
-    assert all(isinstance(o, Outcome) for o in merged)
+    assert all(isinstance(o, LabeledPrompt) for o in merged)
     f = _write(tmp_path / "prod.jsonl", [shadow, other, told] * 40)
     model = tmp_path / "m.json"
     assert main(["difficulty", "learn", "--input", str(f), "--out", str(model)]) == 0

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from effagent import demo, policies
+from effagent import policies
 from effagent.errors import PolicyError
+from effagent.tools import demo
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "effagent"
@@ -82,7 +83,7 @@ def _args(tmp_path: Path) -> argparse.Namespace:
 
 @pytest.mark.parametrize("failure", ["not found", "raises", "missing extra"])
 def test_replay_that_cannot_run_is_one_line_and_the_demo_goes_on(tmp_path, monkeypatch, capsys, failure):
-    from effagent.bench import replay
+    from effagent.tools.bench import replay
 
     def fake_cmd(_args: argparse.Namespace) -> int:
         if failure == "not found":
@@ -111,7 +112,7 @@ def test_replay_that_cannot_run_is_one_line_and_the_demo_goes_on(tmp_path, monke
 
 
 def test_demo_runs_the_quick_replay_when_offered(tmp_path, monkeypatch, capsys):
-    from effagent.bench import replay
+    from effagent.tools.bench import replay
 
     seen: list[argparse.Namespace] = []
 

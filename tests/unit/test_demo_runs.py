@@ -10,9 +10,10 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
-from effagent import demo, policies
-from effagent.report import write_comparison
-from effagent.serving import vllm_local as vl
+from effagent import policies
+from effagent.tools import demo
+from effagent.tools.report import write_comparison
+from effagent.tools.serving import vllm_local as vl
 from tests.fakes import FakeTierModel, ai, call
 
 TASKS = [

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from effagent.policy_docs import render
+from effagent.tools.policy_docs import render
 
 ROOT = Path(__file__).resolve().parents[2]
 

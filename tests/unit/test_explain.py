@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from effagent import policies
-from effagent.cli import main
+from effagent.tools.cli import main
 from tests.fakes.servers import FakeServer
 
 EASY = "What is 2+2?"

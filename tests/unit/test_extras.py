@@ -17,7 +17,7 @@ BLOCKED = ("matplotlib", "tqdm", "rich", "sklearn", "tiktoken", "tiktoken_offlin
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     code = (f"import sys\nfor m in {BLOCKED!r}: sys.modules[m] = None\n"
-            "from effagent.cli import main\nsys.exit(main(sys.argv[1:]))")
+            "from effagent.tools.cli import main\nsys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
                           cwd=cwd or ROOT, env=env)

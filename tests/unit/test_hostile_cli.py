@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
 from effagent import PolicyError, parse_policy
-from effagent.cli import main
 from effagent.policy import MAX_POLICY_BYTES, load_policy
+from effagent.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_EXAMPLES = 40

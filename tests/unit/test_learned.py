@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effagent.difficulty import build_estimator, commands
-from effagent.difficulty.learned import LearnError, Outcome, learn, load_model
+from effagent.difficulty import build_estimator
+from effagent.difficulty.learned import LabeledPrompt, LearnError, learn, load_model
 from effagent.difficulty.rule import RuleEstimator
 from effagent.evaluation import apgr
 from effagent.records import Step
+from effagent.tools import difficulty as commands
 
 
 def _run(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
@@ -67,10 +68,10 @@ def test_learn_then_score_with_the_model(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_few_rows_stay_close_to_the_default() -> None:
-    rows = [Outcome(prompt=f"question {i}", cheap_correct=bool(i % 2), strong_correct=True) for i in range(12)]
+    rows = [LabeledPrompt(prompt=f"question {i}", cheap_correct=bool(i % 2), strong_correct=True) for i in range(12)]
     m = learn(rows)
     assert m.shrink <= 0.2  # 12 rows of noise barely move the default order
-    no_contrast = learn([Outcome(prompt=f"q {i}", cheap_correct=True, strong_correct=True) for i in range(50)])
+    no_contrast = learn([LabeledPrompt(prompt=f"q {i}", cheap_correct=True, strong_correct=True) for i in range(50)])
     assert no_contrast.shrink == 0.0
 
 
@@ -80,7 +81,7 @@ def test_policy_estimator_reads_the_model(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
     from effagent.difficulty.learned import save_model
 
-    save_model(learn([Outcome(**r) for r in _workload(400)]), path)  # type: ignore[arg-type]
+    save_model(learn([LabeledPrompt(**r) for r in _workload(400)]), path)  # type: ignore[arg-type]
     ref = EstimatorRef(name="learned", path=str(path))
     est = build_estimator(type("Cfg", (), {"estimators": [ref]})())
     hard = est.estimate(Step.from_prompt("please help tax refund calculation 7")).score

@@ -14,7 +14,7 @@ from effagent.levers import answers, consistency, early_exit, loopguard
 from effagent.levers.consistency import Sample, SCConfig
 from effagent.levers.early_exit import EarlyExitConfig, Generated
 from effagent.policy import LoopGuard
-from effagent.serving.vllm_local import THINK_PREFIX
+from effagent.tools.serving.vllm_local import THINK_PREFIX
 from tests.fakes.thinking import fake_thinker
 
 # ------------------------------------------------------------------------------------------- answers

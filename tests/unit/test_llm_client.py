@@ -14,7 +14,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from effagent import EndpointError, parse_policy
-from effagent.integrations.chat_models import BudgetForcingChatModel, models_for
+from effagent.integrations.tier_models import BudgetForcingChatModel, models_for
 from effagent.llm import budget_forcing as bf
 from effagent.llm import client
 from effagent.llm.budget_forcing import budget_forced_complete, close_prefix

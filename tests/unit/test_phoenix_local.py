@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from effagent.errors import ServiceError, ServiceStartError
-from effagent.serving import phoenix_local as pl
+from effagent.tools.serving import phoenix_local as pl
 
 FAKE_PHOENIX = r"""
 import http.server, os, subprocess, sys, time
@@ -117,11 +117,11 @@ def test_a_server_that_dies_while_starting_is_a_clear_error(
 
 @pytest.mark.parametrize("when", ["serving", "starting"])
 def test_serve_stops_phoenix_on_sigterm(fake_home: Path, tmp_path: Path, when: str) -> None:
-    """`python -m effagent.serving.phoenix_local serve` killed with SIGTERM leaves nothing on its port."""
+    """`python -m effagent.tools.serving.phoenix_local serve` killed with SIGTERM leaves nothing on its port."""
     port = pl.free_port()
     env = {**os.environ, "FAKE_PHOENIX_DELAY": "0" if when == "serving" else "60"}
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "effagent.serving.phoenix_local", "serve", "--port", str(port)],
+        [sys.executable, "-m", "effagent.tools.serving.phoenix_local", "serve", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -98,7 +98,7 @@ def test_broken_yaml_is_reported_not_raised():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "effagent.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "effagent.tools.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_cli_validate_exit_codes(tmp_path):

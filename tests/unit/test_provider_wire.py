@@ -98,7 +98,7 @@ def call_and_explain(policy: Policy, server: FakeServer) -> tuple[Completion, di
     ``effagent explain``'s ``wire`` is exactly that request: same path, same body."""
     from urllib.parse import urlsplit
 
-    from effagent.explain import explain
+    from effagent.tools.explain import explain
 
     c = call(policy, HARD)
     req = sent(server)
@@ -302,8 +302,8 @@ def test_vllm_thinking_switch_and_budget_on_the_wire(server: FakeServer) -> None
 
 # -- the chat model the integrations call (ChatLiteLLM with TierRequest.settings as call kwargs) -------------
 def test_chat_model_path_sends_claude_thinking_and_reads_usage(server: FakeServer) -> None:
-    from effagent.integrations.chat_models import chat_litellm_for
     from effagent.integrations.messages import reply_of
+    from effagent.integrations.tier_models import chat_litellm_for
 
     server.script["/v1/messages"] = [(200, body("anthropic_messages_thinking.json"))]
     policy = policy_for(anthropic_tier(server), budget=2048)
@@ -318,8 +318,8 @@ def test_chat_model_path_sends_claude_thinking_and_reads_usage(server: FakeServe
 
 
 def test_chat_model_path_reads_gemini_thought_tokens(server: FakeServer) -> None:
-    from effagent.integrations.chat_models import chat_litellm_for
     from effagent.integrations.messages import reply_of
+    from effagent.integrations.tier_models import chat_litellm_for
 
     path = "/models/gemini-2.5-flash:generateContent"
     server.script[path] = [(200, body("gemini_generate_content_thinking.json"))]
@@ -366,7 +366,7 @@ def test_explain_wire_is_what_claude_45_bedrock_gemini_25_and_vllm_receive(serve
                "price: {input_per_mtok: 3.3, output_per_mtok: 16.5}, thinking: {control: auto}}")
     _, req = call_and_explain(one_band(bedrock, "thinking: true, thinking_budget: 2048"), server)
     assert req["additionalModelRequestFields"]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
-    wire = __import__("effagent.explain", fromlist=["explain"]).explain(
+    wire = __import__("effagent.tools.explain", fromlist=["explain"]).explain(
         one_band(bedrock, "thinking: true, thinking_budget: 2048"), PROMPT[0]["content"])["wire"]
     assert wire["headers"]["authorization"] == "[REDACTED]"  # the SigV4 signature is not printed
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effagent.bench import replay
-from effagent.bench.replay import ReplaySet, accuracy_curve, apgr, run_replay, strong_share_for_quality
+from effagent.tools.bench import replay
+from effagent.tools.bench.replay import ReplaySet, accuracy_curve, apgr, run_replay, strong_share_for_quality
 
 CHEAP = [1, 0, 0, 1, 0, 1, 0, 0, 1, 1]
 STRONG = [1, 1, 1, 1, 0, 1, 1, 0, 1, 1]  # strong is never worse: oracle APGR is exactly 1 at the limit

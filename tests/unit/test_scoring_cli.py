@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from effagent.difficulty import commands
+from effagent.tools import difficulty as commands
 
 
 def _run(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:

@@ -27,13 +27,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from effagent import EffagentError, parse_policy
-from effagent.cli import main
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.ledger import InMemoryLedger
 from effagent.redact import Redactor, redact_shapes
 from effagent.telemetry import OTelObserver
 from effagent.telemetry.exporters import JsonlFileSpanExporter
 from effagent.telemetry.otel import content_free
+from effagent.tools.cli import main
 from tests.fakes import FakeTierModel, ai, call
 
 PW, KEY, TOKEN = "pw-Zq8rT5vLx2Qa", "kq-Hy7Wm3Nc9Rb", "tok-Ab3Cd4Ef5Gh6"

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.tools import tool
 
 from effagent import Difficulty, LedgerState, Policy, Usage, decide
-from effagent.difficulty.learned import Outcome, learn, role_shifts
+from effagent.difficulty.learned import LabeledPrompt, learn, role_shifts
 from effagent.difficulty.rule import RuleEstimator
 from effagent.errors import PolicyError
 from effagent.governor import Governor
@@ -210,9 +210,9 @@ def test_in_an_agent_a_long_cached_conversation_stays_and_a_short_one_switches()
 def test_learned_shifts_a_role_the_cheap_tier_does_well_on() -> None:
     rows = []
     for i in range(200):
-        rows.append(Outcome(prompt=f"first step {i} of a task about topic {i % 7}", cheap_correct=i % 2 == 0,
+        rows.append(LabeledPrompt(prompt=f"first step {i} of a task about topic {i % 7}", cheap_correct=i % 2 == 0,
                             strong_correct=True, role="first"))
-        rows.append(Outcome(prompt=f"the tool said {i}; restate it for topic {i % 5}", cheap_correct=True,
+        rows.append(LabeledPrompt(prompt=f"the tool said {i}; restate it for topic {i % 5}", cheap_correct=True,
                             strong_correct=True, role="restate"))
     model = learn(rows)
     assert model.role_shift["restate"] < 0 < model.role_shift["first"]

@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from effagent import InMemoryLedger, parse_policy
 from effagent.integrations.langchain import EfficiencyMiddleware
 from effagent.observe import NullObserver
-from effagent.report import fmt_int, fmt_usd, load, register, summary
 from effagent.telemetry import OTelObserver, observer_from_policy, split_model
 from effagent.telemetry.exporters import (
     JsonlFileSpanExporter,
@@ -30,6 +29,7 @@ from effagent.telemetry.exporters import (
     read_spans,
 )
 from effagent.telemetry.metrics import DURATION_BUCKETS, TOKEN_BUCKETS
+from effagent.tools.report import fmt_int, fmt_usd, load, register, summary
 from tests.fakes import FakeTierModel, ai, call
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -515,7 +515,7 @@ def test_file_exporter_round_trip_and_report(tmp_path, capsys):
 
 def test_report_without_file_is_a_clear_error(tmp_path):
     from effagent.errors import EffagentError
-    from effagent.report import write_report
+    from effagent.tools.report import write_report
 
     with pytest.raises(EffagentError, match="no such trace file"):
         write_report(tmp_path / "missing.jsonl")

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from effagent.errors import ProvisionError, ServiceStartError, ServiceUnreachableError
-from effagent.serving import vllm_local as vl
-from effagent.serving import vllm_provision, vllm_server
+from effagent.tools.serving import vllm_local as vl
+from effagent.tools.serving import vllm_provision, vllm_server
 
 FAKE_NAMES = ["fake-small", "fake-large"]
 
@@ -385,7 +385,8 @@ def test_serve_stops_the_server_group_on_sigterm(home: Path, tmp_path: Path, whe
     pids_file = tmp_path / "pids"
     env = {**os.environ, "FAKE_VLLM_PIDS": str(pids_file), "FAKE_VLLM_DELAY": "0" if when == "serving" else "60"}
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "effagent.serving.vllm_local", "serve", "--home", str(home), "--ready-timeout", "90"],
+        [sys.executable, "-m", "effagent.tools.serving.vllm_local", "serve", "--home", str(home),
+         "--ready-timeout", "90"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -479,7 +480,7 @@ def test_demo_stops_the_servers_it_started_on_sigterm(home: Path, tmp_path: Path
     env.pop(vl.URL_ENV, None)
     env.pop(vl.STRONG_URL_ENV, None)
     demo = subprocess.Popen(
-        [sys.executable, "-m", "effagent.cli", "demo", "--skip-replay", "--no-progress", "--out", str(tmp_path)],
+        [sys.executable, "-m", "effagent.tools.cli", "demo", "--skip-replay", "--no-progress", "--out", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -18,10 +18,10 @@ Library use::
 
 Command line (also wired as ``effagent local-vllm ...`` through :func:`register`)::
 
-    python -m effagent.serving.vllm_local prepare [--model smol|qwen|all]
-    python -m effagent.serving.vllm_local serve --port 8000 [--model smol|qwen] [--daemon]
-    python -m effagent.serving.vllm_local status
-    python -m effagent.serving.vllm_local stop [--model smol|qwen|all]
+    python -m effagent.tools.serving.vllm_local prepare [--model smol|qwen|all]
+    python -m effagent.tools.serving.vllm_local serve --port 8000 [--model smol|qwen] [--daemon]
+    python -m effagent.tools.serving.vllm_local status
+    python -m effagent.tools.serving.vllm_local stop [--model smol|qwen|all]
 
 Environment:
     EFFAGENT_VLLM_HOME        cache folder (default ``~/.cache/effagent/vllm-cpu``): venv, models, logs, state.
@@ -30,9 +30,10 @@ Environment:
                               server is only verified.
     EFFAGENT_VLLM_STRONG_URL  the same for the ``qwen`` model (served name ``qwen``).
 
-The code is split along its seams: :mod:`~effagent.serving.vllm_models` (models, folders),
-:mod:`~effagent.serving.vllm_provision` (venv, model conversion), :mod:`~effagent.serving.vllm_server` (the server
-process, cores, state, :class:`LocalVLLM`), :mod:`~effagent.serving.process` (process groups, shared with the
+The code is split along its seams: :mod:`~effagent.tools.serving.vllm_models` (models, folders),
+:mod:`~effagent.tools.serving.vllm_provision` (venv, model conversion),
+:mod:`~effagent.tools.serving.vllm_server` (the server process, cores, state, :class:`LocalVLLM`),
+:mod:`~effagent.tools.serving.process` (process groups, shared with the
 Phoenix launcher); every name is importable from here as before.
 """
 
@@ -48,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from effagent.errors import ServiceError
-from effagent.serving._signals import signals_interrupt
-from effagent.serving.process import (
+from effagent.tools.serving._signals import signals_interrupt
+from effagent.tools.serving.process import (
     DEFAULT_STOP_GRACE_S,
     LOOPBACK,
     free_port,
@@ -60,7 +61,7 @@ from effagent.serving.process import (
     signal_group,
     stop_process_group,
 )
-from effagent.serving.vllm_models import (
+from effagent.tools.serving.vllm_models import (
     BARE_JSON_PARSER,
     BIND_ENV,
     BINDINGS_FILE_NAME,
@@ -103,7 +104,7 @@ from effagent.serving.vllm_models import (
     local_model,
     vllm_home,
 )
-from effagent.serving.vllm_provision import (
+from effagent.tools.serving.vllm_provision import (
     CONVERT_SCRIPT,
     THINK_PREFIX,
     THINKING_CHAT_TEMPLATE,
@@ -119,7 +120,7 @@ from effagent.serving.vllm_provision import (
     run_logged,
     write_marker,
 )
-from effagent.serving.vllm_server import (
+from effagent.tools.serving.vllm_server import (
     LocalVLLM,
     ServerState,
     _log_tail_block,
@@ -436,7 +437,7 @@ def register(subparsers: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m effagent.serving.vllm_local",
+        prog="python -m effagent.tools.serving.vllm_local",
         description="Local CPU vLLM server for effagent's demo and integration tests "
         f"(vllm-cpu {VLLM_VERSION}; SmolLM2-135M with <think> tokens and Qwen2.5-Coder-0.5B, served on 127.0.0.1).",
     )

@@ -6,7 +6,7 @@ Both runs go through the same middleware and ledger, so their numbers are measur
 plain run's policy routes every step to ``baseline_tier`` (the most expensive tier when unset) with
 unbounded thinking and no budgets or loop guard.
 
-By default it runs on the two models of the local CPU test bed (:mod:`effagent.serving.vllm_local`, one server
+By default it runs on the two models of the local CPU test bed (:mod:`effagent.tools.serving.vllm_local`, one server
 each, started for the demo and stopped after it): the shipped policy ``local-two-tier`` sends the steps its
 difficulty rule scores easy to SmolLM2-135M and the rest to Qwen2.5-Coder-0.5B; the plain run sends every step
 to Qwen. The shipped tasks are short facts the small model answers and tool tasks (calculator, lookups of facts
@@ -342,26 +342,15 @@ def paired_comparison(answers: dict[str, list[dict[str, Any]]], plain: str = "pl
     """How the governed run's correct answers compare with the plain run's on the same tasks: the discordant
     pairs (right in one run only) and an exact two-sided McNemar (sign) test on them, plus a Wilson 95 %
     interval on each run's accuracy."""
-    import math
+    from effagent.evaluation import mcnemar_p, wilson
 
     p = {a["id"]: bool(a["correct"]) for a in answers[plain]}
     g = {a["id"]: bool(a["correct"]) for a in answers[governed]}
     only_plain = sum(1 for k in p if p[k] and not g.get(k, False))
     only_governed = sum(1 for k in p if g.get(k, False) and not p[k])
-    n = only_plain + only_governed
-    k = min(only_plain, only_governed)
-    p_value = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
-
-    def wilson(x: int, m: int, z: float = 1.96) -> tuple[float, float]:
-        if not m:
-            return 0.0, 0.0
-        phat = x / m
-        mid = (phat + z * z / (2 * m)) / (1 + z * z / m)
-        half = z * math.sqrt(phat * (1 - phat) / m + z * z / (4 * m * m)) / (1 + z * z / m)
-        return max(0.0, mid - half), min(1.0, mid + half)
-
     return {"tasks": len(p), "plain_correct": sum(p.values()), "governed_correct": sum(g.values()),
-            "only_plain": only_plain, "only_governed": only_governed, "mcnemar_p": round(p_value, 4),
+            "only_plain": only_plain, "only_governed": only_governed,
+            "mcnemar_p": round(mcnemar_p(only_plain, only_governed), 4),
             "plain_ci95": [round(x, 3) for x in wilson(sum(p.values()), len(p))],
             "governed_ci95": [round(x, 3) for x in wilson(sum(g.values()), len(g))]}
 
@@ -369,7 +358,7 @@ def paired_comparison(answers: dict[str, list[dict[str, Any]]], plain: str = "pl
 # -- server ----------------------------------------------------------------------------------------------
 def _local_models_used(policy: Policy) -> list[Any]:
     """The local test bed's models whose served names the policy's tiers call (``hosted_vllm/<name>``)."""
-    from effagent.serving.vllm_local import MODELS
+    from effagent.tools.serving.vllm_local import MODELS
 
     used = {t.model.removeprefix("hosted_vllm/") for t in policy.tiers.values() if t.model.startswith("hosted_vllm/")}
     return [m for m in MODELS.values() if used & set(m.names)]
@@ -379,7 +368,7 @@ def _local_models_used(policy: Policy) -> list[Any]:
 def vllm_endpoints(policy: Policy, urls: dict[str, str | None]) -> Iterator[dict[str, str]]:
     """``{url variable: base URL}`` for each local model the policy uses: the given URL (``urls`` by model key),
     else a local CPU server started for the demo (both at once; stopped when the block ends)."""
-    from effagent.serving.vllm_local import LocalVLLM, normalize_base_url, prepare, probe
+    from effagent.tools.serving.vllm_local import LocalVLLM, normalize_base_url, prepare, probe
 
     found: dict[str, str] = {}
     to_start = []
@@ -432,7 +421,7 @@ class _StartedLater:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from effagent.serving._signals import signals_interrupt
+    from effagent.tools.serving._signals import signals_interrupt
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     placeholder = {**os.environ, "EFFAGENT_VLLM_URL": "http://127.0.0.1:8000/v1",
@@ -455,7 +444,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         policy = load_demo_policy(args.policy, env=env)
         policy = _with_traces(policy, traces["effagent"])
         plain = _with_traces(baseline_policy(policy), traces["plain"])
-        from effagent.integrations.chat_models import models_for as tier_models
+        from effagent.integrations.tier_models import models_for as tier_models
 
         models = tier_models(policy, temperature=0)
         counter = _reasoning_counter(policy)
@@ -517,7 +506,7 @@ def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
     rc: int | None = None
     reason = ""
     try:
-        from effagent.bench import replay
+        from effagent.tools.bench import replay
 
         parser = argparse.ArgumentParser(prog="effagent bench")
         sub = parser.add_subparsers()
@@ -545,7 +534,7 @@ def _replay_table(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def _report(traces: dict[str, Path], out_dir: Path, result: dict[str, Any]) -> None:
     """Both runs side by side on one page, with the comparison and the task list above them."""
-    from effagent.report import CHARTS_MISSING, has_matplotlib, write_comparison
+    from effagent.tools.report import CHARTS_MISSING, has_matplotlib, write_comparison
 
     runs = [(label, path) for label, path in traces.items() if path.exists()]
     if runs:

@@ -2,7 +2,7 @@
 server's whole process group (a server starts in a session of its own, so its workers go with it).
 
 Stop signals sent to a launcher itself are turned into ``KeyboardInterrupt`` by
-:func:`effagent.serving._signals.signals_interrupt`, so the same clean-up stops the group.
+:func:`effagent.tools.serving._signals.signals_interrupt`, so the same clean-up stops the group.
 """
 
 from __future__ import annotations

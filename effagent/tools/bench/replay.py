@@ -283,9 +283,9 @@ def fit_scorer(name: str, train: Sequence[RecordedSet]) -> ScoreFn:
     cheap = np.concatenate([s.cheap for s in train])
     strong = np.concatenate([s.strong for s in train])
     if name == "learned":
-        from effagent.difficulty.learned import Outcome, learn, score_with
+        from effagent.difficulty.learned import LabeledPrompt, learn, score_with
 
-        model = learn([Outcome(prompt=p, cheap_correct=bool(c >= 0.5), strong_correct=bool(g >= 0.5))
+        model = learn([LabeledPrompt(prompt=p, cheap_correct=bool(c >= 0.5), strong_correct=bool(g >= 0.5))
                        for p, c, g in zip(prompts, cheap, strong, strict=True)])
         return lambda ps: score_with(model, ps)
     if name == "trained":

@@ -1,7 +1,7 @@
 """The local vLLM test bed's models and folders: what is provisioned and served (versions, packages, the
 two models and how each is served) and where it lives under the cache folder (:class:`Layout`).
 
-Part of :mod:`effagent.serving.vllm_local` (which re-exports every name here).
+Part of :mod:`effagent.tools.serving.vllm_local` (which re-exports every name here).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from effagent.serving.process import (
+from effagent.tools.serving.process import (
     LOOPBACK,  # noqa: F401  (re-exported)
 )
 

@@ -1,7 +1,7 @@
 """The chat model of each tier, for the LangChain/LangGraph integrations.
 
 ```python
-from effagent.integrations.chat_models import models_for, reasoning_counter_for
+from effagent.integrations.tier_models import models_for, reasoning_counter_for
 
 mw = EfficiencyMiddleware(policy, models=models_for(policy), reasoning_counter=reasoning_counter_for(policy))
 ```

@@ -13,8 +13,8 @@ Library use::
 
 Command line::
 
-    python -m effagent.serving.phoenix_local provision
-    python -m effagent.serving.phoenix_local serve [--port 6006]     # Ctrl-C stops it
+    python -m effagent.tools.serving.phoenix_local provision
+    python -m effagent.tools.serving.phoenix_local serve [--port 6006]     # Ctrl-C stops it
 
 Phoenix's gRPC receiver binds every interface whatever ``PHOENIX_HOST`` says; effagent exports over
 OTLP/HTTP and gives gRPC a free port only so it does not clash.
@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Self
 
 from effagent.errors import ProvisionError, ServiceError, ServiceStartError
-from effagent.serving._signals import signals_interrupt
-from effagent.serving.process import LOOPBACK, free_port, stop_process_group
+from effagent.tools.serving._signals import signals_interrupt
+from effagent.tools.serving.process import LOOPBACK, free_port, stop_process_group
 
 PHOENIX_PACKAGES: tuple[str, ...] = ("arize-phoenix>=12",)
 MARKER_NAME = ".effagent-provisioned.json"
@@ -243,7 +243,7 @@ def running(port: int | None = None) -> Iterator[PhoenixServer]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m effagent.serving.phoenix_local",
+    ap = argparse.ArgumentParser(prog="python -m effagent.tools.serving.phoenix_local",
                                  description="A local Phoenix trace backend in its own venv.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("provision", help="install arize-phoenix into its own venv (once)")

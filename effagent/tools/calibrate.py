@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -353,30 +352,13 @@ def with_learned_model(text: str, model: str, source: str = "<policy>") -> str:
     return text[:start] + section + text[end:]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------- the command
 
 
 def _read_outcomes(paths: Sequence[str]) -> list[Any]:
-    from effagent.difficulty.commands import _lines
     from effagent.difficulty.learned import LearnError, merge_labels, parse_outcomes
     from effagent.files import InputFileError, read_text
+    from effagent.tools.difficulty import _lines
 
     rows: list[Any] = []
     try:
@@ -527,7 +509,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                      "another file; nothing written")
             shutil.copy2(src, backup)
             print(f"kept the input as {backup}", file=note)
-        write_atomic(out, new_text)
+        from effagent.files import write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(out, new_text, "policy file")
         print(f"wrote {out} (validated)", file=note)
         moved = [r.path for r in policy.difficulty.estimators if r.path and not Path(r.path).is_absolute()]
         if moved and not args.estimator_model and out.resolve().parent != src.resolve().parent:

@@ -24,7 +24,7 @@ back as a refusal), so the thinking budget and early exit run on ``--model smol`
 The server is the model's URL variable (``$EFFAGENT_VLLM_URL``, ``$EFFAGENT_VLLM_STRONG_URL``), the one recorded
 by ``vllm_local serve``, or one started for the run. Prints a table, writes JSON to ``--out``.
 
-Like ``effagent.cli``, this module is a composition root: it loads the framework adapters (vLLM launcher,
+Like ``effagent.tools.cli``, this module is a composition root: it loads the framework adapters (vLLM launcher,
 LangChain middleware) by module name at run time, so the core never imports them.
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 from effagent.evaluation import mcnemar_p
 from effagent.levers import answers, consistency, early_exit
 from effagent.levers.length import prompt_budget_instruction
-from effagent.serving.vllm_local import THINK_PREFIX
+from effagent.tools.serving.vllm_local import THINK_PREFIX
 
 SC_PROMPTS: tuple[str, ...] = (  # short questions the tiny local model answers fairly consistently
     "What is 2 + 2? Answer with just the number.",
@@ -485,7 +485,7 @@ def bench_loopguard(recursion_limit: int, repeats: int, bar: Any) -> Row:
 
 
 def _server(url: str | None, model: str = "smol") -> tuple[str, list[str], Any]:
-    from effagent.serving.vllm_local import LocalVLLM, local_model
+    from effagent.tools.serving.vllm_local import LocalVLLM, local_model
 
     if url:
         os.environ[local_model(model).url_env] = url
@@ -685,7 +685,7 @@ def register(bench_subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m effagent.bench.levers", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m effagent.tools.bench.levers", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
     return int(args.func(args))

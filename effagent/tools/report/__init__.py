@@ -14,348 +14,32 @@ base64, no external resources), a per-run table and the decision timeline.
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from effagent.errors import EffagentError
-from effagent.redact import redact_shapes
-from effagent.telemetry.exporters import scan_spans
+from effagent.tools.report.charts import CHARTS_MISSING, charts, has_matplotlib
+from effagent.tools.report.data import (
+    DEFAULT_TRACES,
+    PALETTE,
+    Call,
+    Data,
+    Run,
+    as_float,
+    esc,
+    fmt_int,
+    fmt_usd,
+    load,
+    tier_colors,
+)
 
-DEFAULT_TRACES = "effagent-out/traces.jsonl"
-PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC"]
+__all__ = ["CHARTS_MISSING", "DEFAULT_TRACES", "PALETTE", "Call", "Data", "Run", "charts", "fmt_int", "fmt_usd",
+           "has_matplotlib", "load", "register", "render", "role_counts", "summary", "write_comparison",
+           "write_report"]
 
-
-# ---------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class Call:
-    run_id: str
-    step: int
-    kind: str
-    tier: str
-    model: str
-    ok: bool
-    is_step: bool
-    start_ns: int
-    end_ns: int
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cache_read_tokens: int = 0  # parts of input_tokens read from / written to the provider's prompt cache
-    cache_write_tokens: int = 0
-    cost: float = 0.0
-    baseline: float = 0.0
-    error: str = ""
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    @property
-    def duration_s(self) -> float:
-        return max(0, self.end_ns - self.start_ns) / 1e9
-
-
-@dataclass
-class Run:
-    run_id: str
-    thread_id: str | None
-    start_ns: int
-    end_ns: int
-    attrs: dict[str, Any]
-    incomplete: bool = False
-
-
-@dataclass
-class Data:
-    runs: list[Run]
-    calls: list[Call]  # every chat span (steps and extra calls), in start order
-    baseline_tier: str | None
-    skipped: str = ""  # lines of the file that were not OTLP JSON: how many, and the first one's problem
-
-    @property
-    def steps(self) -> list[Call]:
-        return [c for c in self.calls if c.is_step]
-
-    @property
-    def ok_calls(self) -> list[Call]:
-        return [c for c in self.calls if c.ok]
-
-
-def _int(v: Any) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def load(path: str | Path) -> Data:
-    spans, skipped, first = scan_spans(path)
-    if skipped and not spans:
-        raise EffagentError(f"{path}: not a trace file: no line is OTLP JSON ({skipped} skipped; {first})")
-    runs: dict[str, Run] = {}
-    calls: list[Call] = []
-    baseline = None
-    for s in spans:
-        # a trace written by another process may hold what effagent masks: mask secret shapes again
-        a = {k: redact_shapes(v) if isinstance(v, str) else v for k, v in s["attributes"].items()}
-        s = {**s, "status_message": redact_shapes(s["status_message"])}
-        kind = a.get("effagent.span")
-        if kind == "run":
-            rid = str(a.get("effagent.run_id", s["span_id"]))
-            runs[rid] = Run(rid, a.get("effagent.thread_id"), s["start_ns"], s["end_ns"], a,
-                            bool(a.get("effagent.run.incomplete")))
-            baseline = baseline or a.get("effagent.baseline_tier")
-        elif kind in ("step", "call") and a.get("gen_ai.operation.name") == "chat":
-            ok = bool(a.get("effagent.call.ok", s["status"] != "ERROR")) and s["status"] != "ERROR"
-            calls.append(Call(
-                run_id=str(a.get("effagent.run_id", "")), step=_int(a.get("effagent.step")),
-                kind=str(a.get("effagent.kind", a.get("effagent.decision.action", "model"))),
-                tier=str(a.get("effagent.tier", a.get("effagent.decision.tier", "?"))),
-                model=str(a.get("gen_ai.request.model", "")), ok=ok, is_step=kind == "step",
-                start_ns=s["start_ns"], end_ns=s["end_ns"],
-                input_tokens=_int(a.get("gen_ai.usage.input_tokens")),
-                output_tokens=_int(a.get("gen_ai.usage.output_tokens")),
-                reasoning_tokens=_int(a.get("gen_ai.usage.reasoning.output_tokens")),
-                cache_read_tokens=_int(a.get("gen_ai.usage.cache_read.input_tokens")),
-                cache_write_tokens=_int(a.get("gen_ai.usage.cache_creation.input_tokens")),
-                cost=_float(a.get("effagent.cost.usd", a.get("llm.cost.total"))),
-                baseline=_float(a.get("effagent.cost.baseline_usd", a.get("effagent.cost.usd"))),
-                error=s["status_message"] if s["status"] == "ERROR" else "", attrs=a))
-            baseline = baseline or a.get("effagent.baseline_tier")
-    calls.sort(key=lambda c: (c.start_ns, not c.is_step))
-    # runs seen only through their steps (run span not exported yet: still running, or lost)
-    for c in calls:
-        if c.run_id and c.run_id not in runs:
-            runs[c.run_id] = Run(c.run_id, None, c.start_ns, c.end_ns, {}, incomplete=True)
-    ordered = sorted(runs.values(), key=lambda r: r.start_ns)
-    return Data(ordered, calls, baseline, f"{skipped} line(s) not OTLP JSON, skipped ({first})" if skipped else "")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Formatting
-# ---------------------------------------------------------------------------------------------------
-def fmt_usd(v: float) -> str:
-    if v == 0:
-        return "$0"
-    a = abs(v)
-    if a >= 100:
-        s = f"${a:,.2f}"
-    elif a >= 0.01:
-        s = f"${a:,.4f}"
-    else:
-        s = f"${a:.6f}"
-    return ("-" if v < 0 else "") + s
-
-
-def fmt_int(v: int | float) -> str:
-    return f"{round(v):,}"
-
-
-def _e(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
-
-
-def _tier_colors(data: Data) -> dict[str, str]:
-    names: list[str] = []
-    for c in data.calls:
-        if c.tier not in names:
-            names.append(c.tier)
-    # the cheaper tiers tend to show first; sort by name for a stable legend across reports
-    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(names))}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Charts (matplotlib, Agg, no pyplot global state)
-# ---------------------------------------------------------------------------------------------------
-def _png(fig: Any) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _style(ax: Any) -> None:
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.grid(axis="y", color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
-    ax.tick_params(labelsize=8)
-
-
-def _step_labels(data: Data, steps: list[Call]) -> list[str]:
-    index = {r.run_id: i + 1 for i, r in enumerate(data.runs)}
-    return [f"r{index.get(c.run_id, 0)}.{c.step}" for c in steps]
-
-
-def _thin_ticks(ax: Any, labels: list[str], limit: int = 40) -> None:
-    every = max(1, (len(labels) + limit - 1) // limit)
-    ax.set_xticks(range(0, len(labels), every))
-    ax.set_xticklabels(labels[::every], rotation=60 if len(labels) > 12 else 0, ha="right" if len(labels) > 12
-                       else "center")
-
-
-CHARTS_MISSING = ("charts left out: they need matplotlib, which is in the 'report' extra "
-                  "(pip install 'effagent[report]')")
-
-
-def has_matplotlib() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
-
-
-def charts(data: Data, colors: dict[str, str]) -> list[tuple[str, str, str]]:
-    """[(title, caption, data-uri)]; empty when matplotlib is missing or there is nothing to plot."""
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
-    except ImportError:
-        return []
-    steps = [c for c in data.steps if c.ok] or data.steps
-    if not steps:
-        return []
-    out: list[tuple[str, str, str]] = []
-    labels = _step_labels(data, steps)
-    x = list(range(len(steps)))
-    width = 12.5
-
-    # 1. tokens per step, stacked by type, edge coloured by tier
-    fig = Figure(figsize=(width, 3.4))
-    ax = fig.add_subplot()
-    inp = [c.input_tokens for c in steps]
-    vis = [max(0, c.output_tokens - c.reasoning_tokens) for c in steps]
-    rea = [c.reasoning_tokens for c in steps]
-    ax.bar(x, inp, color="#cbd5e1", label="input")
-    ax.bar(x, vis, bottom=inp, color=[colors[c.tier] for c in steps], label="output")
-    ax.bar(x, rea, bottom=[a + b for a, b in zip(inp, vis, strict=True)], color=[colors[c.tier] for c in steps],
-           alpha=0.45, hatch="///", edgecolor="white", linewidth=0, label="reasoning (part of output)")
-    _style(ax)
-    _thin_ticks(ax, labels)
-    ax.set_ylabel("tokens", fontsize=9)
-    handles = [Patch(color="#cbd5e1", label="input")]
-    handles += [Patch(color=col, label=f"output · {t}") for t, col in colors.items()]
-    handles += [Patch(facecolor="#94a3b8", alpha=0.45, hatch="///", edgecolor="white", label="reasoning")]
-    ax.legend(handles=handles, fontsize=8, frameon=False, ncol=min(6, len(handles)), loc="upper left",
-              bbox_to_anchor=(0, 1.18))
-    out.append(("Tokens per step", "Input (grey), output coloured by the tier that served the step, reasoning "
-                "hatched. Labels: run.step.", _png(fig)))
-
-    # 2. $ per step + cumulative actual vs baseline
-    fig = Figure(figsize=(width, 3.4))
-    ax = fig.add_subplot()
-    ax.bar(x, [c.cost for c in steps], color=[colors[c.tier] for c in steps])
-    _style(ax)
-    _thin_ticks(ax, labels)
-    ax.set_ylabel("$ per step", fontsize=9)
-    ax2 = ax.twinx()
-    cum, cum_b, tot, totb = [], [], 0.0, 0.0
-    for c in steps:
-        tot += c.cost
-        totb += c.baseline
-        cum.append(tot)
-        cum_b.append(totb)
-    ax2.plot(x, cum, color="#111827", linewidth=1.8, label="cumulative $")
-    if data.baseline_tier:
-        ax2.plot(x, cum_b, color="#dc2626", linewidth=1.4, linestyle="--",
-                 label=f"cumulative $ if every step used {data.baseline_tier}")
-    ax2.set_ylabel("cumulative $", fontsize=9)
-    ax2.tick_params(labelsize=8)
-    ax2.spines["top"].set_visible(False)
-    ax2.set_ylim(bottom=0)
-    ax.set_ylim(0, max(c.cost for c in steps) * 1.08 or 1)
-    ax2.legend(fontsize=8, frameon=False, ncol=2, loc="upper left", bbox_to_anchor=(0, 1.18))
-    out.append(("Cost per step", "Bars: $ per step (tier colour). Lines: cumulative cost, and what the same "
-                "tokens would cost at the baseline tier's prices.", _png(fig)))
-
-    # 3. per tier: tokens and $
-    tiers = list(colors)
-    agg = {t: [0, 0, 0, 0.0] for t in tiers}
-    for c in data.ok_calls:
-        a = agg[c.tier]
-        a[0] += c.input_tokens
-        a[1] += c.output_tokens - c.reasoning_tokens
-        a[2] += c.reasoning_tokens
-        a[3] += c.cost
-    fig = Figure(figsize=(12.5, 0.45 * len(tiers) + 1.4))
-    ax, bx = fig.subplots(1, 2)
-    y = list(range(len(tiers)))
-    left = [0] * len(tiers)
-    for i, (lab, col) in enumerate((("input", "#cbd5e1"), ("output", None), ("reasoning", None))):
-        vals = [agg[t][i] for t in tiers]
-        ax.barh(y, vals, height=0.6, left=left, color=col or [colors[t] for t in tiers], alpha=0.45 if i == 2 else 1,
-                hatch="///" if i == 2 else None, edgecolor="white", linewidth=0, label=lab)
-        left = [a + b for a, b in zip(left, vals, strict=True)]
-    ax.set_yticks(y)
-    ax.set_yticklabels(tiers)
-    ax.set_title("tokens (input · output · reasoning)", fontsize=9)
-    bx.barh(y, [agg[t][3] for t in tiers], height=0.6, color=[colors[t] for t in tiers])
-    bx.set_yticks(y)
-    bx.set_yticklabels(tiers)
-    bx.set_title("$", fontsize=9)
-    for a in (ax, bx):
-        _style(a)
-        a.grid(axis="x", color="#e5e7eb", linewidth=0.8)
-        a.grid(axis="y", visible=False)
-        a.invert_yaxis()
-    fig.tight_layout()
-    out.append(("Tokens and $ per tier", "Tokens and dollars of every successful call, per tier.", _png(fig)))
-
-    # 4. decisions over time: difficulty, tier, thinking, loop caps
-    fig = Figure(figsize=(width, 3.2))
-    ax = fig.add_subplot()
-    def thinking(c: Call) -> bool:  # thinking as served: a fallback tier got the decision within its limits
-        return bool(c.attrs.get("effagent.thinking.enabled")) and c.attrs.get("effagent.decision.tier") == c.tier
-
-    for t in tiers:
-        for think, marker in ((False, "o"), (True, "^")):
-            pts = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
-                   if c.tier == t and thinking(c) == think]
-            if pts:
-                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors[t], marker=marker, s=46,
-                           label=f"{t}{' · thinking' if think else ''}", zorder=3)
-    capped = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
-              if c.attrs.get("effagent.loop.capped") or c.attrs.get("effagent.decision.action") == "finalize"]
-    if capped:
-        ax.scatter([p[0] for p in capped], [p[1] for p in capped], s=150, facecolors="none", edgecolors="#dc2626",
-                   linewidths=1.8, label="finalize / loop capped", zorder=4)
-    fell = [(i, _float(c.attrs.get("effagent.difficulty.score"))) for i, c in enumerate(steps)
-            if c.attrs.get("effagent.decision.tier") not in (None, c.tier)]
-    if fell:
-        ax.scatter([p[0] for p in fell], [p[1] for p in fell], s=150, facecolors="none", edgecolors="#6b7280",
-                   linewidths=1.4, linestyles="--", label="fell back to another tier", zorder=4)
-    _style(ax)
-    _thin_ticks(ax, labels)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel("difficulty", fontsize=9)
-    ax.legend(fontsize=8, frameon=False, ncol=6, loc="upper left", bbox_to_anchor=(0, 1.2))
-    out.append(("Decisions over time", "Each step's difficulty score, the tier it went to (colour) and whether "
-                "thinking was on (triangle). Red rings: the step finalized (budget spent or loop capped); grey "
-                "dashed rings: the decided tier failed and the step fell back to the next one.",
-                _png(fig)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# HTML
 # ---------------------------------------------------------------------------------------------------
 CSS = """
 *{box-sizing:border-box}body{margin:0;font:14px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,
@@ -405,7 +89,7 @@ def _per_role(data: Data, colors: dict[str, str]) -> list[str]:
         if c.is_step and c.ok and c.attrs.get("effagent.decision.stayed_for_cache"):
             stayed[str(c.attrs.get("effagent.step.role"))] += 1
     tiers = [t for t in colors if any(t in v for v in counts.values())]
-    rows = "".join(f"<tr><td>{_e(role)}</td>" + "".join(f"<td class=n>{counts[role].get(t, 0)}</td>" for t in tiers)
+    rows = "".join(f"<tr><td>{esc(role)}</td>" + "".join(f"<td class=n>{counts[role].get(t, 0)}</td>" for t in tiers)
                    + f"<td class=n>{stayed.get(role, 0)}</td></tr>" for role in sorted(counts))
     head = "".join(f"<th class=n>{_chip(t, colors)}</th>" for t in tiers)
     return ["<section><h2>Per role</h2><p class=cap>Model steps by the step's role in its run (first step of a "
@@ -416,12 +100,12 @@ def _per_role(data: Data, colors: dict[str, str]) -> list[str]:
 
 
 def _chip(tier: str, colors: dict[str, str]) -> str:
-    return f'<span class="chip" style="background:{colors.get(tier, "#6b7280")}">{_e(tier)}</span>'
+    return f'<span class="chip" style="background:{colors.get(tier, "#6b7280")}">{esc(tier)}</span>'
 
 
 def _card(key: str, value: str, sub: str = "", cls: str = "") -> str:
-    return (f'<div class="card {cls}"><div class="k">{_e(key)}</div><div class="v">{_e(value)}</div>'
-            f'<div class="s">{_e(sub)}</div></div>')
+    return (f'<div class="card {cls}"><div class="k">{esc(key)}</div><div class="v">{esc(value)}</div>'
+            f'<div class="s">{esc(sub)}</div></div>')
 
 
 def summary(data: Data) -> dict[str, Any]:
@@ -451,10 +135,10 @@ def _span_text(data: Data) -> str:
 
 
 def _head(title: str, subtitle: str) -> list[str]:
-    return [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+    return [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
-            f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)} · generated "
-            f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"]
+            f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)} · generated "
+            f"{esc(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"]
 
 
 NO_SPANS = ("<section><h2>No effagent spans</h2><p class=cap>The file holds no spans written by effagent's "
@@ -467,7 +151,7 @@ def render(data: Data, source: str = "", title: str = "effagent report") -> str:
     if not data.calls and not data.runs:
         parts.append(NO_SPANS + "</main></body></html>")
         return "".join(parts)
-    parts += _body(data, _tier_colors(data))
+    parts += _body(data, tier_colors(data))
     parts.append("</main></body></html>")
     return "".join(parts)
 
@@ -510,7 +194,7 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
         share = 100 * cost / s["cost"] if s["cost"] else 0.0
         rows.append(
             f"<tr><td>{_chip(tier, colors)}{base_tag}"
-            f"</td><td>{_e(models)}</td><td class=n>{len(ok)}</td><td class=n>{sum(1 for c in cs if c.is_step)}</td>"
+            f"</td><td>{esc(models)}</td><td class=n>{len(ok)}</td><td class=n>{sum(1 for c in cs if c.is_step)}</td>"
             f"<td class=n>{sum(1 for c in cs if not c.ok)}</td>"
             f"<td class=n>{fmt_int(sum(c.input_tokens for c in ok))}</td>"
             f"<td class=n>{fmt_int(sum(c.cache_read_tokens for c in ok))}</td>"
@@ -529,10 +213,10 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
     parts.extend(_per_role(data, colors))
 
     for ctitle, cap, uri in charts(data, colors):
-        parts.append(f"<section><h2>{_e(ctitle)}</h2><p class=cap>{_e(cap)}</p><img alt='{_e(ctitle)}' "
+        parts.append(f"<section><h2>{esc(ctitle)}</h2><p class=cap>{esc(cap)}</p><img alt='{esc(ctitle)}' "
                      f"src='{uri}'></section>")
     if not has_matplotlib():
-        parts.append(f"<section><p class=cap>{_e(CHARTS_MISSING)}</p></section>")
+        parts.append(f"<section><p class=cap>{esc(CHARTS_MISSING)}</p></section>")
 
     # per run
     rows = []
@@ -549,8 +233,8 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
         fins = sum(1 for c in steps if c.attrs.get("effagent.decision.action") == "finalize")
         tiers = " ".join(_chip(t, colors) for t in sorted({c.tier for c in ok}))
         status = "<span class='tag err'>incomplete</span>" if r.incomplete else ""
-        rows.append(f"<tr><td>r{i}</td><td><code>{_e(r.run_id[:12])}</code>{status}</td>"
-                    f"<td>{_e(r.thread_id or '')}</td><td class=n>{len(steps)}</td><td>{tiers}</td>"
+        rows.append(f"<tr><td>r{i}</td><td><code>{esc(r.run_id[:12])}</code>{status}</td>"
+                    f"<td>{esc(r.thread_id or '')}</td><td class=n>{len(steps)}</td><td>{tiers}</td>"
                     f"<td class=n>{fmt_int(sum(c.tokens for c in ok))}</td>"
                     f"<td class=n>{fmt_int(sum(c.cache_read_tokens for c in ok))}</td>"
                     f"<td class=n>{fmt_usd(cost)}</td><td class=n>{fmt_usd(saved)}</td><td class=n>{loops}</td>"
@@ -569,33 +253,33 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
         a = c.attrs
         tags = ""
         if not c.ok:
-            tags += f"<span class='tag err'>failed: {_e(c.error[:120])}</span>"
+            tags += f"<span class='tag err'>failed: {esc(c.error[:120])}</span>"
         if a.get("effagent.loop.capped"):
-            tags += f"<span class='tag loop'>loop capped: {_e(a.get('effagent.loop.reason', ''))}</span>"
+            tags += f"<span class='tag loop'>loop capped: {esc(a.get('effagent.loop.reason', ''))}</span>"
         if c.is_step and a.get("effagent.decision.action") == "finalize":
             tags += "<span class='tag fin'>finalize</span>"
         think = ""
         decided = a.get("effagent.decision.tier")
         if c.is_step and a.get("effagent.thinking.enabled") and decided in (None, c.tier):
             b = a.get("effagent.thinking.budget")
-            think = f"<span class='tag think'>thinking {_e(b) if b is not None else 'unbounded'}</span>"
+            think = f"<span class='tag think'>thinking {esc(b) if b is not None else 'unbounded'}</span>"
         tier_html = _chip(c.tier, colors)
         if c.is_step and decided and decided != c.tier:
             tier_html = f"{_chip(str(decided), colors)} → {tier_html}"
         cls = "err" if not c.ok else ("fin" if c.is_step and a.get("effagent.decision.action") == "finalize" else "")
-        diff = f"{_float(a.get('effagent.difficulty.score')):.2f}" if "effagent.difficulty.score" in a else ""
+        diff = f"{as_float(a.get('effagent.difficulty.score')):.2f}" if "effagent.difficulty.score" in a else ""
         reason = a.get("effagent.decision.reason", "") if c.is_step else ""
-        sub = "" if c.is_step else f" <span class=muted>↳ {_e(c.kind if c.ok else 'attempt')}</span>"
+        sub = "" if c.is_step else f" <span class=muted>↳ {esc(c.kind if c.ok else 'attempt')}</span>"
         rows.append(
             f"<tr class='{cls}'><td class=n>+{(c.start_ns - t0) / 1e9:.2f}s</td><td>r{index.get(c.run_id, 0)}.{c.step}"
-            f"{sub}</td><td>{_e(a.get('effagent.decision.band', ''))}"
-            f"{' · ' + _e(a['effagent.step.role']) if c.is_step and a.get('effagent.step.role') else ''}"
+            f"{sub}</td><td>{esc(a.get('effagent.decision.band', ''))}"
+            f"{' · ' + esc(a['effagent.step.role']) if c.is_step and a.get('effagent.step.role') else ''}"
             f"</td><td class=n>{diff}</td><td>{tier_html}{think}{tags}</td>"
-            f"<td class=n>{_e(a.get('effagent.decision.max_tokens', ''))}</td>"
+            f"<td class=n>{esc(a.get('effagent.decision.max_tokens', ''))}</td>"
             f"<td class=n>{fmt_int(c.input_tokens)}</td>"
             f"<td class=n>{fmt_int(c.output_tokens)}</td><td class=n>{fmt_int(c.reasoning_tokens)}</td>"
             f"<td class=n>{fmt_usd(c.cost)}</td><td class=n>{c.duration_s * 1000:,.0f} ms</td>"
-            f"<td class=reason>{_e(reason)}</td></tr>")
+            f"<td class=reason>{esc(reason)}</td></tr>")
     more = (f"<p class=cap>Showing the first {limit} of {len(data.calls)} calls.</p>"
             if len(data.calls) > limit else "")
     parts.append("<section><h2>Decision timeline</h2><p class=cap>Every model step (and every extra call: failed "
@@ -606,7 +290,7 @@ def _body(data: Data, colors: dict[str, str]) -> list[str]:
                  + "".join(rows) + "</table></div></section>")
     if data.baseline_tier:
         parts.append(f"<p class=cap style='color:#6b7280;font-size:12px'>Saved = the same tokens priced at the "
-                     f"baseline tier <b>{_e(data.baseline_tier)}</b> minus what they cost on the tier that served "
+                     f"baseline tier <b>{esc(data.baseline_tier)}</b> minus what they cost on the tier that served "
                      f"them (see docs/tracing.md).</p>")
     return parts
 
@@ -617,7 +301,7 @@ def _demo_sections(demo: dict[str, Any], colors: dict[str, str]) -> list[str]:
     out = []
     if rows:
         trs = "".join(
-            f"<tr><td><b>{_e(r['label'])}</b></td><td class=n>{r['correct']}/{r['tasks']}</td>"
+            f"<tr><td><b>{esc(r['label'])}</b></td><td class=n>{r['correct']}/{r['tasks']}</td>"
             f"<td class=n>{fmt_int(r['steps'])}</td><td class=n>{fmt_int(r['input_tokens'])}</td>"
             f"<td class=n>{fmt_int(r['output_tokens'])}</td><td class=n>{fmt_usd(r['cost_usd'])}</td>"
             f"<td>{' '.join(f'{_chip(t, colors)} {n}' for t, n in sorted(r['calls_per_tier'].items()))}</td>"
@@ -629,7 +313,7 @@ def _demo_sections(demo: dict[str, Any], colors: dict[str, str]) -> list[str]:
                 f"{paired['plain_ci95']}, governed {paired['governed_ci95']}.") if paired else ""
         out.append("<section><h2>Plain vs governed</h2><p class=cap>The same tasks, the same agent and tools; the "
                    "plain run sends every step to the baseline tier, the governed run follows the policy. $ at the "
-                   f"policy's prices for both. {_e(note)}</p><table><tr><th>run</th><th class=n>correct</th>"
+                   f"policy's prices for both. {esc(note)}</p><table><tr><th>run</th><th class=n>correct</th>"
                    "<th class=n>steps</th><th class=n>input tok</th><th class=n>output tok</th><th class=n>$</th>"
                    "<th>calls per tier</th><th class=n>loops capped</th><th class=n>failed calls</th>"
                    "<th class=n>time</th></tr>" + trs + "</table></section>")
@@ -646,14 +330,14 @@ def _demo_sections(demo: dict[str, Any], colors: dict[str, str]) -> list[str]:
                 mark = ("<span class='tag think'>right</span>" if a.get("correct")
                         else "<span class='tag err'>wrong</span>")
                 tiers = " ".join(_chip(x, colors) for x in a.get("tiers") or [])
-                cells.append(f"<td>{mark} {tiers}<div class=muted>{_e((a.get('reply') or a.get('error') or '')[-120:])}"
-                             "</div></td>")
-            trs.append(f"<tr><td><code>{_e(t['id'])}</code></td><td>{_e(t.get('kind', ''))}</td>"
-                       f"<td>{_e(t['question'])}</td><td>{_e(t['answer'])}</td>{''.join(cells)}</tr>")
+                said = (a.get("reply") or a.get("error") or "")[-120:]
+                cells.append(f"<td>{mark} {tiers}<div class=muted>{esc(said)}</div></td>")
+            trs.append(f"<tr><td><code>{esc(t['id'])}</code></td><td>{esc(t.get('kind', ''))}</td>"
+                       f"<td>{esc(t['question'])}</td><td>{esc(t['answer'])}</td>{''.join(cells)}</tr>")
         out.append("<section><h2>Tasks</h2><p class=cap>Each task, what it needs, the expected answer, and per run "
                    "whether the final answer was right, the tier of each model step in order, and the answer's end."
                    "</p><div class=scroll><table><tr><th>task</th><th>kind</th><th>question</th><th>expected</th>"
-                   + "".join(f"<th>{_e(label)}</th>" for label in labels) + "</tr>" + "".join(trs)
+                   + "".join(f"<th>{esc(label)}</th>" for label in labels) + "</tr>" + "".join(trs)
                    + "</table></div></section>")
     return out
 
@@ -663,14 +347,14 @@ def write_comparison(runs: list[tuple[str, str | Path]], output: str | Path, tit
     """One page with several trace files side by side (e.g. the demo's plain and governed runs), each column the
     report of one file; ``demo`` (the demo's result) adds the comparison table and the task list above them."""
     loaded = [(label, load(path), Path(path)) for label, path in runs]
-    colors = _tier_colors(Data(runs=[], calls=[c for _, data, _ in loaded for c in data.calls], baseline_tier=None))
+    colors = tier_colors(Data(runs=[], calls=[c for _, data, _ in loaded for c in data.calls], baseline_tier=None))
     parts = _head(title, " · ".join(f"{label}: {path} ({_span_text(data)})" for label, data, path in loaded))
     if demo:
         parts += _demo_sections(demo, colors)
     columns = []
     for label, data, _ in loaded:
         body = _body(data, colors) if data.calls or data.runs else [NO_SPANS]
-        columns.append(f"<div><h2 class=col>{_e(label)}</h2>{''.join(body)}</div>")
+        columns.append(f"<div><h2 class=col>{esc(label)}</h2>{''.join(body)}</div>")
     parts.append(f"<div class=side style='grid-template-columns:repeat({len(columns)},minmax(0,1fr))'>"
                  + "".join(columns) + "</div></main></body></html>")
     out = Path(output)

@@ -1,7 +1,7 @@
 """Running the local vLLM test bed: the server command and environment, readiness, CPU cores, the state file
 of a running server, and :class:`LocalVLLM` (start, reuse, stop).
 
-Part of :mod:`effagent.serving.vllm_local` (which re-exports every name here).
+Part of :mod:`effagent.tools.serving.vllm_local` (which re-exports every name here).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from effagent.errors import ServiceStartError, ServiceUnreachableError
-from effagent.serving.process import (
+from effagent.tools.serving.process import (
     DEFAULT_STOP_GRACE_S,
     LOOPBACK,
     free_port,
@@ -30,7 +30,7 @@ from effagent.serving.process import (
     port_is_free,
     stop_process_group,
 )
-from effagent.serving.vllm_models import (
+from effagent.tools.serving.vllm_models import (
     _TOOL_RESPONSE_END,
     BARE_JSON_PARSER,
     BIND_ENV,
@@ -48,7 +48,7 @@ from effagent.serving.vllm_models import (
     layout,
     local_model,
 )
-from effagent.serving.vllm_provision import prepare
+from effagent.tools.serving.vllm_provision import prepare
 
 # ------------------------------------------------------------------------------------------------ http
 
@@ -403,7 +403,8 @@ class LocalVLLM:
         except (OSError, ValueError, KeyError) as exc:
             raise ServiceUnreachableError(
                 f"{env}={url} does not answer GET {base_url}/models ({exc}). Start a server "
-                f"(python -m effagent.serving.vllm_local serve --model {self.model.key} --port 8000) or unset {env}."
+                f"(python -m effagent.tools.serving.vllm_local serve --model {self.model.key} --port 8000) "
+                f"or unset {env}."
             ) from exc
         self._check_names(served, f"{env}={url}")
         self.base_url, self.names, self.source = base_url, served, "env"

@@ -185,35 +185,41 @@ class StepProcedure:
         never graph state's; a malformed or too large answer is asked again with its error in the payload: the
         run stays paused, nothing spent. Answers LangGraph replays (a node re-run after a later pause, or on
         another worker) carry the same grant id, so a grant is counted once."""
-        ledger, owner = self.governor.ledger, thread_id or run_id
-        grant = Grant(*ledger.granted(owner))
-        ctx = self.plan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
-        asked, error = 0, None
-        while ctx.decision.action == "pause":
-            value = ask(self._pause_payload(ctx, grant, error))
-            asked += 1
-            answer, error = self._answer(value, grant)
-            if error is not None:
-                continue
-            if answer is None:
-                return self.plan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant, refused=True)
-            added = ledger.add_grant(owner, f"{run_id}:{ctx.decision.step}:{asked}", answer.tokens, answer.usd,
-                                     self._grant_cap())
-            if added == "over":
-                error = self._over_cap(grant)
-                continue
-            if added == "added":
-                self.governor.record_grant(run_id, thread_id, ctx.decision, answer)
-            grant = Grant(*ledger.granted(owner))
-            ctx = self.plan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
-        return ctx
+        ledger = self.governor.ledger
+        does = {"granted": ledger.granted, "plan": self.plan, "add_grant": ledger.add_grant,
+                "record_grant": self.governor.record_grant}
+        checking = self._checking_in(step, run_id, thread_id, thread_base, run_base, ask)
+        try:
+            name, args, kw = next(checking)
+            while True:
+                name, args, kw = checking.send(does[name](*args, **kw))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def aplan_checked_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
                                ask: Callable[[dict[str, Any]], Any], *,
                                run_base: RunSpent | None = None) -> StepContext:
-        ledger, owner = self.governor.ledger, thread_id or run_id
-        grant = Grant(*await ledger.agranted(owner))
-        ctx = await self.aplan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
+        ledger = self.governor.ledger
+        does = {"granted": ledger.agranted, "plan": self.aplan, "add_grant": ledger.aadd_grant,
+                "record_grant": self.governor.arecord_grant}
+        checking = self._checking_in(step, run_id, thread_id, thread_base, run_base, ask)
+        try:
+            name, args, kw = next(checking)
+            while True:
+                name, args, kw = checking.send(await does[name](*args, **kw))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _checking_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
+                     run_base: RunSpent | None,
+                     ask: Callable[[dict[str, Any]], Any]) -> Generator[tuple[str, tuple[Any, ...], dict[str, Any]],
+                                                                       Any, StepContext]:
+        """The check-in written once: it yields the ledger reads and writes and the plans it needs
+        (``(name, args, kwargs)``), which ``plan_checked_in`` does in this thread and ``aplan_checked_in`` awaits."""
+        owner = thread_id or run_id
+        where = (step, run_id, thread_id, thread_base)
+        grant = Grant(*(yield "granted", (owner,), {}))
+        ctx: StepContext = yield "plan", where, {"run_base": run_base, "grant": grant}
         asked, error = 0, None
         while ctx.decision.action == "pause":
             value = ask(self._pause_payload(ctx, grant, error))
@@ -222,17 +228,16 @@ class StepProcedure:
             if error is not None:
                 continue
             if answer is None:
-                return await self.aplan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant,
-                                        refused=True)
-            added = await ledger.aadd_grant(owner, f"{run_id}:{ctx.decision.step}:{asked}", answer.tokens,
-                                            answer.usd, self._grant_cap())
+                return (yield "plan", where, {"run_base": run_base, "grant": grant, "refused": True})
+            added = yield "add_grant", (owner, f"{run_id}:{ctx.decision.step}:{asked}", answer.tokens, answer.usd,
+                                        self._grant_cap()), {}
             if added == "over":
                 error = self._over_cap(grant)
                 continue
             if added == "added":
-                await self.governor.arecord_grant(run_id, thread_id, ctx.decision, answer)
-            grant = Grant(*await ledger.agranted(owner))
-            ctx = await self.aplan(step, run_id, thread_id, thread_base, run_base=run_base, grant=grant)
+                yield "record_grant", (run_id, thread_id, ctx.decision, answer), {}
+            grant = Grant(*(yield "granted", (owner,), {}))
+            ctx = yield "plan", where, {"run_base": run_base, "grant": grant}
         return ctx
 
     def _answer(self, value: Any, grant: Grant) -> tuple[Grant | None, str | None]:

@@ -337,6 +337,11 @@ def render_tasks(tasks: list[Task], answers: dict[str, list[dict[str, Any]]]) ->
     return "per task (ok = correct; the tiers that answered each model step, in order):\n" + "\n".join(lines) + "\n"
 
 
+def _less(share: float, fewer: str, more: str) -> str:
+    """``0.19`` -> "19% fewer ...", ``-0.05`` -> "5% more ..." (a saving that went the other way says so)."""
+    return f"{share:.0%} {fewer}" if share >= 0 else f"{-share:.0%} {more}"
+
+
 def paired_comparison(answers: dict[str, list[dict[str, Any]]], plain: str = "plain",
                       governed: str = "effagent") -> dict[str, Any]:
     """How the governed run's correct answers compare with the plain run's on the same tasks: the discordant
@@ -462,9 +467,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     paired = paired_comparison(answers)
     if p.input_tokens + p.output_tokens:
         saved = 1 - (e.input_tokens + e.output_tokens) / (p.input_tokens + p.output_tokens)
-        print(f"effagent vs plain: {saved:.0%} fewer tokens, "
-              f"{(1 - e.cost_usd / p.cost_usd) if p.cost_usd else 0:.0%} fewer $, "
-              f"{(1 - e.seconds / p.seconds) if p.seconds else 0:.0%} less time; correct: {e.correct}/{e.tasks} "
+        print(f"effagent vs plain: {_less(saved, 'fewer tokens', 'more tokens')}, "
+              f"{_less((1 - e.cost_usd / p.cost_usd) if p.cost_usd else 0, 'fewer $', 'more $')}, "
+              f"{_less((1 - e.seconds / p.seconds) if p.seconds else 0, 'less time', 'more time')}; "
+              f"correct: {e.correct}/{e.tasks} "
               f"vs {p.correct}/{p.tasks} (right in the plain run only: {paired['only_plain']}, in the governed run "
               f"only: {paired['only_governed']}; exact McNemar p = {paired['mcnemar_p']:.2f})")
     result = {"rows": [r.model_dump() for r in rows], "answers": answers, "paired": paired,

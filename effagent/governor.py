@@ -407,6 +407,19 @@ class Governor:
             return self._take_hold(rec.run_id, decision.step)
         return None
 
+    def _to_account(self, run_id: str, thread_id: str | None, decision: Decision,
+                    **call: Any) -> tuple[StepRecord, Reservation | None]:
+        """What accounting one call writes, before the ledger is touched: the call's record (``call_record``, with
+        ``call`` its keyword arguments) and the hold it settles, or None when it is only recorded."""
+        rec = self.call_record(run_id, thread_id, decision, **call)
+        return rec, self._settling_hold(rec, decision)
+
+    def _traced(self, run_id: str, decision: Decision, rec: StepRecord, duration_s: float = 0.0,
+                response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
+        """After the ledger took ``rec``: the observer is told of it; ``rec`` is returned."""
+        self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
+        return rec
+
     def account(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                 input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
                 ok: bool = True, error: str | None = None, duration_s: float = 0.0,
@@ -415,17 +428,15 @@ class Governor:
                 cache_write_tokens: int = 0) -> StepRecord:
         """Record one call's usage (cost as the provider bills it, see ``call_record``) in the ledger and tell
         the observer."""
-        rec = self.call_record(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
-                               output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind, ok=ok,
-                               error=error, reasoning_estimated=reasoning_estimated,
-                               cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
-        hold = self._settling_hold(rec, decision)
-        if hold is not None:
-            self.ledger.settle(hold, rec)
-        else:
+        rec, hold = self._to_account(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
+                                     output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind,
+                                     ok=ok, error=error, reasoning_estimated=reasoning_estimated,
+                                     cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
+        if hold is None:
             self.ledger.record(rec)
-        self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
-        return rec
+        else:
+            self.ledger.settle(hold, rec)
+        return self._traced(run_id, decision, rec, duration_s, response_model, content)
 
     async def aaccount(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                        input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
@@ -433,17 +444,12 @@ class Governor:
                        response_model: str | None = None, content: dict[str, str] | None = None,
                        reasoning_estimated: bool = False, cache_read_tokens: int = 0,
                        cache_write_tokens: int = 0) -> StepRecord:
-        rec = self.call_record(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
-                               output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind, ok=ok,
-                               error=error, reasoning_estimated=reasoning_estimated,
-                               cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
-        hold = self._settling_hold(rec, decision)
-        if hold is not None:
-            await self.ledger.asettle(hold, rec)
-        else:
-            await self.ledger.arecord(rec)
-        self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
-        return rec
+        rec, hold = self._to_account(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
+                                     output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind,
+                                     ok=ok, error=error, reasoning_estimated=reasoning_estimated,
+                                     cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
+        await (self.ledger.arecord(rec) if hold is None else self.ledger.asettle(hold, rec))
+        return self._traced(run_id, decision, rec, duration_s, response_model, content)
 
     @staticmethod
     def _grant_record(run_id: str, thread_id: str | None, decision: Decision, grant: Grant) -> StepRecord:
@@ -454,14 +460,12 @@ class Governor:
         """A person granted more budget: a ledger record of kind ``grant`` (no usage), traced like a call."""
         rec = self._grant_record(run_id, thread_id, decision, grant)
         self.ledger.record(rec)
-        self.observer.on_call(run_id, decision, rec, 0.0, None, None)
-        return rec
+        return self._traced(run_id, decision, rec)
 
     async def arecord_grant(self, run_id: str, thread_id: str | None, decision: Decision, grant: Grant) -> StepRecord:
         rec = self._grant_record(run_id, thread_id, decision, grant)
         await self.ledger.arecord(rec)
-        self.observer.on_call(run_id, decision, rec, 0.0, None, None)
-        return rec
+        return self._traced(run_id, decision, rec)
 
     # -- labels for learning -------------------------------------------------------------------------------
     def record_label(self, run_id: str, decision: Decision, prompt: str, *, cheap_correct: bool, label: str,

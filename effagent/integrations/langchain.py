@@ -25,32 +25,25 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, conver
 from langgraph.types import Command
 
 from effagent.governor import Governor
-from effagent.ledger.base import Ledger, Usage
+from effagent.ledger.base import Ledger
 from effagent.levers import loopguard
 from effagent.observe import Observer
 from effagent.policy import Policy
 from effagent.records import ToolCall
 from effagent.request import TierRequest
-from effagent.step import Outcome, ReasoningCounter, Reply, StepContext, StepProcedure
+from effagent.step import Outcome, ReasoningCounter, Reply, StepContext
 
+from .adapter import RUN_KEY, THREAD_KEY, GraphAdapter
 from .messages import (
     RUN_SPENT_KEY,
-    MessageCache,
     answer_message,
     aplan_in_graph,
-    check_models,
-    default_reasoning_counter,
-    graph_context,
     plan_in_graph,
     reply_of,
     tag_answer,
     thread_usage_for_state,
-    thread_usage_from_state,
     to_step,
 )
-
-THREAD_KEY = "effagent_thread_usage"
-RUN_KEY = "effagent_run_id"
 
 
 class EfficiencyState(AgentState[Any]):
@@ -111,7 +104,7 @@ class _MiddlewareCalls:
         return ModelResponse(result=[answer_message(reply)])
 
 
-class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
+class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, Any]):
     """Applies effagent's per-step decisions inside a ``create_agent`` graph: each model call is one run of
     :class:`effagent.step.StepProcedure` (plan, call the decided tier, fall back, account)."""
 
@@ -121,24 +114,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
                  ledger: Ledger | None = None, governor: Governor | None = None,
                  observer: Observer | None = None, reasoning_counter: ReasoningCounter | None = None) -> None:
         super().__init__()
-        self.governor = governor or Governor(policy, ledger=ledger, observer=observer)
-        self.policy = self.governor.policy
-        self.models = check_models(self.policy, models)
-        self.procedure = StepProcedure(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter),
-                                       blocks_repeated_calls=True)
-        self.cache = MessageCache()
-
-    @property
-    def ledger(self) -> Ledger:
-        return self.governor.ledger
-
-    def record_outcome(self, run_id: str, success: bool, *, step: int | None = None,
-                       feedback: str | None = None) -> bool:
-        """Say whether a step's answer was right (task success, user feedback): kept with the step's decision in
-        the trace and, for steps a cheaper tier answered, in ``learning.outcomes`` for ``difficulty learn``.
-        ``run_id`` is in every answer's ``response_metadata["effagent"]["run_id"]``; ``step`` None means the
-        run's last step. Returns False when the step is not known (too old, or not answered here)."""
-        return self.procedure.record_outcome(run_id, success, step=step, feedback=feedback)
+        self._govern(policy, models, ledger, governor, observer, reasoning_counter, blocks_repeated_calls=True)
 
     @property
     def default_model(self) -> BaseChatModel:
@@ -161,18 +137,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
             return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 
-    # -- model steps --------------------------------------------------------------------------------
-    def _where(self, request: ModelRequest) -> tuple[str, bool, str | None, bool, Usage | None]:
-        """(run id, whether this step starts the run, thread id, whether the graph checkpoints, the thread's
-        total kept in graph state)."""
-        thread_id, checkpointed = graph_context()
-        run_id = request.state.get(RUN_KEY)
-        started = not run_id
-        if started:
-            run_id = self.governor.start_run(thread_id)
-        base = thread_usage_from_state(request.state, THREAD_KEY) if checkpointed else None
-        return str(run_id), started, thread_id, checkpointed, base
-
+    # -- model steps (where a step belongs: GraphAdapter._where, on the running graph's config) -------------
     def _calls(self, request: ModelRequest, handler: Callable[[ModelRequest], Any],
                ctx: StepContext) -> _MiddlewareCalls:
         return _MiddlewareCalls(request, handler, self.models, self.procedure.instruction(ctx),
@@ -195,7 +160,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
 
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        run_id, started, thread_id, checkpointed, base = self._where(request)
+        run_id, started, thread_id, checkpointed, base = self._where(request.state)
         step = to_step(request.messages, request.tools, self.cache, run_id)
         ctx = plan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
         out = self.procedure.run(ctx, self._calls(request, handler, ctx))
@@ -203,7 +168,7 @@ class EfficiencyMiddleware(AgentMiddleware[EfficiencyState, Any, Any]):
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
-        run_id, started, thread_id, checkpointed, base = self._where(request)
+        run_id, started, thread_id, checkpointed, base = self._where(request.state)
         step = to_step(request.messages, request.tools, self.cache, run_id)
         ctx = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, request.state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(request, handler, ctx))

@@ -35,24 +35,17 @@ from effagent.ledger.base import Ledger
 from effagent.observe import Observer
 from effagent.policy import Policy
 from effagent.request import TierRequest
-from effagent.step import Outcome, ReasoningCounter, StepContext, StepProcedure
+from effagent.step import Outcome, ReasoningCounter, StepContext
 
+from .adapter import RUN_KEY, THREAD_KEY, GraphAdapter
 from .messages import (
     RUN_SPENT_KEY,
-    MessageCache,
     MessageListCalls,
     aplan_in_graph,
-    check_models,
-    default_reasoning_counter,
-    graph_context,
     plan_in_graph,
     thread_usage_for_state,
-    thread_usage_from_state,
     to_step,
 )
-
-THREAD_KEY = "effagent_thread_usage"
-RUN_KEY = "effagent_run_id"
 
 
 class EfficiencyGraphState(MessagesState, total=False):
@@ -83,7 +76,7 @@ class _NodeCalls(MessageListCalls):
         return model.bind(**req.settings)
 
 
-class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
+class EfficiencyNode(GraphAdapter, RunnableLambda):  # type: ignore[type-arg]
     """A model-calling graph node governed by an effagent policy (sync and async): each call is one run of
     :class:`effagent.step.StepProcedure`."""
 
@@ -91,40 +84,13 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
                  tools: Sequence[Any] = (), system_prompt: str | None = None,
                  ledger: Ledger | None = None, governor: Governor | None = None, observer: Observer | None = None,
                  reasoning_counter: ReasoningCounter | None = None, messages_key: str = "messages") -> None:
-        self.governor = governor or Governor(policy, ledger=ledger, observer=observer)
-        self.policy = self.governor.policy
-        self.models = check_models(self.policy, models)
+        self._govern(policy, models, ledger, governor, observer, reasoning_counter)
         self.tools = list(tools)
         self.system_prompt = system_prompt
         self.messages_key = messages_key
-        self.procedure = StepProcedure(self.governor, default_reasoning_counter(self.policy, models, reasoning_counter))
-        self.cache = MessageCache()
         super().__init__(self._call, afunc=self._acall, name="effagent_model")
 
-    @property
-    def ledger(self) -> Ledger:
-        return self.governor.ledger
-
-    def record_outcome(self, run_id: str, success: bool, *, step: int | None = None,
-                       feedback: str | None = None) -> bool:
-        """Say whether a step's answer was right (task success, user feedback): kept with the step's decision in
-        the trace and, for steps a cheaper tier answered, in ``learning.outcomes`` for ``difficulty learn``.
-        ``run_id`` is in every answer's ``response_metadata["effagent"]["run_id"]``; ``step`` None means the
-        run's last step. Returns False when the step is not known (too old, or not answered here)."""
-        return self.procedure.record_outcome(run_id, success, step=step, feedback=feedback)
-
-    # -- one step ---------------------------------------------------------------------------------------
-    def _where(self, state: dict[str, Any], config: RunnableConfig | None) -> tuple[str, bool, str | None, bool, Any]:
-        """(run id, whether this step starts the run, thread id, whether the graph checkpoints — only then is the
-        thread's total kept in graph state —, that total)."""
-        thread_id, checkpointed = graph_context(config or {})
-        run_id = state.get(RUN_KEY)
-        new_run = not run_id
-        if new_run:
-            run_id = self.governor.start_run(thread_id)
-        base = thread_usage_from_state(state, THREAD_KEY) if checkpointed else None
-        return str(run_id), new_run, thread_id, checkpointed, base
-
+    # -- one step (where it belongs: GraphAdapter._where, on the node's config) ---------------------------
     def _calls(self, ctx: StepContext, state: dict[str, Any], config: RunnableConfig | None) -> _NodeCalls:
         msgs = list(state.get(self.messages_key) or [])
         extra = self.procedure.instruction(ctx)
@@ -147,7 +113,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         return update
 
     def _call(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
+        run_id, new_run, thread_id, checkpointed, base = self._where(state, config or {})
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
         ctx = plan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = self.procedure.run(ctx, self._calls(ctx, state, config))
@@ -156,7 +122,7 @@ class EfficiencyNode(RunnableLambda):  # type: ignore[type-arg]
         return self._update(ctx, new_run, checkpointed, out)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        run_id, new_run, thread_id, checkpointed, base = self._where(state, config)
+        run_id, new_run, thread_id, checkpointed, base = self._where(state, config or {})
         step = to_step(list(state.get(self.messages_key) or []), self.tools, self.cache, run_id)
         ctx = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(ctx, state, config))

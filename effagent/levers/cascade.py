@@ -26,10 +26,14 @@ import math
 import operator
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from effagent.records import clamp01
+
+if TYPE_CHECKING:
+    from effagent.difficulty.base import Estimator
 
 _FINAL_MARKERS = re.compile(
     r"####|\\boxed\{|\banswer\s*(?:is|:|=)|\bfinal answer\b|\btherefore\b|\bthus\b|\bso,? the\b|\bin total\b",
@@ -193,6 +197,11 @@ class CascadeVerifier:
     def __init__(self, weights: VerifierWeights | None = None, prior_estimator: str | None = "trained") -> None:
         self.weights = weights or VerifierWeights()
         self.prior_estimator = prior_estimator
+        self._prior: Estimator | None = None  # built once, here: every verify scores its prompt with it
+        if prior_estimator:
+            from effagent.difficulty.combine import get_estimator
+
+            self._prior = get_estimator(prior_estimator)
 
     def signals(self, answer: str, samples: Sequence[str] = (), prior: float = 0.5) -> VerifierSignals:
         fa = final_answer(answer)
@@ -246,11 +255,9 @@ class CascadeVerifier:
         return VerifierResult(score=self.combine(s), signals=s)
 
     def _priors(self, prompts: list[str]) -> list[float]:
-        if not self.prior_estimator:
+        if self._prior is None:
             return [0.5] * len(prompts)
-        from effagent.difficulty.combine import get_estimator
-
-        return get_estimator(self.prior_estimator).score_prompts(prompts)
+        return self._prior.score_prompts(prompts)
 
     def score_answers(self, prompts: list[str], answers: list[str]) -> list[float]:
         """Batch: P(wrong) for each (prompt, cheap answer)."""

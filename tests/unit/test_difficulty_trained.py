@@ -81,6 +81,25 @@ def test_verifier_signals() -> None:
     assert r.signals.disagreement == pytest.approx(0.5)
 
 
+def test_the_verifiers_prior_is_built_once_per_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    import effagent.difficulty.combine as combine
+
+    built: list[str] = []
+    real = combine.get_estimator
+
+    def counting(name: str, *args: object, **kwargs: object) -> object:
+        built.append(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(combine, "get_estimator", counting)
+    v = CascadeVerifier(prior_estimator="rule")
+    for _ in range(3):
+        v.verify("What is 2 + 2?", "2 + 2 = 4.\n#### 4")
+    v.score_answers(["q", "r"], ["#### 1", "#### 2"])
+    assert built == ["rule"]
+    assert CascadeVerifier(prior_estimator=None).verify("q", "#### 1").signals.prior == 0.5
+
+
 def test_trained_beats_random_in_domain_on_the_shipped_held_out_pair() -> None:
     from effagent.data.recorded import load_sets
     from effagent.evaluation import apgr

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -45,6 +45,7 @@ from effagent.records import Step, ToolCall
 from effagent.request import TierRequest, encode
 
 T = TypeVar("T")
+R = TypeVar("R")
 ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
 
 
@@ -189,12 +190,7 @@ class StepProcedure:
         does = {"granted": ledger.granted, "plan": self.plan, "add_grant": ledger.add_grant,
                 "record_grant": self.governor.record_grant}
         checking = self._checking_in(step, run_id, thread_id, thread_base, run_base, ask)
-        try:
-            name, args, kw = next(checking)
-            while True:
-                name, args, kw = checking.send(does[name](*args, **kw))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return _drive(checking, lambda op: does[op[0]](*op[1], **op[2]))
 
     async def aplan_checked_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
                                ask: Callable[[dict[str, Any]], Any], *,
@@ -203,12 +199,7 @@ class StepProcedure:
         does = {"granted": ledger.agranted, "plan": self.aplan, "add_grant": ledger.aadd_grant,
                 "record_grant": self.governor.arecord_grant}
         checking = self._checking_in(step, run_id, thread_id, thread_base, run_base, ask)
-        try:
-            name, args, kw = next(checking)
-            while True:
-                name, args, kw = checking.send(await does[name](*args, **kw))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return await _adrive(checking, lambda op: does[op[0]](*op[1], **op[2]))
 
     def _checking_in(self, step: Step, run_id: str, thread_id: str | None, thread_base: Usage | None,
                      run_base: RunSpent | None,
@@ -553,8 +544,9 @@ async def _abook(gov: Governor, ctx: StepContext, c: CallReport) -> StepRecord:
                               cache_read_tokens=c.cache_read_tokens, cache_write_tokens=c.cache_write_tokens)
 
 
-def _drive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:
-    """Run ``proc``, doing each effect it yields; an effect's error is raised inside the procedure."""
+def _drive(proc: Generator[Any, Any, R], do: Callable[[Any], Any]) -> R:
+    """Run ``proc`` (the step procedure, or the check-in), doing each effect it yields; an effect's error is raised
+    inside it."""
     try:
         effect = next(proc)
         while True:
@@ -568,7 +560,7 @@ def _drive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:
         return done.value  # type: ignore[no-any-return]
 
 
-async def _adrive(proc: Procedure[T], do: Callable[[_Effect], Any]) -> Outcome[T]:
+async def _adrive(proc: Generator[Any, Any, R], do: Callable[[Any], Awaitable[Any]]) -> R:
     try:
         effect = next(proc)
         while True:

@@ -185,7 +185,8 @@ PROMPT_MARGIN = 0.10  # tokenizers differ (litellm's counter vs the server's): r
 
 class PromptTokens:
     """The size of a step's prompt in tokens, for reservations and for keeping a step inside what is left:
-    litellm's token counter for the tier's model (its own tokenizer where litellm has one, else tiktoken's),
+    litellm's token counter for ``model`` (the governor passes the strong tier's: a step's prompt is counted once,
+    before its tier is decided; litellm's own tokenizer where it has one, else tiktoken's),
     over every message, tool call and tool schema, plus the chat template's markers, rounded up by
     :data:`PROMPT_MARGIN`. Accounting never uses it: a call's record holds the usage its server reported.
 

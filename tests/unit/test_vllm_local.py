@@ -292,6 +292,25 @@ def test_chat_template_honours_enable_thinking() -> None:
     assert "hmm" not in template.render(messages=history, add_generation_prompt=True)
 
 
+def test_chat_template_writes_a_tool_result_as_the_users_turn() -> None:
+    """SmolLM2 knows no tool role: the result comes back as a user turn asking for a one-sentence answer, and an
+    assistant turn that only called a tool is left out (the model would read an empty turn as its answer)."""
+    jinja2 = pytest.importorskip("jinja2")
+    template = jinja2.Environment().from_string(vl.THINKING_CHAT_TEMPLATE)
+    messages = [
+        {"role": "user", "content": "Use the calculator: 7392 / 24?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
+                                                             "function": {"name": "calculator", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "308"},
+    ]
+    text = template.render(messages=messages, add_generation_prompt=True)
+    assert "<|im_start|>tool" not in text and "<|im_start|>assistant\n<|im_end|>" not in text
+    assert text.endswith("<|im_start|>user\nThe tool returned: 308\nAnswer my question with this result in one "
+                         "short sentence.<|im_end|>\n<|im_start|>assistant\n")
+    said = [*messages[:1], {"role": "assistant", "content": "Let me compute it.", "tool_calls": [{"id": "c1"}]}]
+    assert "<|im_start|>assistant\nLet me compute it.<|im_end|>" in template.render(messages=said)
+
+
 def test_cli_parses_subcommands_and_status_without_server(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -211,8 +211,8 @@ def run_tasks(label: str, policy: Policy, tasks: list[Task], *, models: dict[str
             out = agent.invoke({"messages": [{"role": "user", "content": task.question}]},
                                {"recursion_limit": 16, "configurable": {"thread_id": f"{label}-{task.id}"}})
             reply = str(out["messages"][-1].content or "")
-            metas = [m.response_metadata["effagent"] for m in out["messages"]
-                     if "effagent" in getattr(m, "response_metadata", {})]
+            metas = [m.response_metadata["effagent"] for m in out["messages"]  # the model steps' decisions (a
+                     if m.type == "ai" and "effagent" in m.response_metadata]  # tool call the guard stopped: not one)
             tiers = [str(meta.get("tier") or meta.get("action") or "?") for meta in metas]
             roles = [str(meta.get("role") or "?") for meta in metas]
             error = None

@@ -125,3 +125,20 @@ def test_the_multi_step_task_set_has_sixty_tasks_its_corpus_answers_and_errors_t
         else:  # the expression the task gives first is an error to recover from
             first = t.question.split("'")[1]
             assert calculator.invoke({"expression": first}).startswith("error:"), t.id
+
+
+def test_a_tool_call_the_loop_guard_stops_is_not_listed_as_a_model_step():
+    """The task list names the tier of each model step; the stand-in answer for a stopped repeat is not one."""
+    def repeats(messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+        stopped = any(isinstance(m, ToolMessage) and m.status == "error" for m in messages)
+        return ai("The product is 1817517.") if stopped else ai(
+            "", tool_calls=[call("calculator", {"expression": "4821 * 377"})])
+
+    policy = policies.load("local-two-tier", env={})
+    models = {"large": FakeTierModel(responder=repeats), "small": FakeTierModel(responder=repeats)}
+    _, answers = demo.run_tasks("effagent", policy, TASKS[1:], models=models,
+                                tools=demo.make_tools(demo.load_corpus()), prices=policy, progress=False)
+    (answer,) = answers
+    assert answer["correct"] and answer["error"] is None
+    assert answer["tiers"] and set(answer["tiers"]) <= {"large", "small"}  # no "?" for the stopped call
+    assert len(answer["tiers"]) == len(answer["roles"]) and "?" not in answer["roles"]

@@ -89,8 +89,7 @@ def explain(policy: Policy, prompt: str, *, thread_spent: int = 0, allow_calls: 
             "decided": {"thinking": decision.thinking, "thinking_budget": decision.thinking_budget,
                         "max_tokens": decision.max_tokens},
             "fallback": decision.fallback,
-            "price": {"input_per_mtok": tier.price.input_per_mtok, "output_per_mtok": tier.price.output_per_mtok,
-                      "source": tier.price_source},
+            "price": {**tier.price.model_dump(exclude_none=True), "source": tier.price_source},
         },
         "request": ordered,
         "wire": wire,
@@ -107,6 +106,19 @@ def _wire(kwargs: dict[str, Any]) -> dict[str, Any]:
         out = wire_request({**kwargs, "api_key": "effagent-explain-placeholder"})
         out["note"] = "no API key is set: a placeholder stood in (masked)"
     return out
+
+
+def _price_text(p: dict[str, Any]) -> str:
+    """``$3 in / $15 out per Mtok, cache read $0.3, cache write $3.75, above 200000 tokens $6 in / $22.5 out``."""
+    text = f"${p['input_per_mtok']:g} in / ${p['output_per_mtok']:g} out per Mtok"
+    for key, name in (("cache_read_per_mtok", "cache read"), ("cache_write_per_mtok", "cache write")):
+        if key in p:
+            text += f", {name} ${p[key]:g}"
+    if "long_context_above" in p:
+        long_in = p.get("long_context_input_per_mtok", p["input_per_mtok"])
+        long_out = p.get("long_context_output_per_mtok", p["output_per_mtok"])
+        text += f", above {p['long_context_above']} tokens ${long_in:g} in / ${long_out:g} out"
+    return f"{text} ({p['source']})"
 
 
 def render_text(out: dict[str, Any]) -> str:
@@ -126,8 +138,7 @@ def render_text(out: dict[str, Any]) -> str:
     lines.append(f"  reason: {d['reason']}")
     for note in d["notes"]:
         lines.append(f"  note: {note}")
-    p = d["price"]
-    lines.append(f"  price: ${p['input_per_mtok']:g} in / ${p['output_per_mtok']:g} out per Mtok ({p['source']})")
+    lines.append(f"  price: {_price_text(d['price'])}")
     lines.append("request (litellm.completion keyword arguments; api key not shown):")
     req = {k: v for k, v in out["request"].items() if k != "messages"}
     lines += ["  " + line for line in json.dumps(req, indent=2, default=str).splitlines()]

@@ -79,7 +79,9 @@ def test_each_tier_s_request_has_its_provider_s_thinking_fields(capsys: pytest.C
     assert not other & set(out["request"]), "no second thinking control in one request"
     if tier == "claude":
         assert "max_tokens raised from 2048 to 6144" in out["decision"]["notes"][0]
-        assert out["decision"]["price"] == {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "source": "litellm"}
+        # litellm's table: cache reads at a tenth, cache writes at the 1-hour rate (what a reservation counts on)
+        assert out["decision"]["price"] == {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cache_read_per_mtok": 0.3,
+                                            "cache_write_per_mtok": 6.0, "source": "litellm"}
 
 
 def test_text_output_and_stdin_prompt(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -91,6 +93,22 @@ def test_text_output_and_stdin_prompt(capsys: pytest.CaptureFixture[str], monkey
     assert "band hard [0.5, 1.0)" in out
     assert "decision: call on tier claude (anthropic/claude-sonnet-4-5), thinking on, budget 4096" in out
     assert '"budget_tokens": 4096' in out and "note: max_tokens raised" in out
+    assert "price: $3 in / $15 out per Mtok, cache read $0.3, cache write $6 (litellm)" in out
+
+
+def test_the_price_line_shows_cache_and_long_context_rates(capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "priced.yaml"
+    path.write_text("""tiers:
+  t: {model: openai/gpt-4o-mini, price: {input_per_mtok: 1.25, output_per_mtok: 10, cache_read_per_mtok: 0.125,
+      long_context_above: 200000, long_context_input_per_mtok: 2.5}}
+bands:
+  - {name: all, min: 0.0, max: 1.0, tier: t}
+""")
+    code, out, _ = run(capsys, "--policy", str(path), "What is 2 + 2?")
+    assert code == 0
+    assert ("price: $1.25 in / $10 out per Mtok, cache read $0.125, above 200000 tokens $2.5 in / $10 out (policy)"
+            in out)
 
 
 def test_api_keys_are_never_printed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -116,7 +134,7 @@ def test_a_probe_estimator_is_not_run_without_allow_calls(capsys: pytest.Capture
         path.write_text(f"""tiers:
   t: {{model: hosted_vllm/smol, api_base: '{server.base_url}', retries: 0}}
 difficulty:
-  estimators: [{{name: heuristic, weight: 1}}, {{name: probe, weight: 1}}]
+  estimators: [{{name: rule, weight: 1}}, {{name: probe, weight: 1}}]
 bands:
   - {{name: all, min: 0.0, max: 1.0, tier: t}}
 """)

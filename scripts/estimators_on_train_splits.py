@@ -8,8 +8,8 @@ import sys
 import numpy as np
 
 from effagent.data.recorded import load_sets
-from effagent.difficulty.combine import get_estimator
 from effagent.evaluation import apgr
+from effagent.tools.bench.baselines import get_scorer
 
 
 def main(names: list[str]) -> int:
@@ -17,7 +17,7 @@ def main(names: list[str]) -> int:
     print("| estimator | " + " | ".join(f"{s.domain} train ({len(s.rows)})" for s in sets) + " | mean |")
     print("|---" * (len(sets) + 2) + "|")
     for n in names or ["rule", "length", "heuristic"]:
-        est = get_estimator(n)
+        est = get_scorer(n)
         vals = [apgr(est.score_prompts(s.prompts), s.cheap, s.strong) for s in sets]
         print(f"| `{n}` | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} |")
     return 0

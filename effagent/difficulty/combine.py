@@ -1,10 +1,11 @@
 """Estimator registry and weighted combination.
 
-``get_estimator(name)`` knows "rule" (the default: prompt cues that transfer across workloads, see
-``effagent.difficulty.rule``), "learned" (a model file from ``effagent difficulty learn``; option ``path``),
-"length" (prompt-length baseline), "heuristic" (``effagent.difficulty.heuristic``) and "trained" (the shipped
-model, opt-in: in-domain only, see docs/estimators.md); modules are imported lazily. The cascade verifier
-needs the cheap answer, so it is not an estimator: it is a lever (``effagent.levers.cascade``).
+``get_estimator(name)`` knows the three estimators a policy can name: "rule" (the default: prompt cues that
+transfer across workloads, see ``effagent.difficulty.rule``), "learned" (a model file from ``effagent difficulty
+learn``; option ``path``) and "probe" (a short logprob call to a tier of the policy); modules are imported lazily.
+The estimators it replaced (``length``, ``heuristic``, ``trained``) are benchmark baselines now
+(``effagent.tools.bench.baselines``). The cascade verifier needs the cheap answer, so it is not an estimator: it
+is a lever (``effagent.levers.cascade``).
 """
 
 from __future__ import annotations
@@ -16,25 +17,27 @@ from typing import TYPE_CHECKING, Any
 from effagent.difficulty.base import Difficulty, Estimator, Step, clamp01
 
 DEFAULT_ESTIMATOR = "rule"
+#: the estimators :func:`get_estimator` builds (``effagent.policy.EstimatorName`` lists the same names)
+ESTIMATORS = ("rule", "learned", "probe")
 
 if TYPE_CHECKING:
     from effagent.policy import Policy
 
+    #: builds a member of a :class:`WeightedEstimator` by name (default: :func:`get_estimator`)
+    Builder = Callable[[str, Policy | None, Mapping[str, Any] | None], Estimator]
 
-class LengthEstimator:
-    """Baseline: longer prompt = harder. Score = log(chars) squashed to [0, 1] (saturates ~ 20k chars)."""
 
-    name = "length"
-
-    def _score(self, prompt: str) -> float:
-        return clamp01(math.log1p(len(prompt)) / math.log1p(20000))
-
-    def estimate(self, step: Step) -> Difficulty:
-        p = step.prompt
-        return Difficulty(score=self._score(p), signals={"chars": float(len(p))}, estimator=self.name)
-
-    def score_prompts(self, prompts: list[str]) -> list[float]:
-        return [self._score(p) for p in prompts]
+def parse_weights(spec: str) -> dict[str, float]:
+    """``"a:0.7,b:0.3"`` -> ``{"a": 0.7, "b": 0.3}`` (a name without a weight weighs 1)."""
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        key, _, w = part.partition(":")
+        try:
+            weights[key.strip()] = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"weight {w!r} of {key.strip()!r} is not a number; write NAME:WEIGHT, e.g. "
+                             "rule:0.7,learned:0.3") from None
+    return weights
 
 
 class WeightedEstimator:
@@ -42,7 +45,7 @@ class WeightedEstimator:
     Members' own signals pass through under ``<member>.<signal>`` (``probe.*`` usage included)."""
 
     def __init__(self, weights: Mapping[str, float], name: str | None = None, policy: Policy | None = None,
-                 options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 options: Mapping[str, Mapping[str, Any]] | None = None, build: Builder | None = None) -> None:
         bad = {k: v for k, v in weights.items() if not (math.isfinite(float(v)) and float(v) >= 0)}
         if bad:
             got = ", ".join(f"{k}: {v}" for k, v in bad.items())
@@ -53,7 +56,8 @@ class WeightedEstimator:
         total = sum(kept.values())
         self.weights = {k: v / total for k, v in kept.items()}
         opts = options or {}
-        self.members: dict[str, Estimator] = {k: get_estimator(k, policy, opts.get(k)) for k in self.weights}
+        make = build or get_estimator
+        self.members: dict[str, Estimator] = {k: make(k, policy, opts.get(k)) for k in self.weights}
         self.name = name or "+".join(f"{k}:{v:.2g}" for k, v in self.weights.items())
 
     def estimate(self, step: Step) -> Difficulty:
@@ -73,39 +77,9 @@ class WeightedEstimator:
         return [clamp01(t) for t in total]
 
 
-def _rule() -> Estimator:
-    from effagent.difficulty.rule import RuleEstimator
-
-    return RuleEstimator()
-
-
-def _trained() -> Estimator:
-    from effagent.difficulty.trained import TrainedEstimator
-
-    return TrainedEstimator()
-
-
-def _heuristic() -> Estimator:
-    from effagent.difficulty.heuristic import HeuristicEstimator  # written by the lead; optional here
-
-    return HeuristicEstimator()
-
-
-_FACTORIES: dict[str, Callable[[], Estimator]] = {
-    "rule": _rule,
-    "trained": _trained,
-    "length": LengthEstimator,
-    "heuristic": _heuristic,
-}
-#: estimators that need the policy (they call one of its tiers)
-_POLICY_FACTORIES = ("probe",)
-#: estimators that need options (``learned``: the model file's ``path``)
-_OPTION_FACTORIES = ("learned",)
-
-
 def available_estimators() -> list[str]:
     """Registry names an estimator can be built from."""
-    return [*_FACTORIES, *_POLICY_FACTORIES, *_OPTION_FACTORIES]
+    return list(ESTIMATORS)
 
 
 def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str, Any] | None = None) -> Estimator:
@@ -113,15 +87,11 @@ def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str,
     ``policy`` (``options``: tier, max_tokens, method, timeout_s, retries); ``learned`` reads the model file
     ``options["path"]`` (a ValueError names the file when it cannot be used)."""
     if ":" in name or "," in name:
-        weights: dict[str, float] = {}
-        for part in name.split(","):
-            key, _, w = part.partition(":")
-            try:
-                weights[key.strip()] = float(w) if w else 1.0
-            except ValueError:
-                raise ValueError(f"weight {w!r} of {key.strip()!r} is not a number; write NAME:WEIGHT, e.g. "
-                                 "rule:0.7,length:0.3") from None
-        return WeightedEstimator(weights, policy=policy)
+        return WeightedEstimator(parse_weights(name), policy=policy)
+    if name == "rule":
+        from effagent.difficulty.rule import RuleEstimator
+
+        return RuleEstimator()
     if name == "probe":
         if policy is None:
             raise ValueError("the probe estimator calls a tier: build it with get_estimator('probe', policy=...)")
@@ -136,7 +106,8 @@ def get_estimator(name: str, policy: Policy | None = None, options: Mapping[str,
         from effagent.difficulty.learned import LearnedEstimator
 
         return LearnedEstimator(path)
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown estimator {name!r}; known: {', '.join(available_estimators())}")
-    return _FACTORIES[name]()
+    from effagent.policy.schema import REMOVED_ESTIMATORS, removed_estimator
 
+    if name in REMOVED_ESTIMATORS:
+        raise KeyError(removed_estimator(name))
+    raise KeyError(f"unknown estimator {name!r}; known: {', '.join(available_estimators())}")

@@ -15,9 +15,9 @@ single-turn prompt) is not moved.
 
 No weights were fitted: the cue set was chosen on the train splits of the recorded sets and checked on their
 evaluation splits and leave-one-domain-out (``effagent bench replay``; numbers in docs/estimators.md). In an
-agent the run's own signals are added, as in the ``heuristic`` estimator: tool errors, repeated tool calls and
-depth. The learned and the shipped trained estimators route better inside the workload they were fitted on;
-this rule is the one that did not fall below a random order on any recorded domain.
+agent the run's own signals are added, as in the ``heuristic`` baseline: tool errors, repeated tool calls and
+depth. The ``learned`` estimator and the ``trained`` baseline route better inside the workload they were fitted
+on; this rule is the one that did not fall below a random order on any recorded domain.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import math
 import re
 from functools import lru_cache
 
-from effagent.difficulty.base import Difficulty, Step, clamp01
+from effagent.difficulty.base import Difficulty, Step, StepStats, clamp01
 
 _WORD = re.compile(r"[A-Za-z]+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -65,14 +65,19 @@ def score_prompt(prompt: str) -> float:
     return squash(prompt_raw(prompt)[0])
 
 
+def run_signals(step: Step, st: StepStats) -> tuple[float, float, float]:
+    """The run's own signals of a step, each in [0, 1]: tool errors (saturate at 3), repeated tool calls (at 2
+    repeats) and depth (at step 10). ``st``: ``step.stats()``."""
+    return min(1.0, st.tool_errors / 3), min(1.0, (st.calls - st.distinct_calls) / 2), min(1.0, step.index / 10)
+
+
 def step_raw(step: Step) -> tuple[float, dict[str, float]]:
     """The raw sum for an agent step (the prompt's cues plus the run's own signals), and the signals."""
     st = step.stats()
     raw, cues = prompt_raw(st.prompt)
     signals = dict(cues)
-    errors = signals["tool_errors"] = min(1.0, st.tool_errors / 3)
-    repeats = signals["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
-    depth = signals["depth"] = min(1.0, step.index / 10)
+    errors, repeats, depth = run_signals(step, st)
+    signals.update(tool_errors=errors, repeats=repeats, depth=depth)
     role = signals["role_shift"] = ROLE_SHIFT[step.role]
     return raw + 0.5 * errors + 0.3 * repeats + 0.15 * depth + role, signals
 

@@ -16,10 +16,9 @@ from effagent.observe import Observer
 from effagent.policy import Policy
 from effagent.step import ReasoningCounter, StepProcedure
 
-from .messages import MessageCache, check_models, default_reasoning_counter, graph_context, thread_usage_from_state
-
-THREAD_KEY = "effagent_thread_usage"  # graph state: the thread's total (only where the graph checkpoints)
-RUN_KEY = "effagent_run_id"  # graph state: the run's id while it lasts ("" once it ended)
+from .messages import MessageCache
+from .state import RUN_KEY, THREAD_KEY, graph_context, thread_usage_from_state
+from .tier_models import check_models, default_reasoning_counter
 
 
 class GraphAdapter:

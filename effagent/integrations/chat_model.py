@@ -61,13 +61,9 @@ from effagent.policy import Policy
 from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, StepContext, StepProcedure
 
-from .messages import (
-    MessageCache,
-    MessageListCalls,
-    check_models,
-    default_reasoning_counter,
-    to_step,
-)
+from .endpoint import MessageListCalls
+from .messages import MessageCache, to_step
+from .tier_models import check_models, default_reasoning_counter
 
 __all__ = ["EfficientChatModel"]
 

@@ -33,17 +33,10 @@ from effagent.records import ToolCall
 from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext
 
-from .adapter import RUN_KEY, THREAD_KEY, GraphAdapter
-from .messages import (
-    RUN_SPENT_KEY,
-    answer_message,
-    aplan_in_graph,
-    plan_in_graph,
-    reply_of,
-    tag_answer,
-    thread_usage_for_state,
-    to_step,
-)
+from .adapter import GraphAdapter
+from .interrupts import aplan_in_graph, plan_in_graph
+from .messages import answer_message, reply_of, tag_answer, to_step
+from .state import RUN_KEY, RUN_SPENT_KEY, THREAD_KEY, thread_usage_for_state
 
 
 class EfficiencyState(AgentState[Any]):

@@ -37,15 +37,11 @@ from effagent.policy import Policy
 from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, StepContext
 
-from .adapter import RUN_KEY, THREAD_KEY, GraphAdapter
-from .messages import (
-    RUN_SPENT_KEY,
-    MessageListCalls,
-    aplan_in_graph,
-    plan_in_graph,
-    thread_usage_for_state,
-    to_step,
-)
+from .adapter import GraphAdapter
+from .endpoint import MessageListCalls
+from .interrupts import aplan_in_graph, plan_in_graph
+from .messages import to_step
+from .state import RUN_KEY, RUN_SPENT_KEY, THREAD_KEY, thread_usage_for_state
 
 
 class EfficiencyGraphState(MessagesState, total=False):

@@ -1,6 +1,7 @@
 """LangChain messages <-> effagent records, shared by the LangChain and LangGraph integrations: a step's
 messages become a :class:`~effagent.records.Step`, an ``AIMessage`` a :class:`~effagent.step.Reply`, and the
-answer gets its decision in ``response_metadata["effagent"]``."""
+answer gets its decision in ``response_metadata["effagent"]``. What the graph's state keeps is in :mod:`.state`,
+the budget check-ins' interrupts in :mod:`.interrupts`, the tiers' chat models in :mod:`.tier_models`."""
 
 from __future__ import annotations
 
@@ -11,16 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_openai_messages
-from langgraph.config import get_config
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from effagent.errors import EffagentError
-from effagent.ledger.base import RunSpent, Usage
-from effagent.policy import Policy
 from effagent.records import History, Message, Step, StepStats, ToolCall
-from effagent.request import TierRequest
-from effagent.step import ReasoningCounter, Reply, StepContext, StepProcedure
+from effagent.step import Reply
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",  # message type -> role
           "HumanMessageChunk": "user", "AIMessageChunk": "assistant", "SystemMessageChunk": "system",
@@ -260,140 +255,3 @@ def answer_message(reply: Reply) -> AIMessage:
     return AIMessage(content=reply.text, additional_kwargs={"reasoning_content": reply.reasoning},
                      usage_metadata=usage,  # type: ignore[arg-type]
                      response_metadata={"model_name": reply.model, "finish_reason": "stop"})
-
-
-def thread_usage_for_state(total: Usage) -> dict[str, Any]:
-    """The thread total as the plain dict kept in graph state (checkpointers serialise plain values)."""
-    return total.model_dump()
-
-
-def thread_usage_from_state(state: Mapping[str, Any], key: str) -> Usage | None:
-    """The thread total the previous step wrote into graph state (validated: it may come from a checkpoint)."""
-    raw = state.get(key)
-    if isinstance(raw, Usage):
-        return raw
-    if isinstance(raw, Mapping):
-        return Usage.model_validate(dict(raw))
-    return None
-
-
-_CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph's config key for the graph's checkpointer (or None)
-
-
-def graph_context(config: Mapping[str, Any] | None = None) -> tuple[str | None, bool]:
-    """The thread id of the running graph (from ``config``, or the current graph run's), and whether the graph
-    checkpoints its state. Only a checkpointed state outlives one invocation, so only then is the thread's
-    total kept in graph state; otherwise the ledger's own thread totals are the thread's spending."""
-    if config is None:
-        try:
-            config = get_config()
-        except Exception:  # outside a graph run
-            return None, False
-    conf = config.get("configurable") or {}
-    tid = conf.get("thread_id")
-    return (None if tid is None else str(tid)), bool(conf.get(_CHECKPOINTER_KEY))
-
-
-def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel] | None,
-                              counter: ReasoningCounter | None) -> ReasoningCounter | None:
-    """With the default (litellm) models, reasoning is counted with each tier's server tokenizer when the
-    server reports no reasoning tokens; user-supplied models keep the counter they were given."""
-    if counter is None and models is None:
-        from effagent.llm.tokens import reasoning_counter_for
-
-        return reasoning_counter_for(policy)
-    return counter
-
-
-def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> dict[str, BaseChatModel]:
-    if models is None:
-        from .tier_models import models_for as tier_models
-
-        return tier_models(policy)
-    missing = sorted(set(policy.tiers) - set(models))
-    if missing:
-        raise EffagentError(f"no chat model given for tier(s) {missing}; pass models={{name: model}} for every "
-                            f"tier in the policy ({', '.join(policy.tiers)})")
-    return dict(models)
-
-
-class MessageListCalls:
-    """The step procedure's :class:`~effagent.step.Endpoint` for adapters that call a tier's chat model on a
-    message list: a subclass says how the tier's model is bound for a request (``_bound``); the call, reading and
-    tagging the answer (an ``AIMessage``) are the same for all of them."""
-
-    messages: list[BaseMessage]
-    config: Any = None
-
-    def _bound(self, req: TierRequest) -> Any:
-        raise NotImplementedError
-
-    def call(self, req: TierRequest) -> Any:
-        return self._bound(req).invoke(self.messages, self.config)
-
-    async def acall(self, req: TierRequest) -> Any:
-        return await self._bound(req).ainvoke(self.messages, self.config)
-
-    def read(self, result: Any) -> Reply | None:
-        return reply_of(result if isinstance(result, AIMessage) else None)
-
-    def tag(self, result: Any, meta: dict[str, Any], final_note: str | None) -> None:
-        tag_answer(result if isinstance(result, AIMessage) else None, meta, final_note)
-
-    def conversation(self) -> list[dict[str, Any]]:
-        return convert_to_openai_messages(self.messages)  # type: ignore[return-value]
-
-    def wrap(self, reply: Reply) -> AIMessage:
-        return answer_message(reply)
-
-
-RUN_SPENT_KEY = "effagent_run_spent"  # graph state: what the run spent and its steps (a resumed run keeps both)
-
-
-def run_spent_from_state(state: Mapping[str, Any]) -> RunSpent | None:
-    """What the run spent as the checkpointed state says (None when the state holds nothing readable)."""
-    raw = state.get(RUN_SPENT_KEY)
-    if isinstance(raw, RunSpent):
-        return raw
-    if isinstance(raw, Mapping) and raw:
-        try:
-            return RunSpent.model_validate(dict(raw))
-        except ValueError:
-            return None
-    return None
-
-
-def interrupt_for_budget(payload: dict[str, Any]) -> Any:
-    """LangGraph's ``interrupt()`` for a spent budget (``on_exhausted: interrupt``): pauses the graph; on resume,
-    the value given to ``Command(resume=...)``."""
-    from langgraph.types import interrupt
-
-    return interrupt(payload)
-
-
-def require_checkpointer(policy: Policy, checkpointed: bool) -> None:
-    if policy.budgets.on_exhausted == "interrupt" and not checkpointed:
-        raise EffagentError("budgets.on_exhausted: interrupt pauses the graph until a person answers, which needs "
-                            "a checkpointer: build the agent with checkpointer=... (e.g. InMemorySaver()) and "
-                            "invoke it with a thread_id, or set on_exhausted: finalize")
-
-
-def plan_in_graph(procedure: StepProcedure, step: Step, run_id: str, thread_id: str | None, base: Usage | None,
-                  state: Mapping[str, Any], checkpointed: bool) -> StepContext:
-    """The step's plan inside a graph node, on what the run and the thread spent (the checkpointed state's totals
-    where the graph checkpoints). With ``on_exhausted: interrupt`` a spent budget asks a person (a LangGraph
-    interrupt) before anything is spent — also on a worker that resumes a run another worker paused."""
-    run_base = run_spent_from_state(state) if checkpointed else None
-    if procedure.governor.policy.budgets.on_exhausted != "interrupt":
-        return procedure.plan(step, run_id, thread_id, base, run_base=run_base)
-    require_checkpointer(procedure.governor.policy, checkpointed)
-    return procedure.plan_checked_in(step, run_id, thread_id, base, interrupt_for_budget, run_base=run_base)
-
-
-async def aplan_in_graph(procedure: StepProcedure, step: Step, run_id: str, thread_id: str | None,
-                         base: Usage | None, state: Mapping[str, Any], checkpointed: bool) -> StepContext:
-    run_base = run_spent_from_state(state) if checkpointed else None
-    if procedure.governor.policy.budgets.on_exhausted != "interrupt":
-        return await procedure.aplan(step, run_id, thread_id, base, run_base=run_base)
-    require_checkpointer(procedure.governor.policy, checkpointed)
-    return await procedure.aplan_checked_in(step, run_id, thread_id, base, interrupt_for_budget, run_base=run_base)

@@ -9,7 +9,8 @@ mw = EfficiencyMiddleware(policy, models=models_for(policy), reasoning_counter=r
 ``models_for`` gives each tier a ``ChatLiteLLM`` (litellm speaks to vLLM, OpenAI-compatible servers and hosted
 APIs with one interface), except tiers whose policy says ``thinking.budget_param: budget_forcing``: those get
 :class:`BudgetForcingChatModel`, which enforces the thinking budget client-side
-(see :mod:`effagent.llm.budget_forcing`).
+(see :mod:`effagent.llm.budget_forcing`). ``check_models`` and ``default_reasoning_counter`` are how the adapters
+set up their tiers' models: these defaults, or the models a user passed (one for every tier).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from effagent.errors import EffagentError
 from effagent.llm.budget_forcing import Mode, budget_forced_complete
 from effagent.llm.client import Completion, complete
 from effagent.llm.tokens import reasoning_counter_for
 from effagent.policy import Policy, Tier
 from effagent.request import FORCED_BUDGET_ARG
+from effagent.step import ReasoningCounter
 
-__all__ = ["BudgetForcingChatModel", "chat_litellm_for", "models_for", "reasoning_counter_for"]
+__all__ = ["BudgetForcingChatModel", "chat_litellm_for", "check_models", "default_reasoning_counter", "models_for",
+           "reasoning_counter_for"]
 
 
 def _tool_calls(completion: Completion) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -186,3 +190,24 @@ def models_for(policy: Policy, **overrides: Any) -> dict[str, BaseChatModel]:
         else:
             out[name] = chat_litellm_for(tier, **overrides)
     return out
+
+
+def default_reasoning_counter(policy: Policy, models: Mapping[str, BaseChatModel] | None,
+                              counter: ReasoningCounter | None) -> ReasoningCounter | None:
+    """With the default (litellm) models, reasoning is counted with each tier's server tokenizer when the
+    server reports no reasoning tokens; user-supplied models keep the counter they were given."""
+    if counter is None and models is None:
+        return reasoning_counter_for(policy)
+    return counter
+
+
+def check_models(policy: Policy, models: Mapping[str, BaseChatModel] | None) -> dict[str, BaseChatModel]:
+    """The tiers' chat models: ``models_for(policy)`` when none are given, else the given ones, which must name every
+    tier of the policy (an EffagentError says which are missing)."""
+    if models is None:
+        return models_for(policy)
+    missing = sorted(set(policy.tiers) - set(models))
+    if missing:
+        raise EffagentError(f"no chat model given for tier(s) {missing}; pass models={{name: model}} for every "
+                            f"tier in the policy ({', '.join(policy.tiers)})")
+    return dict(models)

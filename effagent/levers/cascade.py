@@ -12,7 +12,8 @@ Not a pre-call estimator: it needs the answer. Signals, all task-agnostic text c
 - ``final_not_in_work``: the final answer's number never appears earlier in the working.
 - ``disagreement``: optional, when several cheap samples are given: share of samples whose final
   answer differs from the first.
-- the pre-call difficulty of the prompt (default: the trained estimator) as a weak prior.
+- the pre-call difficulty of the prompt (default: the ``rule`` estimator, built once per verifier) as a weak
+  prior.
 
 The weights are set by hand (noisy-OR of per-signal error rates, a priori), not fitted: the only
 recorded cheap answers (routellm_gsm8k) are the evaluation set. Measured results live in the replay
@@ -194,7 +195,7 @@ class CascadeVerifier:
 
     name = "verifier"
 
-    def __init__(self, weights: VerifierWeights | None = None, prior_estimator: str | None = "trained") -> None:
+    def __init__(self, weights: VerifierWeights | None = None, prior_estimator: str | None = "rule") -> None:
         self.weights = weights or VerifierWeights()
         self.prior_estimator = prior_estimator
         self._prior: Estimator | None = None  # built once, here: every verify scores its prompt with it

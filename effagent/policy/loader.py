@@ -42,7 +42,9 @@ def _locate(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...]
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+    """``tiers.small.model``; a key with a line break or another unprintable character is quoted (``'\\r'``), so
+    that a problem stays on its one line."""
+    return ".".join(repr(p) if isinstance(p, str) and not p.isprintable() else str(p) for p in loc) or "(top level)"
 
 
 def _position(nodes: dict[tuple[Any, ...], yaml.Node], loc: tuple[Any, ...], key: bool = False) -> str:

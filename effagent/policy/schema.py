@@ -16,17 +16,34 @@ from effagent.records import STEP_ROLES, StepRole
 from effagent.redact import Redactor, url_secrets
 
 #: the estimators a policy can name (``effagent.difficulty`` builds each; a test keeps the two lists equal)
-EstimatorName = Literal["rule", "learned", "heuristic", "length", "trained", "probe"]
+EstimatorName = Literal["rule", "learned", "probe"]
+#: estimators policies could name before and what they are now
+REMOVED_ESTIMATORS = ("heuristic", "length", "trained")
+
+
+def removed_estimator(name: str) -> str:
+    """What a policy (or a command) that names a removed estimator is told to change."""
+    return (f"the {name!r} estimator was removed from policies: it is now a benchmark baseline (`effagent bench "
+            f"replay --estimators rule,{name}` still compares against it). Use {{name: rule}} (the default), or "
+            "{name: learned, path: MODEL} with a model file that `effagent difficulty learn` trains on your "
+            "outcomes")
 
 
 class EstimatorRef(_Strict):
     name: EstimatorName
     """Estimator name: rule (the default: prompt cues + agent context), learned (a model file from `effagent
-    difficulty learn`, given as `path`), heuristic, length, trained (shipped model, in-domain only), probe."""
+    difficulty learn`, given as `path`) or probe (a short logprob call to a tier)."""
     weight: NonNeg = 1.0
     path: str | None = None
     """The model file of a `learned` estimator (written by `effagent difficulty learn --out PATH`)."""
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _not_removed(cls, v: object) -> object:
+        if isinstance(v, str) and v in REMOVED_ESTIMATORS:
+            raise ValueError(removed_estimator(v))
+        return v
 
     @model_validator(mode="after")
     def _path_for_learned(self) -> EstimatorRef:
@@ -46,7 +63,7 @@ class DifficultyConfig(_Strict):
     @classmethod
     def _some_weight(cls, v: list[EstimatorRef]) -> list[EstimatorRef]:
         if not v:
-            raise ValueError("list at least one estimator, e.g. [{name: heuristic}]")
+            raise ValueError("list at least one estimator, e.g. [{name: rule}]")
         if sum(e.weight for e in v) <= 0:
             raise ValueError("the estimator weights sum to 0; give at least one a positive weight")
         return v

@@ -356,21 +356,13 @@ def with_learned_model(text: str, model: str, source: str = "<policy>") -> str:
 
 
 def _read_outcomes(paths: Sequence[str]) -> list[Any]:
-    from effagent.difficulty.learned import LearnError, merge_labels, parse_outcomes
-    from effagent.files import InputFileError, read_text
-    from effagent.tools.difficulty import _lines
+    from effagent.difficulty.learned import LearnError, merge_labels
+    from effagent.tools.difficulty import read_outcomes
 
-    rows: list[Any] = []
     try:
-        for name in paths:
-            try:
-                text = read_text(name, "outcomes file")
-            except InputFileError as e:
-                raise CalibrateError(str(e)) from None
-            rows += parse_outcomes(_lines(text), source=name)
+        return merge_labels(read_outcomes(paths))
     except LearnError as e:
         raise CalibrateError(str(e)) from None
-    return merge_labels(rows)
 
 
 def _estimator_label(policy: Policy, given: str | None = None) -> str:

@@ -19,6 +19,7 @@ _REGISTRARS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("effagent.tools.bench.levers", "register", "bench", ("levers",)),
     ("effagent.tools.bench.overhead", "register", "bench", ("overhead",)),
     ("effagent.tools.bench.ledger", "register", "bench", ("ledger",)),
+    ("effagent.tools.bench.baselines", "register", "bench", ("train-baseline",)),
     ("effagent.tools.serving.vllm_local", "register", "local-vllm", ("prepare", "serve", "stop", "status")),
     ("effagent.tools.report", "register", None, ("report",)),
     ("effagent.tools.explain", "register", None, ("explain",)),

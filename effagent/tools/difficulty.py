@@ -1,10 +1,12 @@
-"""``effagent difficulty score|learn|train``.
+"""``effagent difficulty score|learn``.
 
 score: JSONL ``{"id": ..., "prompt": "..."}`` on stdin -> JSONL ``{"id": ..., "difficulty": float}``
 on stdout, one line per input line, same order; higher = send to the stronger tier first. All input is
 read and validated before anything is written: on a bad line nothing goes to stdout, stderr names the
 line number, exit code 2. Blank lines are errors too (the output must match the input line for line).
-``--model MODEL`` scores with a model from ``learn`` instead of a registry estimator.
+``--model MODEL`` scores with a model from ``learn`` instead of a registry estimator; ``--estimator`` names the
+library's ``rule`` or a benchmark baseline (``length``, ``heuristic``, ``trained``: see
+:mod:`effagent.tools.bench.baselines`).
 
 learn: JSONL ``{"id", "prompt", "cheap_correct": bool, "strong_correct": bool}`` on stdin (or ``--input FILE``,
 repeatable) -> a model file at ``--out`` (written atomically; nothing is written on any error, exit code 2).
@@ -18,14 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from effagent.difficulty.combine import DEFAULT_ESTIMATOR
 from effagent.errors import EffagentError
 from effagent.files import json_value
+
+if TYPE_CHECKING:
+    from effagent.difficulty.learned import LabeledPrompt
 
 
 class ScoreRequest(BaseModel):
@@ -77,6 +82,7 @@ def _lines(text: str) -> list[str]:
 def score_stream(estimator_name: str, stdin: IO[str], stdout: IO[str], stderr: IO[str],
                  model: str | None = None) -> int:
     from effagent.difficulty.combine import get_estimator
+    from effagent.tools.bench.baselines import get_scorer
 
     try:
         reqs = parse_requests(_lines(stdin.read()))
@@ -84,7 +90,7 @@ def score_stream(estimator_name: str, stdin: IO[str], stdout: IO[str], stderr: I
         print(f"error: {e}", file=stderr)
         return 2
     try:
-        est = get_estimator("learned", options={"path": model}) if model else get_estimator(estimator_name)
+        est = get_estimator("learned", options={"path": model}) if model else get_scorer(estimator_name)
     except (KeyError, ImportError, ValueError) as e:
         what = f"model {model}" if model else f"estimator {estimator_name!r}"
         print(f"error: {what}: {e}", file=stderr)
@@ -103,25 +109,32 @@ def cmd_score(args: argparse.Namespace) -> int:
     return score_stream(args.estimator, sys.stdin, sys.stdout, sys.stderr, model=args.model)
 
 
+def read_outcomes(paths: Sequence[str]) -> list[LabeledPrompt]:
+    """The outcomes in the JSONL files ``paths``, in order (a LearnError names the file, and the line, of a
+    problem). Not merged: see :func:`effagent.difficulty.learned.merge_labels`."""
+    from effagent.difficulty.learned import LearnError, parse_outcomes
+    from effagent.files import InputFileError, read_text
+
+    rows: list[LabeledPrompt] = []
+    for name in paths:
+        try:
+            text = read_text(name, "outcomes file")
+        except InputFileError as e:
+            raise LearnError(str(e)) from None
+        rows += parse_outcomes(_lines(text), source=name)
+    return rows
+
+
 def learn_stream(out: str, inputs: list[str] | None, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int:
     """Read and validate every outcome, learn, then write the model file atomically (nothing on an error)."""
     import time
 
     from effagent.difficulty.learned import LearnError, learn, merge_labels, parse_outcomes, save_model
-    from effagent.files import InputFileError, check_output, read_text
+    from effagent.files import check_output
 
     try:
         check_output(out, "model file")  # a folder, a FIFO or a missing parent: refused before any work
-        outcomes = []
-        if inputs:
-            for name in inputs:
-                try:
-                    text = read_text(name, "outcomes file")
-                except InputFileError as e:
-                    raise LearnError(str(e)) from None
-                outcomes += parse_outcomes(_lines(text), source=name)
-        else:
-            outcomes = parse_outcomes(_lines(stdin.read()))
+        outcomes = read_outcomes(inputs) if inputs else parse_outcomes(_lines(stdin.read()))
         outcomes = merge_labels(outcomes)
         t0 = time.perf_counter()
         model = learn(outcomes)
@@ -145,30 +158,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     return learn_stream(args.out, args.input, sys.stdin, sys.stdout, sys.stderr)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from effagent.data import DataNotFoundError, require
-    from effagent.difficulty.trained import ARTIFACT_PATH, TrainConfig, save_artifact, train
-
-    try:
-        path = Path(args.train) if args.train else require("routing/llmrouter_train.json", args.data_dir)
-    except DataNotFoundError as e:
-        print(f"error: {e} (or pass --train FILE)", file=sys.stderr)
-        return 2
-    if not path.exists():
-        print(f"error: training data {path} not found", file=sys.stderr)
-        return 2
-    cfg = TrainConfig(alpha=args.alpha, max_terms=args.max_terms, folds=args.folds)
-    art, metrics = train(path, cfg, cross_validate=args.folds > 1)
-    out = save_artifact(art, Path(args.out) if args.out else ARTIFACT_PATH)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-    print(f"held-out metrics ({args.folds}-fold CV on {path.name}):")
-    for k, v in metrics.items():
-        print(f"  {k}: {v:.4f}" if isinstance(v, float) and not v.is_integer() else f"  {k}: {v:g}")
-    return 0
-
-
 def register(subparsers: Any) -> None:
-    """Add the ``difficulty`` group (``score``, ``learn``, ``train``) to an argparse sub-parser collection."""
+    """Add the ``difficulty`` group (``score``, ``learn``) to an argparse sub-parser collection."""
     p = subparsers.add_parser("difficulty", help="difficulty estimators: score prompts, learn from outcomes")
     sub = p.add_subparsers(dest="difficulty_command", required=True)
 
@@ -176,7 +167,7 @@ def register(subparsers: Any) -> None:
     s.add_argument(
         "--estimator",
         default=DEFAULT_ESTIMATOR,
-        help=f"registry name (default {DEFAULT_ESTIMATOR}; rule, length, heuristic, trained) or weights "
+        help=f"{DEFAULT_ESTIMATOR} (the default) or a benchmark baseline (length, heuristic, trained), or weights "
         "'rule:0.7,length:0.3'",
     )
     s.add_argument("--model", default=None, help="score with a model file from `effagent difficulty learn`")
@@ -189,12 +180,3 @@ def register(subparsers: Any) -> None:
     learn_p.add_argument("--input", action="append", default=None,
                          help="read outcomes from this JSONL file instead of stdin (repeatable)")
     learn_p.set_defaults(func=cmd_learn)
-
-    t = sub.add_parser("train", help="refit the opt-in trained estimator on llmrouter_train.json (needs [bench])")
-    t.add_argument("--train", default=None, help="train JSON (default: <data dir>/routing/llmrouter_train.json)")
-    t.add_argument("--data-dir", default=None, help="raw data folder (default: $EFFAGENT_DATA_DIR)")
-    t.add_argument("--out", default=None, help="artifact path (default: the package artifact)")
-    t.add_argument("--alpha", type=float, default=3.0, help="ridge regularisation")
-    t.add_argument("--max-terms", type=int, default=20000, help="vocabulary size")
-    t.add_argument("--folds", type=int, default=5, help="CV folds for the printed metrics (1 = none)")
-    t.set_defaults(func=cmd_train)

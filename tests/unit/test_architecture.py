@@ -234,6 +234,7 @@ def test_the_rules_catch_what_they_guard(tmp_path):
     assert "effagent.bench" in names and "effagent.bench.replay" in names and "langchain_core.messages" in names
     assert cycles({"a": {"b": []}, "b": {"c": []}, "c": {"a": []}, "d": {"a": []}}) == [["a", "b", "c"]]
     assert _is("effagent.tools.difficulty", TOOLS) and _is("effagent.tools.serving.vllm_local", TOOLS)
+    assert _is("effagent.tools.bench.baselines.trained", TOOLS)  # the benchmark baselines are not the library's
     assert not _is("effagent.difficulty.rule", TOOLS) and _is("effagent.difficulty.rule", LIBRARY)
     assert not _is("effagent.tools.difficulty", LIBRARY)
     assert not _is("effagent.tools.policy_docs", LIBRARY)

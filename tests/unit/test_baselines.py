@@ -1,8 +1,8 @@
-"""Trained estimator: shipped artifact loads offline, scores are sane; verifier and registry behaviour."""
+"""The benchmark baselines (length, heuristic, trained): the trained model file loads offline, scores are sane, they
+combine with the library's estimators by name; the cascade verifier's signals and prior; the library's registry."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import socket
@@ -10,14 +10,11 @@ import socket
 import pytest
 
 from effagent.difficulty.base import Estimator, Step
-from effagent.difficulty.combine import (
-    LengthEstimator,
-    WeightedEstimator,
-    available_estimators,
-    get_estimator,
-)
-from effagent.difficulty.trained import ARTIFACT_PATH, TrainedEstimator, load_artifact
+from effagent.difficulty.combine import WeightedEstimator, available_estimators, get_estimator
 from effagent.levers.cascade import CascadeVerifier, arithmetic_check, is_truncated
+from effagent.tools.bench.baselines import BASELINES, available, get_scorer
+from effagent.tools.bench.baselines.length import LengthEstimator
+from effagent.tools.bench.baselines.trained import ARTIFACT_PATH, TrainedEstimator, load_artifact
 
 
 def test_artifact_is_small_plain_json() -> None:
@@ -44,26 +41,35 @@ def test_artifact_loads_and_scores_offline(monkeypatch: pytest.MonkeyPatch) -> N
     assert est.estimate(Step.from_prompt("abc")).score == pytest.approx(est.score_prompts(["abc"])[0])
 
 
-def test_registry_and_weighted_combination() -> None:
-    assert {"rule", "learned", "trained", "length"} <= set(available_estimators())
-    with pytest.raises(KeyError):
+def test_the_library_builds_three_estimators_and_names_the_baselines_it_dropped() -> None:
+    assert available_estimators() == ["rule", "learned", "probe"]
+    assert available() == ["rule", "learned", "probe", "length", "heuristic", "trained"]
+    with pytest.raises(KeyError, match="unknown estimator 'verifier'"):
         get_estimator("verifier")
+    for name in BASELINES:
+        with pytest.raises(KeyError, match=f"{name}.*benchmark baseline.*effagent difficulty learn"):
+            get_estimator(name)
+        assert isinstance(get_scorer(name), Estimator)
+
+
+def test_weighted_combination_of_baselines_and_library_estimators() -> None:
     prompts = ["short", "a much longer prompt " * 30]
-    w = WeightedEstimator({"trained": 1.0, "length": 3.0})
-    t, ln = get_estimator("trained").score_prompts(prompts), LengthEstimator().score_prompts(prompts)
+    w = get_scorer("trained:1,length:3")
+    assert isinstance(w, WeightedEstimator)
+    t, ln = get_scorer("trained").score_prompts(prompts), LengthEstimator().score_prompts(prompts)
     expected = [0.25 * a + 0.75 * b for a, b in zip(t, ln, strict=True)]
     assert w.score_prompts(prompts) == pytest.approx(expected)
     assert w.estimate(Step.from_prompt(prompts[1])).score == pytest.approx(expected[1])
+    mixed = get_scorer("rule:0.5,heuristic:0.5").estimate(Step.from_prompt(prompts[0]))
+    assert {"rule.score", "heuristic.score"} <= set(mixed.signals)
     with pytest.raises(ValueError):
         WeightedEstimator({"trained": 0.0})
+    with pytest.raises(KeyError, match="benchmark baseline"):
+        get_estimator("rule:0.5,length:0.5")  # the library's registry alone does not build a baseline
 
 
-HAS_HEURISTIC = importlib.util.find_spec("effagent.difficulty.heuristic") is not None
-
-
-@pytest.mark.skipif(not HAS_HEURISTIC, reason="no heuristic estimator yet")
-def test_heuristic_through_registry() -> None:
-    s = get_estimator("heuristic").score_prompts(["hello", "prove the theorem step by step"])
+def test_heuristic_baseline() -> None:
+    s = get_scorer("heuristic").score_prompts(["hello", "prove the theorem step by step"])
     assert all(0.0 <= x <= 1.0 for x in s)
 
 
@@ -81,7 +87,7 @@ def test_verifier_signals() -> None:
     assert r.signals.disagreement == pytest.approx(0.5)
 
 
-def test_the_verifiers_prior_is_built_once_per_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_verifiers_prior_is_the_rule_built_once_per_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
     import effagent.difficulty.combine as combine
 
     built: list[str] = []
@@ -92,11 +98,13 @@ def test_the_verifiers_prior_is_built_once_per_verifier(monkeypatch: pytest.Monk
         return real(name, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(combine, "get_estimator", counting)
-    v = CascadeVerifier(prior_estimator="rule")
+    v = CascadeVerifier()
     for _ in range(3):
         v.verify("What is 2 + 2?", "2 + 2 = 4.\n#### 4")
     v.score_answers(["q", "r"], ["#### 1", "#### 2"])
     assert built == ["rule"]
+    assert v.verify("What is 2 + 2?", "#### 4").signals.prior == pytest.approx(get_estimator("rule").score_prompts(
+        ["What is 2 + 2?"])[0])
     assert CascadeVerifier(prior_estimator=None).verify("q", "#### 1").signals.prior == 0.5
 
 
@@ -110,7 +118,7 @@ def test_trained_beats_random_in_domain_on_the_shipped_held_out_pair() -> None:
 
 
 def test_word_problem_detector_and_dense_features() -> None:
-    from effagent.difficulty.trained import DENSE_FEATURES, dense_features, looks_like_word_problem
+    from effagent.tools.bench.baselines.trained import DENSE_FEATURES, dense_features, looks_like_word_problem
 
     wp = "Tom has 12 apples and buys 3 more bags with 6 apples each. How many apples does he have now?"
     assert looks_like_word_problem(wp)
@@ -127,7 +135,7 @@ def test_flattened_trees_match_sklearn() -> None:
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    from effagent.difficulty.trained import _flatten_trees, _Trees
+    from effagent.tools.bench.baselines.trained import _flatten_trees, _Trees
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 5))

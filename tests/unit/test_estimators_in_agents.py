@@ -1,7 +1,10 @@
-"""The policy's estimators (trained + heuristic) drive per-step decisions inside both integrations."""
+"""The policy's estimators (rule + learned) drive per-step decisions inside both integrations."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -13,16 +16,32 @@ from effagent.integrations.langgraph import EfficiencyNode
 from tests.fakes import FakeTierModel, ai, call
 from tests.fakes.completions import FakeCompletions
 
-POLICY = """\
+TEMPLATE = """\
 tiers:
   small: {model: a, price: {input_per_mtok: 1, output_per_mtok: 1}}
   large: {model: b, price: {input_per_mtok: 9, output_per_mtok: 9}}
 difficulty:
-  estimators: [{name: trained, weight: 0.6}, {name: heuristic, weight: 0.4}]
+  estimators: ESTIMATORS
 bands:
   - {name: easy, min: 0.0, max: 0.5, tier: small}
   - {name: hard, min: 0.5, max: 1.0, tier: large}
 """
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A learned model: questions about tax are hard for the cheap tier."""
+    from effagent.difficulty.learned import LabeledPrompt, learn, save_model
+
+    rows = [LabeledPrompt(prompt=f"{'tax refund' if i % 3 == 0 else 'garden'} question {i}",
+                          cheap_correct=i % 3 != 0, strong_correct=True) for i in range(120)]
+    return save_model(learn(rows), tmp_path_factory.mktemp("learned") / "m.json")
+
+
+@pytest.fixture
+def policy_text(model_file: Path) -> str:
+    return TEMPLATE.replace("ESTIMATORS", f"[{{name: rule, weight: 0.6}}, {{name: learned, weight: 0.4, "
+                                          f"path: '{model_file}'}}]")
 
 
 @tool
@@ -31,16 +50,16 @@ def search(query: str) -> str:
     return "error: service unavailable"
 
 
-def test_policy_estimators_are_combined():
-    pol = parse_policy(POLICY, env={})
+def test_policy_estimators_are_combined(policy_text: str):
+    pol = parse_policy(policy_text, env={})
     est = build_estimator(pol.difficulty)
     d = est.estimate(Step.from_prompt("What is 2 + 2?"))
-    assert {"trained.score", "heuristic.score", "heuristic.tool_errors"} <= set(d.signals)
+    assert {"rule.score", "learned.score", "rule.tool_errors"} <= set(d.signals)
     assert 0.0 <= d.score <= 1.0
 
 
-def test_agent_steps_are_scored_with_history_and_the_score_reaches_the_decision():
-    pol = parse_policy(POLICY, env={})
+def test_agent_steps_are_scored_with_history_and_the_score_reaches_the_decision(policy_text: str):
+    pol = parse_policy(policy_text, env={})
 
     def respond(messages, kwargs):
         errors = sum(isinstance(m, ToolMessage) for m in messages)
@@ -64,8 +83,8 @@ def test_agent_steps_are_scored_with_history_and_the_score_reaches_the_decision(
     assert scores[-1] > scores[0]
 
 
-def test_stategraph_node_uses_the_same_estimators():
-    pol = parse_policy(POLICY, env={})
+def test_stategraph_node_uses_the_same_estimators(policy_text: str):
+    pol = parse_policy(policy_text, env={})
     small = FakeTierModel(tier="small", script=[ai("ok")])
     large = FakeTierModel(tier="large", script=[ai("ok")])
     node = EfficiencyNode(pol, models={"small": small, "large": large})
@@ -81,8 +100,8 @@ def test_probe_estimator_from_the_policy_is_paid_for_on_the_step():
     from effagent.governor import Governor
     from effagent.llm.client import Completion
 
-    text = POLICY.replace("[{name: trained, weight: 0.6}, {name: heuristic, weight: 0.4}]",
-                          "[{name: heuristic, weight: 0.5}, {name: probe, weight: 0.5, options: {tier: small}}]")
+    text = TEMPLATE.replace("ESTIMATORS",
+                            "[{name: rule, weight: 0.5}, {name: probe, weight: 0.5, options: {tier: small}}]")
     pol = parse_policy(text, env={})
     gov = Governor(pol)
     probe = gov.estimator.members["probe"]

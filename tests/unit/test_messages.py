@@ -30,7 +30,7 @@ def test_tool_call_key_is_cached_but_not_part_of_equality():
 
 
 def test_thread_usage_written_by_a_step_is_read_back_and_a_tampered_state_is_still_validated():
-    from effagent.integrations.messages import thread_usage_for_state, thread_usage_from_state
+    from effagent.integrations.state import thread_usage_for_state, thread_usage_from_state
 
     total = Usage(input_tokens=10, output_tokens=5, cost_usd=0.01, calls=2)
     raw = thread_usage_for_state(total)

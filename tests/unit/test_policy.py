@@ -112,6 +112,35 @@ def test_cli_validate_exit_codes(tmp_path):
     assert f"{bad}:4:" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("name", ["heuristic", "length", "trained"])
+def test_a_removed_estimator_says_what_to_use_instead(name: str, tmp_path: Path) -> None:
+    text = MINIMAL + f"difficulty:\n  estimators:\n    - {{name: {name}, weight: 1}}\n"
+    (msg,) = problems(text)
+    assert msg.startswith("p.yaml:7:14:") and "difficulty.estimators.0.name" in msg
+    assert f"'{name}' estimator was removed from policies" in msg and "benchmark baseline" in msg
+    assert f"effagent bench replay --estimators rule,{name}" in msg
+    assert "{name: rule}" in msg and "effagent difficulty learn" in msg
+    path = tmp_path / "old.yaml"
+    path.write_text(text)
+    r = _cli("validate", str(path))
+    assert r.returncode == 2 and f"{path}:7:14:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_key_with_a_line_break_is_quoted_so_each_problem_stays_on_its_line() -> None:
+    msgs = problems('{"\\r": 1}')
+    assert "p.yaml:1:2: '\\r': unknown key" in "\n".join(msgs)
+    assert all(m.startswith("p.yaml:") and len(m.splitlines()) == 1 for m in msgs)
+
+
+def test_the_policys_estimator_names_are_what_the_library_builds() -> None:
+    from typing import get_args
+
+    from effagent.difficulty.combine import available_estimators
+    from effagent.policy import EstimatorName
+
+    assert list(get_args(EstimatorName)) == available_estimators()
+
+
 def test_cli_schema_is_json():
     import json
 

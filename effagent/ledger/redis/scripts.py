@@ -15,7 +15,18 @@ local function drop(z, h, id)
 end
 """
 
-RESERVE = DROP + """
+KEEP = """
+-- the zset Z and hash H of a scope's holds live a minute past a hold of TTL ms (then expire unless renewed)
+local function keep(z, h, ttl)
+  local k = ttl + 60000
+  if redis.call('PTTL', z) < k then
+    redis.call('PEXPIRE', z, k)
+    redis.call('PEXPIRE', h, k)
+  end
+end
+"""
+
+RESERVE = DROP + KEEP + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, tok, usd, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -56,17 +67,13 @@ for i = 0, n - 1 do
   redis.call('HSET', h, id, hold)
   redis.call('HINCRBY', h, '=tok', ARGV[2])
   redis.call('HINCRBY', h, '=nusd', ARGV[3])
-  local keep = ttl + 60000
-  if redis.call('PTTL', z) < keep then
-    redis.call('PEXPIRE', z, keep)
-    redis.call('PEXPIRE', h, keep)
-  end
+  keep(z, h, ttl)
 end
 return reply(1, now + ttl, '')
 """
 
 # KEYS: Z1, H1, ..., Zm, Hm of one hold; ARGV: id, ttl (ms). Pushes a live hold's expiry to now + ttl.
-RENEW = """
+RENEW = KEEP + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -76,11 +83,7 @@ for j = 0, #KEYS / 2 - 1 do
   if redis.call('ZSCORE', z, ARGV[1]) then  -- still counted (not dropped): keep it counted
     redis.call('ZADD', z, 'XX', now + ttl, ARGV[1])
     alive = 1
-    local keep = ttl + 60000
-    if redis.call('PTTL', z) < keep then
-      redis.call('PEXPIRE', z, keep)
-      redis.call('PEXPIRE', h, keep)
-    end
+    keep(z, h, ttl)
   end
 end
 return alive

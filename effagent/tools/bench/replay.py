@@ -289,7 +289,7 @@ def fit_scorer(name: str, train: Sequence[RecordedSet]) -> ScoreFn:
                        for p, c, g in zip(prompts, cheap, strong, strict=True)])
         return lambda ps: score_with(model, ps)
     if name == "trained":
-        from effagent.difficulty.trained import fit_on, raw_scores
+        from effagent.tools.bench.baselines.trained import fit_on, raw_scores
 
         art = fit_on(prompts, strong - cheap)
         return lambda ps: raw_scores(art, ps)
@@ -541,15 +541,15 @@ def write_html(path: Path, text: str, png: Path | None) -> Path:
 
 
 def _estimator_fns(names: Sequence[str]) -> dict[str, ScoreFn]:
-    from effagent.difficulty.combine import available_estimators, get_estimator
+    from effagent.tools.bench.baselines import available, get_scorer
 
     out: dict[str, ScoreFn] = {}
     for n in names:
-        if n not in available_estimators() and ":" not in n:
+        if n not in available() and ":" not in n:
             print(f"skipping estimator {n!r}: not available", file=sys.stderr)
             continue
         try:
-            out[n] = get_estimator(n).score_prompts
+            out[n] = get_scorer(n).score_prompts
         except (KeyError, ValueError, ImportError) as e:
             print(f"skipping estimator {n!r}: {e}", file=sys.stderr)
     return out
@@ -679,7 +679,8 @@ def register(bench_subparsers: Any) -> None:
     p = bench_subparsers.add_parser(
         "replay", help="routing quality of estimators on recorded outcomes, per domain and leave-one-domain-out")
     p.add_argument("--estimators", default="rule,length,heuristic,trained",
-                   help="comma-separated registry names (default: %(default)s)")
+                   help="comma-separated estimators: the library's (rule, learned, probe) and the baselines of "
+                        "effagent.tools.bench.baselines (length, heuristic, trained) (default: %(default)s)")
     p.add_argument("--sets", default=",".join(DOMAINS), help="comma-separated domains (default: %(default)s)")
     p.add_argument("--lodo", default=",".join(TRAINABLE),
                    help="trainable estimators for the leave-one-domain-out table (default: %(default)s)")

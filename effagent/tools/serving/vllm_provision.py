@@ -149,7 +149,8 @@ THINKING_CHAT_TEMPLATE = (
     "{%- set content = content.split('</think>')[-1].lstrip() -%}"
     "{%- endif -%}"
     "{%- if message['role'] == 'tool' -%}"
-    "{{ '<|im_start|>user\\nThe tool returned: ' + content + '\\n' + '" + SMOL_TOOL_RESULT_HINT + "' + '<|im_end|>\\n' }}"
+    "{{ '<|im_start|>user\\nThe tool returned: ' + content + '\\n' + '" + SMOL_TOOL_RESULT_HINT
+    + "' + '<|im_end|>\\n' }}"
     "{%- elif not (message['role'] == 'assistant' and message.get('tool_calls') and not content) -%}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>\\n' }}"
     "{%- endif -%}"

@@ -1,4 +1,5 @@
-"""Heuristic estimator: prompt features plus the agent's own history. No model, microseconds per step."""
+"""The ``heuristic`` baseline (the policies' default before ``rule``): prompt words, numbers, operators and task
+words plus the agent's own history. No model, microseconds per step."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from functools import lru_cache
 
 from effagent.difficulty.base import Difficulty, Step, clamp01
+from effagent.difficulty.rule import run_signals
 
 _HARD_WORDS = re.compile(
     r"\b(prove|proof|derive|optimi[sz]e|algorithm|complexity|step[- ]by[- ]step|explain why|compare|"
@@ -32,9 +34,8 @@ class HeuristicEstimator:
         st = step.stats()
         signals, prompt_logit = _prompt_features(st.prompt)
         s = dict(signals)
-        errors = s["tool_errors"] = min(1.0, st.tool_errors / 3)
-        repeats = s["repeats"] = min(1.0, (st.calls - st.distinct_calls) / 2)
-        depth = s["depth"] = min(1.0, step.index / 10)
+        errors, repeats, depth = run_signals(step, st)
+        s.update(tool_errors=errors, repeats=repeats, depth=depth)
         logit = prompt_logit + 1.2 * errors + 0.8 * repeats + 0.4 * depth
         return Difficulty(score=clamp01(_sigmoid(logit)), signals=s, estimator=self.name)
 

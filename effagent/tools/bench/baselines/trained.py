@@ -1,8 +1,8 @@
-"""Trained difficulty estimator (``trained``, opt-in, in-domain only): predicts how much a stronger model gains
-over a weaker one on a prompt; fit on ``llmrouter_train.json`` (ridge on TF-IDF + dense features, blended with
-boosted trees). It routes well on LLMRouter-like questions and no better than a random order elsewhere; the
-default is the ``rule`` estimator. How it was built and measured: docs/estimators.md.
-"""
+"""The ``trained`` baseline: predicts how much a stronger model gains over a weaker one on a prompt; fit on
+``llmrouter_train.json`` (ridge on TF-IDF + dense features, blended with boosted trees). It routes well on
+LLMRouter-like questions and below a random order on other recorded domains, so the library does not ship it;
+``effagent bench replay`` compares against it and ``effagent bench train-baseline`` refits it. How it was built
+and measured: docs/estimators.md."""
 
 from __future__ import annotations
 
@@ -573,7 +573,7 @@ def save_artifact(art: TrainedArtifact, path: Path) -> Path:
 def load_artifact(path: Path | None = None) -> TrainedArtifact:
     p = Path(path) if path else ARTIFACT_PATH
     if not p.exists():
-        raise FileNotFoundError(f"no trained artifact at {p}; run `effagent difficulty train`")
+        raise FileNotFoundError(f"no trained artifact at {p}; run `effagent bench train-baseline`")
     raw = json.loads(p.read_text(encoding="utf-8"))
     if raw.get("version") != ARTIFACT_VERSION:
         raise ValueError(f"artifact {p} has version {raw.get('version')}, expected {ARTIFACT_VERSION}")

@@ -91,6 +91,23 @@ def test_record_and_read_back(redis_url):
 
 
 @pytest.mark.redis
+def test_a_grant_lives_as_long_as_the_threads_total(redis_url):
+    """A thread in use keeps its grant: each record refreshes the grant keys' TTL with the thread total's, so an
+    old grant never expires before the total it raised the limit of (and the limit shrinks under a live run)."""
+    led = RedisLedger(redis_url, key_prefix=unique_prefix("grant-ttl"), on_unavailable="fail_closed",
+                      thread_ttl_s=100)
+    assert led.add_grant("t1", "g1", 500, 0.0) == "added"
+    total_key, grant_keys = led._use_key("thread", "t1"), led._grant_keys("t1")
+    for key in grant_keys:
+        led.client.expire(key, 5)  # as if the grant were made long ago
+    led.record(rec("r1", 0, thread="t1"))
+    assert [led.client.ttl(k) > 90 for k in (total_key, *grant_keys)] == [True, True, True]
+    assert led.granted("t1") == (500, 0.0)
+    led.record(rec("r2", 0, thread="t2"))  # another thread's record leaves t1's grant alone
+    assert not led.client.exists(*led._grant_keys("t2"))
+
+
+@pytest.mark.redis
 def test_reservations_all_or_nothing_and_settle(redis_url):
     led = RedisLedger(redis_url, key_prefix=unique_prefix("res"), on_unavailable="fail_closed")
     scopes = {"run": "r", "team": "a"}

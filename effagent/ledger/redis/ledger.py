@@ -407,6 +407,9 @@ class RedisLedger(HoldRenewer, Ledger):
         args = [len(use_keys), len(hold_keys) // 2, res.id if res is not None else "", *map(str, counts),
                 rec.model_dump_json(), step, max(DAY, self.run_ttl_s), self.run_ttl_s, rec.run_id,
                 *(self._ttl(s) for s, _ in scope_items)]
+        if "thread" in scopes:  # a grant lives as long as the thread's total it raises the limit of
+            keys += self._grant_keys(scopes["thread"])
+            args.append(self._ttl("thread"))
         out = self._record(keys=keys, args=args)
         if out and int(out[0]) == 1:
             vals = out[1:]

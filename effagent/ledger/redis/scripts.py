@@ -89,8 +89,9 @@ end
 return alive
 """
 
-# KEYS: seen, reclist, steps, runs, U1..Un, Z1, H1, ..., Zm, Hm
+# KEYS: seen, reclist, steps, runs, U1..Un, Z1, H1, ..., Zm, Hm[, the thread's grant hash and grant ids]
 # ARGV: n, m, res_id, in, out, rsn, nusd, calls, crd, cwr, json, step, seen_ttl, run_ttl, run_id, ttl1..ttln
+#       [, the thread's ttl (with its grant keys)]
 # Returns {0} for a record already written, else {1, then per scope its new in, out, rsn, nusd, calls, crd, cwr}.
 RECORD = DROP + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -115,6 +116,11 @@ if run_ttl > 0 then
   if ARGV[12] ~= '' then redis.call('EXPIRE', KEYS[3], run_ttl) end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - run_ttl)  -- runs whose records have expired
   redis.call('EXPIRE', KEYS[4], run_ttl)
+end
+local g = 5 + n + 2 * m  -- the thread's grant keys, when the record has a thread: they live as long as its total
+if KEYS[g] and tonumber(ARGV[16 + n]) > 0 then
+  redis.call('EXPIRE', KEYS[g], ARGV[16 + n])
+  redis.call('EXPIRE', KEYS[g + 1], ARGV[16 + n])
 end
 return out
 """

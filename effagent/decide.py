@@ -7,8 +7,7 @@ Nothing else in effagent chooses a tier, a thinking budget, a sample count or wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -116,8 +115,15 @@ MIN_OUTPUT_TOKENS = 16
 """A step (or a final answer) with room for fewer output tokens than this is not made: the budget is spent."""
 
 
-@dataclass(frozen=True)
-class _Limits:
+def _plus(limit: Any, extra: float) -> Any:
+    return None if limit is None else limit + extra
+
+
+def _left(limit: Any, spent: float) -> Any:
+    return None if limit is None else max(0, limit - spent)
+
+
+class _Limits(NamedTuple):
     """The run's and the thread's limits: the policy's, raised by what a person granted (None = no limit)."""
 
     run_tokens: int | None
@@ -127,18 +133,15 @@ class _Limits:
 
     @classmethod
     def of(cls, policy: Policy, grant: Grant | None) -> _Limits:
-        b, g = policy.budgets, grant or Grant()
-
-        def plus(limit: float | None, extra: float) -> Any:
-            return None if limit is None else limit + extra
-
-        return cls(plus(b.run.tokens, g.tokens), plus(b.run.usd, g.usd), plus(b.thread.tokens, g.tokens),
-                   plus(b.thread.usd, g.usd))
+        b = policy.budgets
+        tokens, usd = (grant.tokens, grant.usd) if grant is not None else (0, 0.0)
+        return cls(_plus(b.run.tokens, tokens), _plus(b.run.usd, usd), _plus(b.thread.tokens, tokens),
+                   _plus(b.thread.usd, usd))
 
     def for_steps(self, reserve: float) -> _Limits:
         """What ordinary steps may use: each limit less the share kept back for the final answer."""
-        return _Limits(*(steps_share(v, reserve) for v in (self.run_tokens, self.run_usd, self.thread_tokens,
-                                                           self.thread_usd)))
+        return _Limits(steps_share(self.run_tokens, reserve), steps_share(self.run_usd, reserve),
+                       steps_share(self.thread_tokens, reserve), steps_share(self.thread_usd, reserve))
 
     def scopes(self, state: LedgerState) -> list[tuple[str, str, float, float | None]]:
         """(scope, unit, spent, limit) of each budget."""
@@ -160,9 +163,11 @@ def steps_share(limit: Any, reserve: float) -> Any:
 
 def _budget_left(limits: _Limits, state: LedgerState) -> BudgetLeft:
     """What is left of the run's and the thread's budgets before this step."""
-    left = {f"{scope}_{'tokens' if unit == 'tokens' else 'usd'}": None if limit is None else max(0, limit - spent)
-            for scope, unit, spent, limit in limits.scopes(state)}
-    return BudgetLeft(**left)
+    run, thread = state.run, state.thread
+    return BudgetLeft(run_tokens=_left(limits.run_tokens, run.total_tokens),
+                      run_usd=_left(limits.run_usd, run.cost_usd),
+                      thread_tokens=_left(limits.thread_tokens, thread.total_tokens),
+                      thread_usd=_left(limits.thread_usd, thread.cost_usd))
 
 
 def _exhausted(limits: _Limits, state: LedgerState, need_tokens: int = 0,
@@ -235,7 +240,6 @@ tools (early exit is for answer steps only; see :data:`Lever`).
     step = state.steps if step is None else step
     limits = _Limits.of(policy, grant)
     step_limits = limits.for_steps(policy.budgets.finalize.reserve)
-    left = _budget_left(limits, state)
     cheapest = policy.tier(policy.cheapest_tier).price
     need = input_tokens + MIN_OUTPUT_TOKENS
     spent = _exhausted(step_limits, state, need, cheapest.cost(input_tokens, MIN_OUTPUT_TOKENS))
@@ -246,7 +250,8 @@ tools (early exit is for answer steps only; see :data:`Lever`).
         why = (f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]} usable by steps)" if spent is not None
                else f"{denied_scope} budget exhausted ({shared_exhausted})")
         return Decision(step=step, action="pause", tier=name, model=policy.tier(name).model, max_tokens=1,
-                        difficulty=difficulty.score, signals=dict(difficulty.signals), budget_left=left,
+                        difficulty=difficulty.score, signals=dict(difficulty.signals),
+                        budget_left=_budget_left(limits, state),
                         reason=f"{why}; waiting for a person to grant more or refuse", role=role)
     if spent is not None and mode == "error":
         raise BudgetExceeded(*spent)
@@ -323,8 +328,7 @@ tools (early exit is for answer steps only; see :data:`Lever`).
     )
 
 
-@dataclass(frozen=True)
-class Switch:
+class Switch(NamedTuple):
     """What ``routing.switch`` made of a step whose band names another tier than the previous step's."""
 
     tier: str  # where the step goes

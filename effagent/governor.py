@@ -13,9 +13,9 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Generator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Generator, Mapping
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from effagent.checkin import Grant
 from effagent.decide import Decision, decide, escalate, escalate_on_disagreement, steps_share
@@ -39,7 +39,7 @@ from effagent.observe import Observer
 from effagent.outcomes import OutcomeLog, label_line
 from effagent.policy import Limit, Policy
 from effagent.records import Difficulty, Step
-from effagent.request import encode
+from effagent.request import max_tokens_sent
 from effagent.telemetry.pricing import call_cost
 
 
@@ -73,13 +73,12 @@ def shadow_draw(run_id: str, step: int) -> float:
     return int(hashlib.sha256(f"{run_id}:{step}".encode()).hexdigest()[:12], 16) / 16**12
 
 
-@dataclass(frozen=True)
-class _Op:
+class _Op(NamedTuple):
     """What planning asks its driver to do: read the ledger, estimate, reserve, start the step."""
 
     name: Literal["state", "estimate", "reserve", "started"]
     args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = MappingProxyType({})
 
     def run(self, gov: Governor) -> Any:
         if self.name == "state":
@@ -100,6 +99,9 @@ class _Op:
         return self.run(gov)
 
 
+_NO_GRANT = Grant()
+
+
 def _denied_text(denied: list[Denial]) -> str:
     return f"the {denied[0].scope} budget has no room: {denied[0].detail}" if denied else "no room"
 
@@ -117,6 +119,13 @@ class Governor:
         self._budgeted = b.run.is_set or b.thread.is_set or team.is_set
         self._reserving = self.ledger.supports_reservations and (policy.ledger.backend == "redis" or self._budgeted)
         self._counter = PromptTokens(policy.tier(policy.strong_tier).model)
+        #: the budgets a step's reservation is checked against, and each tier's longest call (its TTL)
+        self._limits = [(scope, limit) for scope, limit in (("run", b.run), ("thread", b.thread), ("team", team))
+                        if limit.is_set]
+        self._call_time_s = {name: t.timeout_s * (t.retries + 1) for name, t in policy.tiers.items()}
+        #: the limits of a step and of a final answer where nothing was granted or spent elsewhere (most steps)
+        self._policy_limits = {final: MappingProxyType(self._scope_limits(final, None, LedgerState(), LedgerState()))
+                               for final in (False, True)}
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
@@ -238,10 +247,9 @@ class Governor:
     def prompt_tokens(self, step: Step) -> int:
         """The step's prompt in tokens: counted with litellm's counter (:class:`effagent.llm.tokens.PromptTokens`)
         where a budget needs it, the rough 4-characters-a-token size otherwise."""
-        st = step.stats()
-        rough = max(1, (st.chars + len(step.tool_schemas) + max(0, st.count - 1)) // 4)
         if not self._budgeted:
-            return rough
+            st = step.stats()
+            return max(1, (st.chars + len(step.tool_schemas) + max(0, st.count - 1)) // 4)
         calls = [c.key for m in step.messages for c in m.tool_calls]
         return self._counter.messages([m.content for m in step.messages], [*calls, step.tool_schemas])
 
@@ -287,17 +295,33 @@ class Governor:
     def _reservation(self, decision: Decision, run_id: str, thread_id: str | None, input_tokens: int,
                      own: LedgerState, state: LedgerState,
                      grant: Grant | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The arguments of ``ledger.reserve`` for this step's maximum: against each scope's limit (raised by a
-        person's grant) less the final answer's reserve — the whole limit for the final answer itself — and less
-        what the checkpointed state says the run or thread spent beyond what this ledger saw (another worker)."""
-        b = self.policy.budgets
-        share = 0.0 if decision.action == "finalize" else b.finalize.reserve
-        g = grant or Grant()
+        """The arguments of ``ledger.reserve`` for this step's maximum, against each scope's limit
+        (:meth:`_scope_limits`)."""
+        final = decision.action == "finalize"
+        limits: Mapping[str, Limit]
+        if grant is None and state is own:  # nothing granted, nothing spent elsewhere: the policy's limits
+            limits = self._policy_limits[final]
+        else:
+            limits = self._scope_limits(final, grant, own, state)
+        if final:  # the final answer's prompt also carries the finalize instruction
+            input_tokens += self._instruction_tokens(decision.loop)
+        tokens, usd, calls = self.step_maximum(decision, input_tokens)
+        kw: dict[str, Any] = {}  # a shared store keeps each hold alive while its worker lives (its own TTL)
+        if self.policy.ledger.backend != "redis":
+            call_time = self._call_time_s
+            kw["ttl_s"] = sum(call_time[n] for n in [decision.tier, *decision.fallback]) * calls + 30.0
+        return (self._scopes(run_id, thread_id), tokens, usd, limits), kw
+
+    def _scope_limits(self, final: bool, grant: Grant | None, own: LedgerState,
+                      state: LedgerState) -> dict[str, Limit]:
+        """Each budget's limit as a step's reservation is checked against it: raised by a person's grant, less the
+        final answer's reserve — the whole limit for the final answer itself (``final``) — and less what the
+        checkpointed state says the run or thread spent beyond what this ledger saw (another worker)."""
+        share = 0.0 if final else self.policy.budgets.finalize.reserve
         seen = {"run": (own.run, state.run), "thread": (own.thread, state.thread)}
         limits: dict[str, Limit] = {}
-        for scope, limit, extra in (("run", b.run, g), ("thread", b.thread, g), ("team", b.team, Grant())):
-            if not limit.is_set:
-                continue
+        for scope, limit in self._limits:
+            extra = grant if grant is not None and scope != "team" else _NO_GRANT  # a grant raises run and thread
             tokens, usd = limit.tokens, limit.usd
             if tokens is not None:
                 tokens = steps_share(tokens + extra.tokens, share)
@@ -310,14 +334,7 @@ class Governor:
                 if usd is not None:
                     usd = max(0.0, usd - max(0.0, known.cost_usd - mine.cost_usd))
             limits[scope] = Limit(tokens=tokens, usd=usd)
-        if decision.action == "finalize":  # the final answer's prompt also carries the finalize instruction
-            input_tokens += self._instruction_tokens(decision.loop)
-        tokens, usd, calls = self.step_maximum(decision, input_tokens)
-        kw: dict[str, Any] = {}  # a shared store keeps each hold alive while its worker lives (its own TTL)
-        if self.policy.ledger.backend != "redis":
-            tiers = [self.policy.tier(n) for n in [decision.tier, *decision.fallback]]
-            kw["ttl_s"] = sum(t.timeout_s * (t.retries + 1) for t in tiers) * calls + 30.0
-        return (self._scopes(run_id, thread_id), tokens, usd, limits), kw
+        return limits
 
     def step_maximum(self, decision: Decision, input_tokens: int) -> tuple[int, float, int]:
         """The most tokens and dollars one step can spend (at the dearest of its tiers), and how many calls it
@@ -326,7 +343,7 @@ class Governor:
         names = [decision.tier, *decision.fallback]
         tiers = [self.policy.tier(n) for n in names]
         # what the calls may really ask for: a provider rule may raise max_tokens (request.encode)
-        out = max(decision.max_tokens, *(encode(decision, n, t).max_tokens for n, t in zip(names, tiers, strict=True)))
+        out = max(decision.max_tokens, *(max_tokens_sent(decision, n, t) for n, t in zip(names, tiers, strict=True)))
         if decision.lever == "early_exit" and decision.early_exit is not None:
             thinking = early_exit.max_thinking(decision.thinking_budget, out)
             calls, inp, outp = early_exit.worst_case(decision.early_exit, thinking, input_tokens, out)

@@ -37,8 +37,7 @@ forcing, the answer that continues closed thinking) get their settings here too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from effagent.capabilities import LEVEL_ORDER, capabilities, level_for_budget
 from effagent.policy import ANTHROPIC_MIN_BUDGET, LEVEL_CONTROLS, Tier, gemini_budget_limits, sends_manual_budget
@@ -57,8 +56,7 @@ THINKING_ONLY_KEYS = ("chat_template_kwargs", "thinking_token_budget", "reasonin
 FORCED_BUDGET_ARG = "thinking_budget"
 
 
-@dataclass(frozen=True)
-class TierRequest:
+class TierRequest(NamedTuple):
     """What one call on one tier gets: the decided values as this tier can take them, and the call's keyword
     arguments (``settings``: what ``litellm.completion`` / ``ChatLiteLLM`` take)."""
 
@@ -111,6 +109,14 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
             enforcement = "none"
     return TierRequest(tier=tier_name, model=tier.model, thinking=on, thinking_budget=budget, max_tokens=max_tokens,
                        enforcement=enforcement, settings=settings, notes=tuple(notes), effort=level)
+
+
+def max_tokens_sent(decision: Decision, tier_name: str, tier: Tier) -> int:
+    """``encode(decision, tier_name, tier).max_tokens`` without building the request: the decided ``max_tokens``
+    within the tier's cap, which only Claude's manual thinking budget (:func:`_anthropic_budget`) may raise."""
+    if decision.thinking and tier.thinking.supported and sends_manual_budget(tier):
+        return encode(decision, tier_name, tier).max_tokens
+    return max(1, min(decision.max_tokens, tier.max_tokens))
 
 
 def _sends_level(tier: Tier) -> bool:

@@ -27,8 +27,8 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from effagent.checkin import CheckinError, Grant, pause_payload, read_resume
 from effagent.decide import Decision, escalate
@@ -49,8 +49,7 @@ R = TypeVar("R")
 ReasoningCounter = Callable[[str, str], int]  # (tier name, reasoning text) -> tokens
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A model's answer as the step procedure reads it (an integration builds it from its message type)."""
 
     text: str = ""
@@ -91,8 +90,7 @@ class Endpoint(Protocol[T]):
         ...
 
 
-@dataclass(frozen=True)
-class StepContext:
+class StepContext(NamedTuple):
     """A planned step: where it runs, what was decided, and what it looked like."""
 
     run_id: str
@@ -100,47 +98,50 @@ class StepContext:
     thread_base: Usage | None  # the thread's total kept in graph state (checkpointed graphs)
     decision: Decision
     step: Step
-    spent: LedgerState = field(default_factory=LedgerState)  # what the run and thread spent before this step
+    spent: LedgerState  # what the run and thread spent before this step
 
 
-@dataclass(frozen=True)
-class Outcome(Generic[T]):
-    """The step's result, and the thread's and the run's totals after it (what a checkpointed graph keeps in its
-    state, so a run resumed on another worker keeps what it spent)."""
+class Outcome(NamedTuple, Generic[T]):
+    """The step's result and what its calls spent; the thread's and the run's totals after it (what a checkpointed
+    graph keeps in its state, so a run resumed on another worker keeps what it spent) are worked out when asked."""
 
     result: T
-    thread_total: Usage
-    run_total: RunSpent = field(default_factory=RunSpent)
+    usage: Usage
+    before: LedgerState  # what the run and the thread spent before the step
+    step: int
+
+    @property
+    def thread_total(self) -> Usage:
+        return self.before.thread + self.usage
+
+    @property
+    def run_total(self) -> RunSpent:
+        return RunSpent(usage=self.before.run + self.usage, steps=max(self.before.steps, self.step + 1))
 
 
-# -- what the procedure asks its driver to do ------------------------------------------------------------
-@dataclass(frozen=True)
-class _Call:
+# -- what the procedure asks its driver to do (built every step: NamedTuples, immutable and cheap) ---------
+class _Call(NamedTuple):
     request: TierRequest
 
 
-@dataclass(frozen=True)
-class _Account:
+class _Account(NamedTuple):
     ctx: StepContext
     call: CallReport
 
 
-@dataclass(frozen=True)
-class _Whole:
+class _Whole(NamedTuple):
     """A lever that runs the whole step on one tier with a synchronous model call (samples, agreement, early
     exit); what it made of the step is a :class:`~effagent.levers.base.LeverResult`."""
 
     run: Callable[[Callable[[TierRequest], Any]], LeverResult[Any]]
 
 
-@dataclass(frozen=True)
-class _End:
+class _End(NamedTuple):
     ctx: StepContext
     usage: Usage
 
 
-@dataclass(frozen=True)
-class _Release:
+class _Release(NamedTuple):
     ctx: StepContext
 
 
@@ -275,13 +276,14 @@ class StepProcedure:
             request = encode(ctx.decision, tier, policy.tier(tier))
             whole = self._whole_step(ctx, request, endpoint)
             started = time.perf_counter()
-            spent, meta = Usage(), {}  # what a lever that gave no answer already spent
+            lever_spent: Usage | None = None  # what a lever that gave no answer already spent
+            meta: dict[str, Any] = {}
             try:
                 if whole is not None:
                     done: LeverResult[T] = yield whole
-                    spent, meta = done.usage, done.tag()
+                    lever_spent, meta = done.usage, done.tag()
                     if done.answer is not None:
-                        return (yield from self._finish(ctx, tier, endpoint, done.answer, spent, meta))
+                        return (yield from self._finish(ctx, tier, endpoint, done.answer, done.usage, meta))
                     started = time.perf_counter()  # the lever gave no answer: one plain call answers
                 result = yield _Call(request)
             except Exception as err:
@@ -291,9 +293,9 @@ class StepProcedure:
                 continue
             reply = endpoint.read(result)
             rec: StepRecord = yield self._account(ctx, tier, reply, started)
+            spent = rec.usage if lever_spent is None else lever_spent + rec.usage
             up = self._escalation(ctx, reply)
             if up is None:
-                spent = spent + rec.usage
                 if ctx.decision.shadow_tier is not None and reply is not None and tier == ctx.decision.tier:
                     shadow, agree = yield from self._shadow(ctx, endpoint, reply)
                     spent, meta = spent + shadow, {**meta, "shadow": {"tier": ctx.decision.shadow_tier,
@@ -307,9 +309,9 @@ class StepProcedure:
                 if not is_endpoint_failure(err):
                     raise
                 yield self._failed(up, up_tier, err, started, attempts)  # the cheap answer stands
-                return (yield from self._finish(ctx, tier, endpoint, result, spent + rec.usage, meta))
+                return (yield from self._finish(ctx, tier, endpoint, result, spent, meta))
             up_rec: StepRecord = yield self._account(up, up_tier, endpoint.read(better), started)
-            return (yield from self._finish(up, up_tier, endpoint, better, spent + rec.usage + up_rec.usage, meta))
+            return (yield from self._finish(up, up_tier, endpoint, better, spent + up_rec.usage, meta))
         yield _Release(ctx)
         raise EndpointError(attempts)
 
@@ -328,9 +330,7 @@ class StepProcedure:
         if len(self._answered) > 4096:
             self._answered.popitem(last=False)
         yield _End(ctx, usage)
-        spent = ctx.spent
-        return Outcome(result, spent.thread + usage,
-                       RunSpent(usage=spent.run + usage, steps=max(spent.steps, d.step + 1)))
+        return Outcome(result, usage, ctx.spent, d.step)
 
     def _account(self, ctx: StepContext, tier: str, reply: Reply | None, started: float,
                  kind: CallKind = "model") -> _Account:
@@ -419,7 +419,7 @@ class StepProcedure:
             self.verifier = CascadeVerifier()
         p_wrong = self.verifier.verify(ctx.step.prompt, reply.text).score
         up = escalate(self.governor.policy, ctx.decision, p_wrong)
-        return None if up is None else replace(ctx, decision=up)
+        return None if up is None else ctx._replace(decision=up)
 
     # -- levers that run the whole step: samples, agreement, early exit ------------------------------------------
     def _whole_step(self, ctx: StepContext, request: TierRequest, endpoint: Endpoint[T]) -> _Whole | None:
@@ -433,7 +433,7 @@ class StepProcedure:
         if d.lever == "agreement":
             def agreed(call: Callable[[TierRequest], T]) -> LeverResult[T]:
                 def ask_up(up: Decision) -> Called[T]:
-                    return self._asker(replace(ctx, decision=up), endpoint, call)(
+                    return self._asker(ctx._replace(decision=up), endpoint, call)(
                         encode(up, up.tier, policy.tier(up.tier)), "model")
 
                 return run_agreement(policy, d, request, self._asker(ctx, endpoint, call), ask_up)

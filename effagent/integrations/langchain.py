@@ -171,7 +171,8 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
     def _blocked(self, request: ToolCallRequest) -> ToolMessage | None:
         """The tool message that stands in for a call the loop guard stops (see ``loop_guard``), or None."""
         call = request.tool_call
-        messages = [self.cache.convert(m) for m in (request.state or {}).get("messages", ())]
+        state = request.state or {}
+        messages = self.cache.converted(state.get(RUN_KEY), state.get("messages", ()))
         why = loopguard.blocked_call(messages, ToolCall(name=call["name"], args=dict(call.get("args") or {})),
                                      self.policy.loop_guard)
         if why is None:

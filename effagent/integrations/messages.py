@@ -75,6 +75,12 @@ class _RunHistory:
     steps: int = 0  # steps of the run seen so far
 
 
+def _continues(prev: _RunHistory, messages: Sequence[BaseMessage]) -> bool:
+    """Whether ``messages`` continue the run's converted history: the message it ended with is still at its place."""
+    return (0 < prev.length <= len(messages) and messages[prev.length - 1].id == prev.last_id
+            and messages[0].id == prev.first_id)
+
+
 class MessageCache:
     """Converted messages by LangChain message id: an agent's history is re-read every step, but each message
     is converted once. Bounded; messages without an id are converted every time.
@@ -101,8 +107,7 @@ class MessageCache:
                 self._runs.popitem(last=False)
         index = prev.steps
         n = len(messages)
-        grown = (0 < prev.length <= n and messages[prev.length - 1].id == prev.last_id
-                 and messages[0].id == prev.first_id)
+        grown = _continues(prev, messages)
         new = [self.convert(m) for m in (messages[prev.length:] if grown else messages)]
         converted = prev.converted + new if grown else new
         first, last = (messages[0].id, messages[-1].id) if n else (None, None)
@@ -115,6 +120,14 @@ class MessageCache:
         self._runs[run_id] = _RunHistory(n, first, last, converted, hist, index + 1)
         self._runs.move_to_end(run_id)
         return converted, hist.stats(), index
+
+    def converted(self, run_id: str | None, messages: Sequence[BaseMessage]) -> list[Message]:
+        """``messages`` converted, the run's converted history reused where they continue it (read only: the run's
+        step count and statistics are :meth:`history`'s)."""
+        prev = self._runs.get(run_id) if run_id else None
+        if prev is not None and _continues(prev, messages):
+            return prev.converted + [self.convert(m) for m in messages[prev.length:]]
+        return [self.convert(m) for m in messages]
 
     def tool_schemas(self, names: list[str], tools: Sequence[Any]) -> str:
         """:func:`tool_schemas`, worked out once per set of tool names (an agent offers the same tools each step)."""

@@ -19,7 +19,6 @@ from effagent.ledger.base import (
     StepRecord,
     Usage,
     over_limit,
-    record_scopes,
     to_nano,
 )
 
@@ -236,7 +235,7 @@ class InMemoryLedger(Ledger):
     def settle(self, reservation: Reservation, rec: StepRecord) -> None:
         with self._lock:
             self._drop(reservation.id)
-            self._add(rec, {**self._static, **record_scopes(rec, reservation.scopes)})
+            self._add(rec, {**self._static, **reservation.scopes})  # _add counts run and thread from the record
 
     def release(self, reservation: Reservation) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ accounted once; the lever only counts the votes and carries out what ``decide`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from effagent.decide import Decision, escalate_on_disagreement
@@ -51,7 +51,7 @@ def run_agreement(policy: Policy, decision: Decision, request: TierRequest, ask:
     if a.tiers:
         requests = [request, *(encode(decision, n, policy.tier(n)) for n in a.tiers)]
     else:
-        requests = [replace(request, settings={**request.settings, "temperature": a.temperature,
+        requests = [request._replace(settings={**request.settings, "temperature": a.temperature,
                                                "seed": a.seed + i}) for i in range(a.samples)]
     extract = get_extractor(a.extractor)
     total = Usage()

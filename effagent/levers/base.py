@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from effagent.ledger.base import CallKind, Usage
 from effagent.levers.answers import Extractor
@@ -22,8 +22,7 @@ T = TypeVar("T")
 TOOL_VOTE = "\x00tool-calls:"  # marks a vote given with tool calls (compared exactly)
 
 
-@dataclass(frozen=True)
-class CallReport:
+class CallReport(NamedTuple):
     """One call as the ledger is told about it (:meth:`effagent.governor.Governor.account`)."""
 
     tier: str

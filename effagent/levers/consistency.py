@@ -250,7 +250,7 @@ def run_samples(request: TierRequest, settings: Consistency, max_samples: int, a
         nonlocal total
         out = []
         for i in range(k):
-            got = ask(replace(request, settings={**request.settings, "temperature": c.temperature,
+            got = ask(request._replace(settings={**request.settings, "temperature": c.temperature,
                                                  "seed": cfg.seed + start + i}))
             total = total + got.usage
             text = got.vote(lambda t: t) or ""  # exact calls, or the text to extract from

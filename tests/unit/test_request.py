@@ -11,7 +11,7 @@ from effagent.errors import PolicyError
 from effagent.ledger.base import LedgerState
 from effagent.policy import Policy, Tier, auto_control, parse_policy
 from effagent.records import Difficulty
-from effagent.request import answer_settings, encode, probe_settings
+from effagent.request import answer_settings, encode, max_tokens_sent, probe_settings
 
 
 def one_tier(tier: str, band: str = "thinking: true, thinking_budget: 2048") -> Policy:
@@ -236,3 +236,18 @@ budgets:
     req = encode(d, "t", policy.tier("t"))
     assert req.max_tokens <= 2000 and req.settings["thinking"]["budget_tokens"] < req.max_tokens
     assert any("capped by the tier and the budget left" in n for n in req.notes), req.notes
+
+
+@pytest.mark.parametrize("band", ["thinking: true, thinking_budget: 4096, max_tokens: 1024",
+                                  "thinking: true, thinking_budget: 2048, max_tokens: 4096", "thinking: false"])
+@pytest.mark.parametrize("tier", [CLAUDE, CLAUDE.replace("control: anthropic", "control: anthropic, "
+                                                         "budget_over_max_tokens: lower_budget"),
+                                  "{model: gemini/gemini-2.5-flash, max_tokens: 8192, thinking: {control: gemini}}",
+                                  "{model: hosted_vllm/Qwen/Qwen3-8B, api_base: 'http://h:8000/v1', max_tokens: 2048,"
+                                  " price: {input_per_mtok: 0, output_per_mtok: 0},"
+                                  " thinking: {control: chat_template_kwargs, max_budget: 4096}}"])
+def test_the_reserved_max_tokens_is_what_the_request_sends(tier: str, band: str) -> None:
+    """A step's reservation counts the max_tokens its call really asks for (a raise for Claude included)."""
+    policy = one_tier(tier, band)
+    d = decide(policy, Difficulty(score=0.5), LedgerState())
+    assert max_tokens_sent(d, "t", policy.tier("t")) == encode(d, "t", policy.tier("t")).max_tokens

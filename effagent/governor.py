@@ -123,9 +123,6 @@ class Governor:
         self._limits = [(scope, limit) for scope, limit in (("run", b.run), ("thread", b.thread), ("team", team))
                         if limit.is_set]
         self._call_time_s = {name: t.timeout_s * (t.retries + 1) for name, t in policy.tiers.items()}
-        #: the limits of a step and of a final answer where nothing was granted or spent elsewhere (most steps)
-        self._policy_limits = {final: MappingProxyType(self._scope_limits(final, None, LedgerState(), LedgerState()))
-                               for final in (False, True)}
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
@@ -298,11 +295,7 @@ class Governor:
         """The arguments of ``ledger.reserve`` for this step's maximum, against each scope's limit
         (:meth:`_scope_limits`)."""
         final = decision.action == "finalize"
-        limits: Mapping[str, Limit]
-        if grant is None and state is own:  # nothing granted, nothing spent elsewhere: the policy's limits
-            limits = self._policy_limits[final]
-        else:
-            limits = self._scope_limits(final, grant, own, state)
+        limits = self._scope_limits(final, grant, own, state)
         if final:  # the final answer's prompt also carries the finalize instruction
             input_tokens += self._instruction_tokens(decision.loop)
         tokens, usd, calls = self.step_maximum(decision, input_tokens)

@@ -232,12 +232,7 @@ class Step:
     def role(self) -> StepRole:
         """What this step does in its run (:func:`step_role`); a step offered no tools after earlier answers of
         its turn is the final answer."""
-        st = self.stats()
-        return self._role if st is self._stats else step_role(st, tools_offered=bool(self.tools or self.tool_schemas))
-
-    @cached_property
-    def _role(self) -> StepRole:  # read once per step (the estimator and the governor both ask)
-        return step_role(self._stats, tools_offered=bool(self.tools or self.tool_schemas))
+        return step_role(self.stats(), tools_offered=bool(self.tools or self.tool_schemas))
 
     @property
     def tool_errors(self) -> int:

@@ -78,7 +78,7 @@ def encode(decision: Decision, tier_name: str, tier: Tier) -> TierRequest:
     budget = decision.thinking_budget if on else None
     if budget is not None and ctl.max_budget:
         budget = min(budget, ctl.max_budget)
-    max_tokens = max(1, min(decision.max_tokens, tier.max_tokens))
+    max_tokens = _capped_max_tokens(decision, tier)
     notes: list[str] = []
     manual = sends_manual_budget(tier)
     if on and manual:
@@ -116,6 +116,11 @@ def max_tokens_sent(decision: Decision, tier_name: str, tier: Tier) -> int:
     within the tier's cap, which only Claude's manual thinking budget (:func:`_anthropic_budget`) may raise."""
     if decision.thinking and tier.thinking.supported and sends_manual_budget(tier):
         return encode(decision, tier_name, tier).max_tokens
+    return _capped_max_tokens(decision, tier)
+
+
+def _capped_max_tokens(decision: Decision, tier: Tier) -> int:
+    """The decided ``max_tokens`` within the tier's cap (at least 1)."""
     return max(1, min(decision.max_tokens, tier.max_tokens))
 
 

@@ -101,7 +101,10 @@ def test_kill_9_under_load_then_restart_records_every_call_once(redis_servers, t
             t.start()
         time.sleep(0.8)
         server.kill()  # kill -9 with steps in flight
-        time.sleep(1.2)
+        # their calls were made: each settle gives up after the socket timeout and journals (a loaded machine
+        # may take longer than a fixed pause)
+        _wait(lambda: led.journaled() > 0, 10, "a step in flight when Redis died is journaled")
+        time.sleep(0.5)
         journaled = led.journaled()
         server.start()  # same port, same data directory
         time.sleep(0.8)

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import threading
 import time
-import uuid
 from collections.abc import Generator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -29,15 +28,17 @@ from effagent.ledger.base import (
     LedgerState,
     Reservation,
     RunSpent,
+    ScopeLimit,
     StepRecord,
     Usage,
+    new_id,
     spent_so_far,
 )
 from effagent.levers import early_exit, loopguard
 from effagent.llm.tokens import PromptTokens
 from effagent.observe import Observer
 from effagent.outcomes import OutcomeLog, label_line
-from effagent.policy import Limit, Policy
+from effagent.policy import Policy
 from effagent.records import Difficulty, Step
 from effagent.request import max_tokens_sent
 from effagent.telemetry.pricing import call_cost
@@ -138,7 +139,7 @@ class Governor:
 
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, thread_id: str | None = None) -> str:
-        run_id = uuid.uuid4().hex
+        run_id = new_id()
         self.observer.on_run_start(run_id, thread_id)
         return run_id
 
@@ -306,13 +307,13 @@ class Governor:
         return (self._scopes(run_id, thread_id), tokens, usd, limits), kw
 
     def _scope_limits(self, final: bool, grant: Grant | None, own: LedgerState,
-                      state: LedgerState) -> dict[str, Limit]:
+                      state: LedgerState) -> dict[str, ScopeLimit]:
         """Each budget's limit as a step's reservation is checked against it: raised by a person's grant, less the
         final answer's reserve — the whole limit for the final answer itself (``final``) — and less what the
         checkpointed state says the run or thread spent beyond what this ledger saw (another worker)."""
         share = 0.0 if final else self.policy.budgets.finalize.reserve
         seen = {"run": (own.run, state.run), "thread": (own.thread, state.thread)}
-        limits: dict[str, Limit] = {}
+        limits: dict[str, ScopeLimit] = {}
         for scope, limit in self._limits:
             extra = grant if grant is not None and scope != "team" else _NO_GRANT  # a grant raises run and thread
             tokens, usd = limit.tokens, limit.usd
@@ -326,7 +327,7 @@ class Governor:
                     tokens = max(0, tokens - max(0, known.total_tokens - mine.total_tokens))
                 if usd is not None:
                     usd = max(0.0, usd - max(0.0, known.cost_usd - mine.cost_usd))
-            limits[scope] = Limit(tokens=tokens, usd=usd)
+            limits[scope] = ScopeLimit(tokens, usd)
         return limits
 
     def step_maximum(self, decision: Decision, input_tokens: int) -> tuple[int, float, int]:
@@ -408,7 +409,7 @@ class Governor:
         return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
                           kind="finalize" if kind == "model" and decision.action == "finalize" else kind,
                           tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error,
-                          ts=time.time(), reasoning_estimated=estimated)
+                          ts=time.time(), reasoning_estimated=estimated, id=new_id())
 
     def _settling_hold(self, rec: StepRecord, decision: Decision) -> Reservation | None:
         """A one-call step settles its hold with that call; a step of several calls (samples, early exit, a

@@ -10,7 +10,9 @@ agent = create_agent(mw.default_model, tools=[...], middleware=[mw])
 ```
 Every model step: the governor plans a Decision, the request goes to that tier's model with the
 decision's settings (falling back to the next tier when the endpoint fails), usage is recorded in the
-ledger, and the thread's total is kept in graph state so a checkpointed thread keeps its budget.
+ledger, and the thread's total is kept in graph state so a checkpointed thread keeps its budget. A tool call
+the loop guard stops is answered in the same step: the answer comes with a tool message that says why, so the
+agent's tool node never runs it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
-from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr, ToolCallRequest
+from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, convert_to_openai_messages
 from langgraph.types import Command
@@ -29,7 +31,7 @@ from effagent.ledger.base import Ledger
 from effagent.levers import loopguard
 from effagent.observe import Observer
 from effagent.policy import Policy
-from effagent.records import ToolCall
+from effagent.records import Step, ToolCall
 from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext
 
@@ -136,11 +138,15 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
         return _MiddlewareCalls(request, handler, self.models, self.procedure.instruction(ctx),
                                 ctx.decision.action == "finalize")
 
-    @staticmethod
-    def _response(out: Outcome[ModelResponse], ctx: StepContext, started: bool,
+    def _response(self, out: Outcome[ModelResponse], ctx: StepContext, started: bool,
                   checkpointed: bool) -> ModelResponse | ExtendedModelResponse:
-        """The response, with the state update effagent needs: the run's id on its first step, and the thread's
+        """The response, with a tool message standing in for each tool call the loop guard stops (see
+        :meth:`_stand_ins`), and the state update effagent needs: the run's id on its first step, and the thread's
         and the run's totals when the state is checkpointed."""
+        result = out.result
+        stand_ins = self._stand_ins(_first_ai(result), ctx.step)
+        if stand_ins:
+            result = ModelResponse(result=[*result.result, *stand_ins], structured_response=result.structured_response)
         update: dict[str, Any] = {}
         if checkpointed:
             update[THREAD_KEY] = thread_usage_for_state(out.thread_total)
@@ -148,8 +154,8 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
         if started:
             update[RUN_KEY] = ctx.run_id
         if not update:
-            return out.result
-        return ExtendedModelResponse(model_response=out.result, command=Command(update=update))
+            return result
+        return ExtendedModelResponse(model_response=result, command=Command(update=update))
 
     def wrap_model_call(self, request: ModelRequest,
                         handler: Callable[[ModelRequest], ModelResponse]) -> Any:
@@ -168,23 +174,17 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
         return self._response(out, ctx, started, checkpointed)
 
     # -- tool calls: an over-limit repeated call is answered, not run ------------------------------------
-    def _blocked(self, request: ToolCallRequest) -> ToolMessage | None:
-        """The tool message that stands in for a call the loop guard stops (see ``loop_guard``), or None."""
-        call = request.tool_call
-        state = request.state or {}
-        messages = self.cache.converted(state.get(RUN_KEY), state.get("messages", ()))
-        why = loopguard.blocked_call(messages, ToolCall(name=call["name"], args=dict(call.get("args") or {})),
-                                     self.policy.loop_guard)
-        if why is None:
-            return None
-        return ToolMessage(content=why, tool_call_id=call.get("id") or "", name=call["name"], status="error",
-                           response_metadata={"effagent": {"blocked": True, "reason": why}})
-
-    def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]) -> Any:
-        blocked = self._blocked(request)
-        return blocked if blocked is not None else handler(request)
-
-    async def awrap_tool_call(self, request: ToolCallRequest,
-                              handler: Callable[[ToolCallRequest], Awaitable[Any]]) -> Any:
-        blocked = self._blocked(request)
-        return blocked if blocked is not None else await handler(request)
+    def _stand_ins(self, answer: AIMessage | None, step: Step) -> list[ToolMessage]:
+        """A tool message (status ``error``, saying why) for each tool call of ``answer`` the loop guard stops
+        (:func:`effagent.levers.loopguard.blocked_calls`). It joins the answer in the model step's output, so the
+        call is answered and the agent's tool node runs only the others (LangChain goes back to the model when
+        no call is left)."""
+        if answer is None or not answer.tool_calls:
+            return []
+        calls = answer.tool_calls
+        whys = loopguard.blocked_calls(
+            step.messages, [ToolCall(name=c["name"], args=dict(c.get("args") or {})) for c in calls],
+            self.policy.loop_guard, step.stats().max_call_repeats)
+        return [ToolMessage(content=why, tool_call_id=c.get("id") or "", name=c["name"], status="error",
+                            response_metadata={"effagent": {"blocked": True, "reason": why}})
+                for c, why in zip(calls, whys, strict=True) if why is not None]

@@ -121,14 +121,6 @@ class MessageCache:
         self._runs.move_to_end(run_id)
         return converted, hist.stats(), index
 
-    def converted(self, run_id: str | None, messages: Sequence[BaseMessage]) -> list[Message]:
-        """``messages`` converted, the run's converted history reused where they continue it (read only: the run's
-        step count and statistics are :meth:`history`'s)."""
-        prev = self._runs.get(run_id) if run_id else None
-        if prev is not None and _continues(prev, messages):
-            return prev.converted + [self.convert(m) for m in messages[prev.length:]]
-        return [self.convert(m) for m in messages]
-
     def tool_schemas(self, names: list[str], tools: Sequence[Any]) -> str:
         """:func:`tool_schemas`, worked out once per set of tool names (an agent offers the same tools each step)."""
         key = "\x00".join(names)

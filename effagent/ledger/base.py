@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
-
-if TYPE_CHECKING:
-    from effagent.policy import Limit
 
 T = TypeVar("T")
 GrantResult = Literal["added", "seen", "over"]
@@ -20,6 +17,12 @@ CallKind = Literal["model", "finalize", "probe", "sample", "verify", "grant", "s
 # grant: budget a person gave; shadow: the strong tier asked for a label (learning.shadow_share), never shown
 #: the kinds of call that make up a model step of the run (probes and verifications ride on a step)
 STEP_KINDS = ("model", "finalize", "sample")
+
+
+def new_id() -> str:
+    """A random 128-bit identifier as 32 hex digits (a record's, a reservation's, a run's): the format of
+    ``uuid.uuid4().hex`` without building a UUID object."""
+    return os.urandom(16).hex()
 
 
 class Usage(BaseModel):
@@ -67,16 +70,19 @@ class StepRecord(BaseModel):
     reasoning_estimated: bool = False
     """True when ``usage.reasoning_tokens`` is an estimate (the provider reported no count of its own: Anthropic's
     thinking inside output_tokens, or a server that reports none and whose reasoning text was counted)."""
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = Field(default_factory=new_id)
     """The record's identity: a shared ledger counts a record once per id, so a retried or replayed write (a
     journaled record written once the store is back) is not counted twice."""
 
 
-class LedgerState(BaseModel):
-    """What the decision needs to know about spending so far."""
+_NOTHING = Usage()  # the zero a LedgerState defaults to (a Usage is never changed once made)
 
-    run: Usage = Field(default_factory=Usage)
-    thread: Usage = Field(default_factory=Usage)
+
+class LedgerState(NamedTuple):
+    """What the decision needs to know about spending so far (built by the ledger before every step)."""
+
+    run: Usage = _NOTHING
+    thread: Usage = _NOTHING
     steps: int = 0  # model steps taken in this run
 
 
@@ -121,7 +127,7 @@ class Reservation(BaseModel):
     """Budget held for one step in flight: its maximum tokens and dollars, counted against every scope in
     ``scopes`` (``{"run": id, "thread": id, "user": id, "team": name}``) until settled, released or expired."""
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = Field(default_factory=new_id)
     scopes: dict[str, str]
     tokens: int = Field(default=0, ge=0)
     usd: float = Field(default=0.0, ge=0)
@@ -149,7 +155,14 @@ def record_scopes(rec: StepRecord, scopes: Mapping[str, str] | None = None) -> d
     return out
 
 
-def over_limit(limit: Limit, spent_tokens: int, spent_nano: int, reserved_tokens: int, reserved_nano: int,
+class ScopeLimit(NamedTuple):
+    """One scope's limit as a reservation is checked against it (None = no limit in that unit)."""
+
+    tokens: int | None = None
+    usd: float | None = None
+
+
+def over_limit(limit: ScopeLimit, spent_tokens: int, spent_nano: int, reserved_tokens: int, reserved_nano: int,
                tokens: int, nano: int) -> str | None:
     """Why ``spent + reserved + amount`` does not fit ``limit`` (None when it fits)."""
     if limit.tokens is not None and spent_tokens + reserved_tokens + tokens > limit.tokens:
@@ -231,7 +244,7 @@ class Ledger(ABC):
         """(tokens, usd) held by live reservations against one scope."""
         return 0, 0.0
 
-    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
+    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, ScopeLimit],
                 ttl_s: float = DEFAULT_RESERVATION_TTL_S, why: list[Denial] | None = None) -> Reservation | None:
         """Hold ``tokens``/``usd`` against every scope in ``scopes``, all or nothing: granted only when for each
         scope with a limit in ``limits`` (keyed by scope name) ``spent + reserved + amount <= limit``.
@@ -265,7 +278,7 @@ class Ledger(ABC):
     async def agranted(self, thread_id: str) -> tuple[int, float]:
         return await self._io(self.granted, thread_id)
 
-    async def areserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
+    async def areserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, ScopeLimit],
                        ttl_s: float = DEFAULT_RESERVATION_TTL_S, why: list[Denial] | None = None) -> Reservation | None:
         return await self._io(self.reserve, scopes, tokens, usd, limits, ttl_s, why)
 

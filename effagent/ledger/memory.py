@@ -6,7 +6,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from effagent.ledger.base import (
     DEFAULT_RESERVATION_TTL_S,
@@ -16,15 +15,12 @@ from effagent.ledger.base import (
     Ledger,
     LedgerState,
     Reservation,
+    ScopeLimit,
     StepRecord,
     Usage,
     over_limit,
     to_nano,
 )
-
-if TYPE_CHECKING:
-    from effagent.policy import Limit
-
 
 DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_MAX_RUNS = 50_000
@@ -204,7 +200,7 @@ class InMemoryLedger(Ledger):
             tokens, nano = self._held.get((scope, key), (0, 0))
             return tokens, nano / 1e9
 
-    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
+    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, ScopeLimit],
                 ttl_s: float = DEFAULT_RESERVATION_TTL_S, why: list[Denial] | None = None) -> Reservation | None:
         if tokens < 0 or usd < 0:
             raise ValueError(f"a reservation cannot be negative (tokens={tokens}, usd={usd})")

@@ -38,7 +38,7 @@ def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | No
     """The reason the agent looks stuck, or None.
 
     ``blocks_calls``: the integration answers an over-limit identical tool call with a message instead of
-    running it (:func:`blocked_call`); the agent then gets one chance to change course, and only a further
+    running it (:func:`blocked_calls`); the agent then gets one chance to change course, and only a further
     identical call ends the run."""
     if not cfg.enabled:
         return None
@@ -69,20 +69,32 @@ def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | No
     return None
 
 
-def blocked_call(messages: Sequence[Message], call: ToolCall, cfg: LoopGuard) -> str | None:
-    """Why ``call`` must not run, or None: it is the same call (name and arguments) the agent already asked for
-    ``max_repeated_tool_calls`` times in scope. ``messages`` end with the assistant message that asks for it.
-    The text is what the agent is told instead of the tool's result."""
-    if not cfg.enabled:
-        return None
-    scoped = in_scope(messages, cfg)
-    asked = sum(1 for m in scoped for c in m.tool_calls if c.key == call.key)
-    if asked <= cfg.max_repeated_tool_calls:
-        return None
+def blocked_calls(messages: Sequence[Message], calls: Sequence[ToolCall], cfg: LoopGuard,
+                  most_repeats: int | None = None) -> list[str | None]:
+    """For each of ``calls`` (the tool calls of the answer that follows ``messages``): why it must not run, or
+    None. A call must not run when the agent has asked for that same call (name and arguments) more than
+    ``max_repeated_tool_calls`` times in scope, this answer included. The text is what the agent is told instead
+    of the tool's result. ``most_repeats``: the most times any one call was asked for in ``messages`` (the
+    step's statistics), which answers the usual case, no call near the limit, without reading the history."""
+    if not cfg.enabled or not calls:
+        return [None] * len(calls)
+    limit = cfg.max_repeated_tool_calls
+    keys = [c.key for c in calls]
+    asked: dict[str, int] = {}
+    for k in keys:
+        asked[k] = asked.get(k, 0) + 1
+    if most_repeats is not None and most_repeats + max(asked.values()) <= limit:
+        return [None] * len(calls)
+    for m in in_scope(messages, cfg):
+        for c in m.tool_calls:
+            if c.key in asked:
+                asked[c.key] += 1
     where = "in this turn" if cfg.scope == "turn" else "in this conversation"
-    return (f"Not run: {call.name} with these same arguments was already called {asked - 1} times {where} "
-            f"(loop_guard.max_repeated_tool_calls={cfg.max_repeated_tool_calls}), and repeating it will not "
-            f"give a different result. Change the arguments, try another approach, or answer with what you have.")
+    return [None if asked[k] <= limit else
+            (f"Not run: {c.name} with these same arguments was already called {asked[k] - 1} times {where} "
+             f"(loop_guard.max_repeated_tool_calls={limit}), and repeating it will not give a different result. "
+             f"Change the arguments, try another approach, or answer with what you have.")
+            for c, k in zip(calls, keys, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -379,3 +379,30 @@ def test_each_invocation_is_one_run_that_starts_with_its_first_step_and_ends_aft
     assert events == [("on_run_start", runs[0]), ("on_run_end", runs[0]),
                       ("on_run_start", runs[1]), ("on_run_end", runs[1])]
     assert mw.ledger.thread_usage("t1").calls == 4
+
+
+def test_a_blocked_call_is_answered_in_the_model_step_and_the_other_calls_of_the_answer_still_run():
+    runs: list[str] = []
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look a fact up."""
+        runs.append(q)
+        return "error: the booking service is unavailable"
+
+    looper = FakeTierModel(tier="large", script=[
+        ai("", tool_calls=[call("lookup", {"q": "booking 42"}, "c1")]),
+        ai("", tool_calls=[call("lookup", {"q": "booking 42"}, "c2")]),
+        ai("", tool_calls=[call("lookup", {"q": "booking 42"}, "c3"), call("lookup", {"q": "booking 43"}, "c4")]),
+        ai("Booking 43 failed too.")])
+    mw = EfficiencyMiddleware(policy(), models={"small": looper, "large": looper})
+    agent = create_agent(mw.default_model, tools=[lookup], middleware=[mw])
+    out = agent.invoke({"messages": [HumanMessage(HARD)]}, {"recursion_limit": 100})
+    # the third "booking 42" was answered by effagent in the model step; "booking 43" of the same answer ran
+    assert runs == ["booking 42", "booking 42", "booking 43"]
+    third = next(i for i, m in enumerate(out["messages"]) if isinstance(m, AIMessage) and len(m.tool_calls) == 2)
+    stand_in = out["messages"][third + 1]
+    assert isinstance(stand_in, ToolMessage) and stand_in.status == "error"
+    assert stand_in.tool_call_id == out["messages"][third].tool_calls[0]["id"]
+    assert stand_in.response_metadata["effagent"]["blocked"] is True
+    assert out["messages"][-1].content == "Booking 43 failed too."

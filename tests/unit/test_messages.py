@@ -66,25 +66,6 @@ def test_a_runs_history_is_converted_incrementally_and_rebuilt_when_it_was_rewri
     assert to_step([HumanMessage("hi"), HumanMessage("again")], cache=cache, run_id="r2").messages[1].content == "again"
 
 
-def test_a_tool_call_reads_the_runs_converted_history_without_advancing_the_run():
-    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-
-    from effagent.integrations.messages import MessageCache, to_message, to_step
-
-    h = HumanMessage("What is 6 * 7?", id="h1")
-    a = AIMessage("", id="a1", tool_calls=[{"name": "calc", "args": {"x": "6*7"}, "id": "c1", "type": "tool_call"}])
-    t = ToolMessage("42", tool_call_id="c1", id="t1")
-    a2 = AIMessage("", id="a2", tool_calls=[{"name": "calc", "args": {"x": "6*7"}, "id": "c2", "type": "tool_call"}])
-    cache = MessageCache()
-    step = to_step([h, a, t], cache=cache, run_id="r")
-    seen = cache.converted("r", [h, a, t, a2])  # the model's answer a2 asks for a tool: the guard reads this
-    assert seen[:3] == step.messages and seen[0] is step.messages[0] and seen == [to_message(m) for m in (h, a, t, a2)]
-    assert to_step([h, a, t, a2], cache=cache, run_id="r").index == 1  # the run's step count is history's alone
-    # a rewritten history, an unknown run and no run are converted as they are
-    assert cache.converted("r", [t, a2]) == [to_message(m) for m in (t, a2)]
-    assert cache.converted("other", [h]) == cache.converted(None, [h]) == [to_message(h)]
-
-
 SETTINGS_POLICY = POLICY.replace(
     "  - {name: hard, min: 0.5, max: 1.0, tier: large, thinking: true, thinking_budget: 512}",
     "  - {name: mid, min: 0.5, max: 0.8, tier: large, thinking: true, early_exit: {chunk: 32}}\n"

@@ -7,12 +7,11 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,8 +26,10 @@ from effagent.ledger.base import (
     Ledger,
     LedgerState,
     Reservation,
+    ScopeLimit,
     StepRecord,
     Usage,
+    new_id,
     over_limit,
     record_scopes,
     to_nano,
@@ -52,10 +53,6 @@ from effagent.ledger.redis.common import (
 from effagent.ledger.redis.holds import HoldRenewer
 from effagent.ledger.redis.journal import Journal, default_journal
 from effagent.ledger.redis.scripts import GRANT, HELD, RECORD, RELEASE, RENEW, RESERVE
-
-if TYPE_CHECKING:
-    from effagent.policy import Limit
-
 
 T = TypeVar("T")
 
@@ -510,7 +507,7 @@ class RedisLedger(HoldRenewer, Ledger):
         return self._run(remote, lambda: self._local.reserved(scope, key))
 
     # -- reservations -------------------------------------------------------------------------------
-    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, Limit],
+    def reserve(self, scopes: Mapping[str, str], tokens: int, usd: float, limits: Mapping[str, ScopeLimit],
                 ttl_s: float | None = None, why: list[Denial] | None = None) -> Reservation | None:
         """Hold ``tokens``/``usd`` against every scope (see :meth:`Ledger.reserve`; a refusal appends its
         :class:`Denial` to ``why``). The hold lives ``min(ttl_s, hold_ttl_s)`` (``hold_ttl_s`` when None) past
@@ -526,7 +523,7 @@ class RedisLedger(HoldRenewer, Ledger):
         scopes = {str(k): str(v) for k, v in scopes.items()}
         if self._static:
             scopes = {**self._static, **scopes}
-        res_id = uuid.uuid4().hex
+        res_id = new_id()
         now = self._clock()
         ukeys = {s: self._use_key(s, k, now) for s, k in scopes.items()}
         names = list(scopes)

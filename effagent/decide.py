@@ -161,13 +161,18 @@ def steps_share(limit: Any, reserve: float) -> Any:
     return limit * (1.0 - reserve)
 
 
-def _budget_left(limits: _Limits, state: LedgerState) -> BudgetLeft:
-    """What is left of the run's and the thread's budgets before this step."""
+def _budget_left(limits: _Limits, state: LedgerState) -> dict[str, Any]:
+    """What is left of the run's and the thread's budgets before this step (:class:`BudgetLeft`'s fields: the
+    Decision validates them once, with the rest of the decision)."""
     run, thread = state.run, state.thread
-    return BudgetLeft(run_tokens=_left(limits.run_tokens, run.total_tokens),
-                      run_usd=_left(limits.run_usd, run.cost_usd),
-                      thread_tokens=_left(limits.thread_tokens, thread.total_tokens),
-                      thread_usd=_left(limits.thread_usd, thread.cost_usd))
+    return {"run_tokens": _left(limits.run_tokens, run.total_tokens), "run_usd": _left(limits.run_usd, run.cost_usd),
+            "thread_tokens": _left(limits.thread_tokens, thread.total_tokens),
+            "thread_usd": _left(limits.thread_usd, thread.cost_usd)}
+
+
+def _tokens_usd(left: dict[str, Any]) -> tuple[int | None, float | None]:
+    """The tokens and dollars left (:meth:`BudgetLeft.tokens`, :meth:`BudgetLeft.usd`) of a ``_budget_left``."""
+    return _least(left["run_tokens"], left["thread_tokens"]), _least(left["run_usd"], left["thread_usd"])
 
 
 def _exhausted(limits: _Limits, state: LedgerState, need_tokens: int = 0,
@@ -276,8 +281,9 @@ tools (early exit is for answer steps only; see :data:`Lever`).
     max_tokens = min(c for c in caps if c)
     reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"
                + (f", role {role}" if role else "")]
+    switching = prev_tier is not None and prev_tier != name  # the expected output only matters then
     switch = switch_check(policy, name, prev_tier, role, input_tokens, cached_tokens,
-                          _expected_output(state, max_tokens))
+                          _expected_output(state, max_tokens) if switching else 0)
     if switch.reason:
         reasons.append(switch.reason)
     if switch.tier != name:
@@ -288,7 +294,7 @@ tools (early exit is for answer steps only; see :data:`Lever`).
 
     # stay inside what is left for steps: fewer output tokens, then a cheaper tier if even that does not fit in $
     step_left = _budget_left(step_limits, state)
-    tokens_left, usd_left = step_left.tokens(), step_left.usd()
+    tokens_left, usd_left = _tokens_usd(step_left)
     if tokens_left is not None:
         room = max(MIN_OUTPUT_TOKENS, tokens_left - input_tokens)
         if room < max_tokens:
@@ -431,7 +437,7 @@ def _finalize(policy: Policy, difficulty: Difficulty, step: int, limits: _Limits
     tier = policy.tier(name)
     left = _budget_left(limits, state)
     max_tokens = min(fin.max_tokens, tier.max_tokens)
-    tokens_left, usd_left = left.tokens(), left.usd()
+    tokens_left, usd_left = _tokens_usd(left)
     if tokens_left is not None:
         max_tokens = min(max_tokens, tokens_left - input_tokens)
     if usd_left is not None:

@@ -296,7 +296,8 @@ class Governor:
         """The arguments of ``ledger.reserve`` for this step's maximum, against each scope's limit
         (:meth:`_scope_limits`)."""
         final = decision.action == "finalize"
-        limits = self._scope_limits(final, grant, own, state)
+        scopes = self._scopes(run_id, thread_id)
+        limits = self._scope_limits(final, grant, own, state, scopes)
         if final:  # the final answer's prompt also carries the finalize instruction
             input_tokens += self._instruction_tokens(decision.loop)
         tokens, usd, calls = self.step_maximum(decision, input_tokens)
@@ -304,17 +305,20 @@ class Governor:
         if self.policy.ledger.backend != "redis":
             call_time = self._call_time_s
             kw["ttl_s"] = sum(call_time[n] for n in [decision.tier, *decision.fallback]) * calls + 30.0
-        return (self._scopes(run_id, thread_id), tokens, usd, limits), kw
+        return (scopes, tokens, usd, limits), kw
 
-    def _scope_limits(self, final: bool, grant: Grant | None, own: LedgerState,
-                      state: LedgerState) -> dict[str, ScopeLimit]:
-        """Each budget's limit as a step's reservation is checked against it: raised by a person's grant, less the
-        final answer's reserve — the whole limit for the final answer itself (``final``) — and less what the
-        checkpointed state says the run or thread spent beyond what this ledger saw (another worker)."""
+    def _scope_limits(self, final: bool, grant: Grant | None, own: LedgerState, state: LedgerState,
+                      scopes: Mapping[str, str]) -> dict[str, ScopeLimit]:
+        """Each budget's limit as a step's reservation is checked against it (for the ``scopes`` the step counts
+        against): raised by a person's grant, less the final answer's reserve — the whole limit for the final
+        answer itself (``final``) — and less what the checkpointed state says the run or thread spent beyond what
+        this ledger saw (another worker)."""
         share = 0.0 if final else self.policy.budgets.finalize.reserve
         seen = {"run": (own.run, state.run), "thread": (own.thread, state.thread)}
         limits: dict[str, ScopeLimit] = {}
         for scope, limit in self._limits:
+            if scope not in scopes:  # no thread id: no thread scope
+                continue
             extra = grant if grant is not None and scope != "team" else _NO_GRANT  # a grant raises run and thread
             tokens, usd = limit.tokens, limit.usd
             if tokens is not None:
@@ -404,8 +408,8 @@ class Governor:
         estimated = reasoning > 0 and (reasoning_estimated or not t.reports_reasoning_tokens)
         cost = call_cost(t, inp, out, cache_read_tokens=read, cache_write_tokens=write,
                          reasoning_tokens=0 if estimated else reasoning)
-        usage = Usage(input_tokens=inp, output_tokens=out, reasoning_tokens=reasoning, cache_read_tokens=read,
-                      cache_write_tokens=write, cost_usd=cost.total_usd, calls=1)
+        usage = {"input_tokens": inp, "output_tokens": out, "reasoning_tokens": reasoning, "cache_read_tokens": read,
+                 "cache_write_tokens": write, "cost_usd": cost.total_usd, "calls": 1}  # validated with the record
         return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
                           kind="finalize" if kind == "model" and decision.action == "finalize" else kind,
                           tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error,

@@ -76,15 +76,13 @@ def blocked_calls(messages: Sequence[Message], calls: Sequence[ToolCall], cfg: L
     ``max_repeated_tool_calls`` times in scope, this answer included. The text is what the agent is told instead
     of the tool's result. ``most_repeats``: the most times any one call was asked for in ``messages`` (the
     step's statistics), which answers the usual case, no call near the limit, without reading the history."""
-    if not cfg.enabled or not calls:
-        return [None] * len(calls)
     limit = cfg.max_repeated_tool_calls
+    if not cfg.enabled or not calls or (most_repeats is not None and most_repeats + len(calls) <= limit):
+        return [None] * len(calls)  # (no call can pass the limit: asked at most most_repeats + len(calls) times)
     keys = [c.key for c in calls]
     asked: dict[str, int] = {}
     for k in keys:
         asked[k] = asked.get(k, 0) + 1
-    if most_repeats is not None and most_repeats + max(asked.values()) <= limit:
-        return [None] * len(calls)
     for m in in_scope(messages, cfg):
         for c in m.tool_calls:
             if c.key in asked:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -522,7 +521,7 @@ class Policy(_Strict):
                 return band
         return max(plain, key=lambda b: b.max)  # score == 1.0 falls in the top band
 
-    @cached_property  # the policy never changes: worked out once
+    @property
     def strong_tier(self) -> str:
         """The tier that labels shadowed steps: ``learning.strong_tier``, else the top band's tier."""
         return self.learning.strong_tier or max(self.bands, key=lambda b: b.max).tier
@@ -533,7 +532,7 @@ class Policy(_Strict):
         except KeyError:
             raise UnknownTierError(f"unknown tier {name!r}; defined tiers: {', '.join(self.tiers)}") from None
 
-    @cached_property
+    @property
     def cheapest_tier(self) -> str:
         return min(self.tiers, key=lambda n: (self.tiers[n].price.output_per_mtok, self.tiers[n].price.input_per_mtok))
 

@@ -35,6 +35,7 @@ from effagent.ledger.base import (
     spent_so_far,
 )
 from effagent.levers import early_exit, loopguard
+from effagent.levers.base import CallReport
 from effagent.llm.tokens import PromptTokens
 from effagent.observe import Observer
 from effagent.outcomes import OutcomeLog, label_line
@@ -394,26 +395,32 @@ class Governor:
                     input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
                     ok: bool = True, error: str | None = None, reasoning_estimated: bool = False,
                     cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> StepRecord:
+        """The ledger record of one call (:meth:`record_of`, from keyword arguments)."""
+        return self.record_of(run_id, thread_id, decision, CallReport(
+            tier=tier, input_tokens=input_tokens, output_tokens=output_tokens, reasoning_tokens=reasoning_tokens,
+            kind=kind, ok=ok, error=error, reasoning_estimated=reasoning_estimated,
+            cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens))
+
+    def record_of(self, run_id: str, thread_id: str | None, decision: Decision, c: CallReport) -> StepRecord:
         """The ledger record of one call: counts clamped to what is believable, cost as the provider bills it
         (:func:`effagent.telemetry.pricing.call_cost`: litellm's calculation for a table-priced tier, the policy's
-        price with its cache rates otherwise). ``cache_read_tokens``/``cache_write_tokens`` are parts of
-        ``input_tokens``. ``reasoning_estimated``: the reasoning count was not reported by the provider but
-        estimated (counted from the thinking text); a tier whose provider never reports one (Anthropic-style) is
-        always estimated."""
-        t = self.policy.tier(tier)  # an unknown tier raises here
-        inp, out = max(0, int(input_tokens)), max(0, int(output_tokens))
-        read = min(max(0, int(cache_read_tokens)), inp)
-        write = min(max(0, int(cache_write_tokens)), inp - read)
-        reasoning = min(max(0, int(reasoning_tokens)), out)
-        estimated = reasoning > 0 and (reasoning_estimated or not t.reports_reasoning_tokens)
+        price with its cache rates otherwise). The cache counts are parts of ``input_tokens``.
+        ``reasoning_estimated``: the reasoning count was not reported by the provider but estimated (counted from
+        the thinking text); a tier whose provider never reports one (Anthropic-style) is always estimated."""
+        t = self.policy.tier(c.tier)  # an unknown tier raises here
+        inp, out = max(0, int(c.input_tokens)), max(0, int(c.output_tokens))
+        read = min(max(0, int(c.cache_read_tokens)), inp)
+        write = min(max(0, int(c.cache_write_tokens)), inp - read)
+        reasoning = min(max(0, int(c.reasoning_tokens)), out)
+        estimated = reasoning > 0 and (c.reasoning_estimated or not t.reports_reasoning_tokens)
         cost = call_cost(t, inp, out, cache_read_tokens=read, cache_write_tokens=write,
                          reasoning_tokens=0 if estimated else reasoning)
         usage = {"input_tokens": inp, "output_tokens": out, "reasoning_tokens": reasoning, "cache_read_tokens": read,
                  "cache_write_tokens": write, "cost_usd": cost.total_usd, "calls": 1}  # validated with the record
-        return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step,
-                          kind="finalize" if kind == "model" and decision.action == "finalize" else kind,
-                          tier=tier, model=t.model, usage=usage, reason=decision.reason, ok=ok, error=error,
-                          ts=time.time(), reasoning_estimated=estimated, id=new_id())
+        kind = "finalize" if c.kind == "model" and decision.action == "finalize" else c.kind
+        return StepRecord(run_id=run_id, thread_id=thread_id, step=decision.step, kind=kind, tier=c.tier,
+                          model=t.model, usage=usage, reason=decision.reason, ok=c.ok, error=c.error, ts=time.time(),
+                          reasoning_estimated=estimated, id=new_id())
 
     def _settling_hold(self, rec: StepRecord, decision: Decision) -> Reservation | None:
         """A one-call step settles its hold with that call; a step of several calls (samples, early exit, a
@@ -422,18 +429,28 @@ class Governor:
             return self._take_hold(rec.run_id, decision.step)
         return None
 
-    def _to_account(self, run_id: str, thread_id: str | None, decision: Decision,
-                    **call: Any) -> tuple[StepRecord, Reservation | None]:
-        """What accounting one call writes, before the ledger is touched: the call's record (``call_record``, with
-        ``call`` its keyword arguments) and the hold it settles, or None when it is only recorded."""
-        rec = self.call_record(run_id, thread_id, decision, **call)
-        return rec, self._settling_hold(rec, decision)
-
     def _traced(self, run_id: str, decision: Decision, rec: StepRecord, duration_s: float = 0.0,
                 response_model: str | None = None, content: dict[str, str] | None = None) -> StepRecord:
         """After the ledger took ``rec``: the observer is told of it; ``rec`` is returned."""
         self.observer.on_call(run_id, decision, rec, duration_s, response_model, content)
         return rec
+
+    def book(self, run_id: str, thread_id: str | None, decision: Decision, c: CallReport) -> StepRecord:
+        """Record one call (its record: :meth:`record_of`) in the ledger — settling the step's hold when the call
+        answers a one-call step — and tell the observer. Every call of a step is accounted here."""
+        rec = self.record_of(run_id, thread_id, decision, c)
+        hold = self._settling_hold(rec, decision)
+        if hold is None:
+            self.ledger.record(rec)
+        else:
+            self.ledger.settle(hold, rec)
+        return self._traced(run_id, decision, rec, c.duration_s, c.response_model, c.content)
+
+    async def abook(self, run_id: str, thread_id: str | None, decision: Decision, c: CallReport) -> StepRecord:
+        rec = self.record_of(run_id, thread_id, decision, c)
+        hold = self._settling_hold(rec, decision)
+        await (self.ledger.arecord(rec) if hold is None else self.ledger.asettle(hold, rec))
+        return self._traced(run_id, decision, rec, c.duration_s, c.response_model, c.content)
 
     def account(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
                 input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
@@ -441,30 +458,12 @@ class Governor:
                 response_model: str | None = None, content: dict[str, str] | None = None,
                 reasoning_estimated: bool = False, cache_read_tokens: int = 0,
                 cache_write_tokens: int = 0) -> StepRecord:
-        """Record one call's usage (cost as the provider bills it, see ``call_record``) in the ledger and tell
-        the observer."""
-        rec, hold = self._to_account(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
-                                     output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind,
-                                     ok=ok, error=error, reasoning_estimated=reasoning_estimated,
-                                     cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
-        if hold is None:
-            self.ledger.record(rec)
-        else:
-            self.ledger.settle(hold, rec)
-        return self._traced(run_id, decision, rec, duration_s, response_model, content)
-
-    async def aaccount(self, run_id: str, thread_id: str | None, decision: Decision, *, tier: str,
-                       input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, kind: CallKind = "model",
-                       ok: bool = True, error: str | None = None, duration_s: float = 0.0,
-                       response_model: str | None = None, content: dict[str, str] | None = None,
-                       reasoning_estimated: bool = False, cache_read_tokens: int = 0,
-                       cache_write_tokens: int = 0) -> StepRecord:
-        rec, hold = self._to_account(run_id, thread_id, decision, tier=tier, input_tokens=input_tokens,
-                                     output_tokens=output_tokens, reasoning_tokens=reasoning_tokens, kind=kind,
-                                     ok=ok, error=error, reasoning_estimated=reasoning_estimated,
-                                     cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
-        await (self.ledger.arecord(rec) if hold is None else self.ledger.asettle(hold, rec))
-        return self._traced(run_id, decision, rec, duration_s, response_model, content)
+        """:meth:`book`, the call given as keyword arguments."""
+        return self.book(run_id, thread_id, decision, CallReport(
+            tier=tier, input_tokens=input_tokens, output_tokens=output_tokens, reasoning_tokens=reasoning_tokens,
+            kind=kind, ok=ok, error=error, duration_s=duration_s, response_model=response_model, content=content,
+            reasoning_estimated=reasoning_estimated, cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens))
 
     @staticmethod
     def _grant_record(run_id: str, thread_id: str | None, decision: Decision, grant: Grant) -> StepRecord:
@@ -495,11 +494,13 @@ class Governor:
                                             **{"role": decision.role, **extra}))
 
     def end_step(self, run_id: str, decision: Decision, usage: Usage) -> None:
-        if self._reserving:
-            self.release(run_id, decision)  # what a step of several calls still holds
+        """The step answered: free what a step of several calls still holds (a one-call step's call settled its
+        hold, see ``_settling_hold``) and tell the observer."""
+        if self._reserving and _several_calls(decision):
+            self.release(run_id, decision)
         self.observer.on_step_end(run_id, decision, usage)
 
     async def aend_step(self, run_id: str, decision: Decision, usage: Usage) -> None:
-        if self._reserving:
+        if self._reserving and _several_calls(decision):
             await self.arelease(run_id, decision)
         self.observer.on_step_end(run_id, decision, usage)

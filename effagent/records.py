@@ -90,6 +90,8 @@ class StepStats(NamedTuple):
     last_tier: str | None = None  # the tier that answered the last assistant message (when tagged)
     prefix_chars: int = 0  # characters up to and including the last assistant message (what a tier has cached)
     prefix_tokens: int = 0  # the last assistant message's reported prompt + answer tokens (0: not reported)
+    turn_start: int = 0  # the position of the last user message (where the current turn starts)
+    prompt_rounds: int = 1  # rounds of tool calls the last user message asks for (:func:`asked_rounds`)
 
 
 @dataclass
@@ -117,6 +119,8 @@ class History:
     last_tier: str | None = None
     prefix_chars: int = 0
     prefix_tokens: int = 0
+    turn_start: int = 0
+    prompt_rounds: int = 1
 
     def add(self, m: Message) -> None:
         self.count += 1
@@ -125,6 +129,8 @@ class History:
             self.tail = m.role
         if m.role == "user":
             self.prompt = m.content
+            self.turn_start = self.count - 1
+            self.prompt_rounds = asked_rounds(m.content)
             self.turn_rounds = self.turn_answers = self.turn_failed_rounds = 0
             self.tail_results = self.tail_errors = self.tail_max_chars = 0
             self.tail_repeat = False
@@ -157,7 +163,7 @@ class History:
                          self.tool_errors, tuple(self.drafts), self.last_reasoning, self.tail, self.tail_results,
                          self.tail_errors, self.tail_max_chars, self.tail_repeat, self.turn_rounds,
                          self.turn_answers, self.turn_failed_rounds, self.last_tier, self.prefix_chars,
-                         self.prefix_tokens)
+                         self.prefix_tokens, self.turn_start, self.prompt_rounds)
 
 
 def summarize(messages: list[Message]) -> StepStats:
@@ -184,7 +190,7 @@ def step_role(st: StepStats, tools_offered: bool = True) -> StepRole:
             return "tool_error"
         if st.tail_repeat:
             return "retry"
-        if st.tail_max_chars <= RESTATE_MAX_CHARS and st.turn_rounds - st.turn_failed_rounds >= asked_rounds(st.prompt):
+        if st.tail_max_chars <= RESTATE_MAX_CHARS and st.turn_rounds - st.turn_failed_rounds >= st.prompt_rounds:
             return "restate"
         return "after_tool"
     return "retry"  # the model's own answer is last: it is asked again

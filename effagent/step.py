@@ -259,6 +259,8 @@ class StepProcedure:
         fin = self.governor.policy.budgets.finalize
         if d.action == "finalize":
             return fin.loop_instruction.replace("{reason}", d.loop) if d.loop is not None else fin.instruction
+        if d.prompt_budget == "none" and not d.warning:  # most steps
+            return None
         parts = [prompt_budget_instruction(d.prompt_budget, ctx.step.prompt, d.difficulty)
                  if d.prompt_budget != "none" else None,
                  f"Note: {d.warning}." if d.warning else None]
@@ -529,19 +531,11 @@ class StepProcedure:
 
 def _book(gov: Governor, ctx: StepContext, c: CallReport) -> StepRecord:
     """Every call of a step goes to the ledger here (or in :func:`_abook`): the procedure's and the levers'."""
-    return gov.account(ctx.run_id, ctx.thread_id, ctx.decision, tier=c.tier, input_tokens=c.input_tokens,
-                       output_tokens=c.output_tokens, reasoning_tokens=c.reasoning_tokens, kind=c.kind, ok=c.ok,
-                       error=c.error, duration_s=c.duration_s, response_model=c.response_model, content=c.content,
-                       reasoning_estimated=c.reasoning_estimated, cache_read_tokens=c.cache_read_tokens,
-                       cache_write_tokens=c.cache_write_tokens)
+    return gov.book(ctx.run_id, ctx.thread_id, ctx.decision, c)
 
 
 async def _abook(gov: Governor, ctx: StepContext, c: CallReport) -> StepRecord:
-    return await gov.aaccount(ctx.run_id, ctx.thread_id, ctx.decision, tier=c.tier, input_tokens=c.input_tokens,
-                              output_tokens=c.output_tokens, reasoning_tokens=c.reasoning_tokens, kind=c.kind,
-                              ok=c.ok, error=c.error, duration_s=c.duration_s, response_model=c.response_model,
-                              content=c.content, reasoning_estimated=c.reasoning_estimated,
-                              cache_read_tokens=c.cache_read_tokens, cache_write_tokens=c.cache_write_tokens)
+    return await gov.abook(ctx.run_id, ctx.thread_id, ctx.decision, c)
 
 
 def _drive(proc: Generator[Any, Any, R], do: Callable[[Any], Any]) -> R:

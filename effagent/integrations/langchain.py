@@ -67,9 +67,7 @@ class _MiddlewareCalls:
         self.request = request
         self.handler = handler
         self.models = models
-        self.messages = list(request.messages)
-        if instruction:
-            self.messages.append(HumanMessage(instruction))
+        self.messages = [*request.messages, HumanMessage(instruction)] if instruction else request.messages
         self.finalize = finalize
 
     def _override(self, req: TierRequest) -> ModelRequest:

@@ -44,8 +44,11 @@ def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | No
         return None
     if cfg.max_steps is not None and step.index >= cfg.max_steps:
         return f"step {step.index} reached loop_guard.max_steps={cfg.max_steps}"
-    scoped = in_scope(step.messages, cfg)
-    stats = step.stats() if len(scoped) == len(step.messages) else summarize(list(scoped))
+    stats = step.stats()
+    scoped: Sequence[Message] = step.messages
+    if cfg.scope == "turn" and stats.turn_start > 0:  # an earlier turn does not count
+        scoped = step.messages[stats.turn_start:]
+        stats = summarize(list(scoped))
     allowed = cfg.max_repeated_tool_calls + (1 if blocks_calls else 0)
     if stats.max_call_repeats > allowed:  # name the first call that went over the limit
         counts: dict[str, int] = {}

@@ -229,5 +229,9 @@ class PromptTokens:
 
     def messages(self, contents: Sequence[str], extra: Sequence[str] = ()) -> int:
         """Tokens of a chat of ``contents`` (one text per message) plus ``extra`` texts (tool calls, tool schemas)."""
-        raw = sum(self.text(c) + PER_MESSAGE_TOKENS for c in contents) + sum(self.text(e) for e in extra)
+        counted = self._cache  # an agent's history is counted again every step: most texts are known
+        raw = PER_MESSAGE_TOKENS * len(contents)
+        for text in (*contents, *extra):
+            n = counted.get(text)
+            raw += self.text(text) if n is None else n
         return int((raw + REPLY_PRIMING_TOKENS) * (1 + PROMPT_MARGIN)) + 1

@@ -120,6 +120,7 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
         run_id = state.get(RUN_KEY)
         if run_id:
             self.governor.end_run(run_id)
+            self.cache.forget(run_id)
             return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 
@@ -127,6 +128,7 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
         run_id = state.get(RUN_KEY)
         if run_id:
             await self.governor.aend_run(run_id)
+            self.cache.forget(run_id)
             return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 

@@ -121,6 +121,11 @@ class MessageCache:
         self._runs.move_to_end(run_id)
         return converted, hist.stats(), index
 
+    def forget(self, run_id: str) -> None:
+        """Drop a run's converted history once the run ended (its messages stay cached by id, for the thread's next
+        run): what a run no longer needs is freed while it is still in memory's fast caches."""
+        self._runs.pop(run_id, None)
+
     def tool_schemas(self, names: list[str], tools: Sequence[Any]) -> str:
         """:func:`tool_schemas`, worked out once per set of tool names (an agent offers the same tools each step)."""
         key = "\x00".join(names)

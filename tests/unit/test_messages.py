@@ -226,3 +226,17 @@ def _reference(messages):
         "last_reasoning": last.reasoning if last is not None else "",
         "chars": sum(len(m.content) for m in messages), "count": len(messages),
     }
+
+
+def test_a_runs_history_is_dropped_when_the_run_ends_and_its_messages_stay_cached():
+    from langchain_core.messages import HumanMessage
+
+    from effagent.integrations.messages import MessageCache, to_step
+
+    cache = MessageCache()
+    h = HumanMessage("hi", id="h1")
+    first = to_step([h], cache=cache, run_id="r").messages[0]
+    assert to_step([h], cache=cache, run_id="r").index == 1  # the run's second step
+    cache.forget("r")
+    again = to_step([h], cache=cache, run_id="r")
+    assert again.index == 0 and again.messages[0] is first  # a new history; the message converted once

@@ -281,9 +281,8 @@ tools (early exit is for answer steps only; see :data:`Lever`).
     max_tokens = min(c for c in caps if c)
     reasons = [f"difficulty {difficulty.score:.2f} in band {band.name} [{band.min}, {band.max})"
                + (f", role {role}" if role else "")]
-    switching = prev_tier is not None and prev_tier != name  # the expected output only matters then
     switch = switch_check(policy, name, prev_tier, role, input_tokens, cached_tokens,
-                          _expected_output(state, max_tokens) if switching else 0)
+                          _expected_output(state, max_tokens))
     if switch.reason:
         reasons.append(switch.reason)
     if switch.tier != name:

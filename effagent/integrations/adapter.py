@@ -53,6 +53,15 @@ class GraphAdapter:
         run's last step. Returns False when the step is not known (too old, or not answered here)."""
         return self.procedure.record_outcome(run_id, success, step=step, feedback=feedback)
 
+    def _end_run(self, run_id: str) -> None:
+        """The run is over: the governor ends it (ledger total, observer) and its converted history is dropped."""
+        self.governor.end_run(run_id)
+        self.cache.forget(run_id)
+
+    async def _aend_run(self, run_id: str) -> None:
+        await self.governor.aend_run(run_id)
+        self.cache.forget(run_id)
+
     def _where(self, state: Mapping[str, Any],
                config: Mapping[str, Any] | None = None) -> tuple[str, bool, str | None, bool, Usage | None]:
         """(run id, whether this step starts the run, thread id, whether the graph checkpoints — only then is the

@@ -31,13 +31,13 @@ from effagent.ledger.base import Ledger
 from effagent.levers import loopguard
 from effagent.observe import Observer
 from effagent.policy import Policy
-from effagent.records import Step, ToolCall
+from effagent.records import Step
 from effagent.request import TierRequest
 from effagent.step import Outcome, ReasoningCounter, Reply, StepContext
 
 from .adapter import GraphAdapter
 from .interrupts import aplan_in_graph, plan_in_graph
-from .messages import answer_message, reply_of, tag_answer, to_step
+from .messages import answer_message, reply_of, tag_answer, to_step, tool_calls_of
 from .state import RUN_KEY, RUN_SPENT_KEY, THREAD_KEY, thread_usage_for_state
 
 
@@ -119,16 +119,14 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
     def after_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
         run_id = state.get(RUN_KEY)
         if run_id:
-            self.governor.end_run(run_id)
-            self.cache.forget(run_id)
+            self._end_run(run_id)
             return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 
     async def aafter_agent(self, state: EfficiencyState, runtime: Any) -> dict[str, Any] | None:
         run_id = state.get(RUN_KEY)
         if run_id:
-            await self.governor.aend_run(run_id)
-            self.cache.forget(run_id)
+            await self._aend_run(run_id)
             return {RUN_KEY: "", RUN_SPENT_KEY: {}}
         return None
 
@@ -182,9 +180,7 @@ class EfficiencyMiddleware(GraphAdapter, AgentMiddleware[EfficiencyState, Any, A
         if answer is None or not answer.tool_calls:
             return []
         calls = answer.tool_calls
-        whys = loopguard.blocked_calls(
-            step.messages, [ToolCall(name=c["name"], args=dict(c.get("args") or {})) for c in calls],
-            self.policy.loop_guard, step.stats().max_call_repeats)
+        whys = loopguard.blocked_calls(step, tool_calls_of(answer), self.policy.loop_guard)
         return [ToolMessage(content=why, tool_call_id=c.get("id") or "", name=c["name"], status="error",
                             response_metadata={"effagent": {"blocked": True, "reason": why}})
                 for c, why in zip(calls, whys, strict=True) if why is not None]

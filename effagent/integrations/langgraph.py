@@ -114,8 +114,7 @@ class EfficiencyNode(GraphAdapter, RunnableLambda):  # type: ignore[type-arg]
         ctx = plan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = self.procedure.run(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):  # the agent answers: this run is over
-            self.governor.end_run(ctx.run_id)
-            self.cache.forget(ctx.run_id)
+            self._end_run(ctx.run_id)
         return self._update(ctx, new_run, checkpointed, out)
 
     async def _acall(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
@@ -124,6 +123,5 @@ class EfficiencyNode(GraphAdapter, RunnableLambda):  # type: ignore[type-arg]
         ctx = await aplan_in_graph(self.procedure, step, run_id, thread_id, base, state, checkpointed)
         out = await self.procedure.arun(ctx, self._calls(ctx, state, config))
         if not getattr(out.result, "tool_calls", None):
-            await self.governor.aend_run(ctx.run_id)
-            self.cache.forget(ctx.run_id)
+            await self._aend_run(ctx.run_id)
         return self._update(ctx, new_run, checkpointed, out)

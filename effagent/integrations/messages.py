@@ -36,6 +36,15 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def tool_calls_of(msg: AIMessage) -> list[ToolCall]:
+    """The tool calls an AIMessage asks for, as effagent's records."""
+    calls = []
+    for c in msg.tool_calls or ():
+        args = c.get("args")
+        calls.append(ToolCall(name=str(c.get("name") or ""), args=dict(args) if isinstance(args, dict) else {}))
+    return calls
+
+
 def to_message(m: BaseMessage) -> Message:
     role = _ROLES.get(m.type, "user")
     content = _text(m.content)
@@ -46,9 +55,7 @@ def to_message(m: BaseMessage) -> Message:
     context = 0
     if role == "assistant":
         if isinstance(m, AIMessage):
-            for c in m.tool_calls or ():
-                args = c.get("args")
-                calls.append(ToolCall(name=str(c.get("name") or ""), args=dict(args) if isinstance(args, dict) else {}))
+            calls = tool_calls_of(m)
             reasoning = reasoning_text(m)
             meta = (m.response_metadata or {}).get("effagent")
             tier = meta.get("tier") if isinstance(meta, Mapping) and isinstance(meta.get("tier"), str) else None
@@ -236,8 +243,7 @@ def reply_of(msg: AIMessage | None) -> Reply | None:
         return None
     inp, out, reasoning = usage_of(msg)
     cache_read, cache_write = cache_usage_of(msg)
-    calls = tuple(ToolCall(name=str(c.get("name") or ""), args=dict(c.get("args") or {})) for c in msg.tool_calls or ())
-    return Reply(text=_text(msg.content), tool_calls=calls, input_tokens=inp, output_tokens=out,
+    return Reply(text=_text(msg.content), tool_calls=tuple(tool_calls_of(msg)), input_tokens=inp, output_tokens=out,
                  reasoning_tokens=reasoning, reasoning=reasoning_text(msg),
                  model=(msg.response_metadata or {}).get("model_name"), cache_read_tokens=cache_read,
                  cache_write_tokens=cache_write)

@@ -23,15 +23,11 @@ def _revision(prev: str, cur: str) -> tuple[float, bool]:
     return 1.0 - SequenceMatcher(None, prev, cur, autojunk=False).ratio(), any(w in low for w in _REFLECT)
 
 
-def in_scope(messages: Sequence[Message], cfg: LoopGuard) -> Sequence[Message]:
+def in_scope(step: Step, cfg: LoopGuard) -> Sequence[Message]:
     """The messages the guard counts: those of the current turn (from the last user message on) for
     ``scope: turn``, all of them for ``scope: thread``."""
-    if cfg.scope == "thread":
-        return messages
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].role == "user":
-            return messages[i:]
-    return messages
+    start = step.stats().turn_start if cfg.scope == "turn" else 0
+    return step.messages[start:] if start else step.messages
 
 
 def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | None:
@@ -44,11 +40,8 @@ def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | No
         return None
     if cfg.max_steps is not None and step.index >= cfg.max_steps:
         return f"step {step.index} reached loop_guard.max_steps={cfg.max_steps}"
-    stats = step.stats()
-    scoped: Sequence[Message] = step.messages
-    if cfg.scope == "turn" and stats.turn_start > 0:  # an earlier turn does not count
-        scoped = step.messages[stats.turn_start:]
-        stats = summarize(list(scoped))
+    scoped = in_scope(step, cfg)
+    stats = step.stats() if scoped is step.messages else summarize(list(scoped))
     allowed = cfg.max_repeated_tool_calls + (1 if blocks_calls else 0)
     if stats.max_call_repeats > allowed:  # name the first call that went over the limit
         counts: dict[str, int] = {}
@@ -72,21 +65,20 @@ def check(step: Step, cfg: LoopGuard, *, blocks_calls: bool = False) -> str | No
     return None
 
 
-def blocked_calls(messages: Sequence[Message], calls: Sequence[ToolCall], cfg: LoopGuard,
-                  most_repeats: int | None = None) -> list[str | None]:
-    """For each of ``calls`` (the tool calls of the answer that follows ``messages``): why it must not run, or
-    None. A call must not run when the agent has asked for that same call (name and arguments) more than
+def blocked_calls(step: Step, calls: Sequence[ToolCall], cfg: LoopGuard) -> list[str | None]:
+    """For each of ``calls`` (the tool calls of the answer to ``step``): why it must not run, or None. A call must
+    not run when the agent has asked for that same call (name and arguments) more than
     ``max_repeated_tool_calls`` times in scope, this answer included. The text is what the agent is told instead
-    of the tool's result. ``most_repeats``: the most times any one call was asked for in ``messages`` (the
-    step's statistics), which answers the usual case, no call near the limit, without reading the history."""
+    of the tool's result. The step's statistics (the most times any one call was asked for) answer the usual
+    case, no call near the limit, without reading the history."""
     limit = cfg.max_repeated_tool_calls
-    if not cfg.enabled or not calls or (most_repeats is not None and most_repeats + len(calls) <= limit):
-        return [None] * len(calls)  # (no call can pass the limit: asked at most most_repeats + len(calls) times)
+    if not cfg.enabled or not calls or step.stats().max_call_repeats + len(calls) <= limit:
+        return [None] * len(calls)  # (no call can pass the limit: asked at most max_call_repeats + len(calls))
     keys = [c.key for c in calls]
     asked: dict[str, int] = {}
     for k in keys:
         asked[k] = asked.get(k, 0) + 1
-    for m in in_scope(messages, cfg):
+    for m in in_scope(step, cfg):
         for c in m.tool_calls:
             if c.key in asked:
                 asked[c.key] += 1

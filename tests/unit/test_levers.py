@@ -306,7 +306,7 @@ def test_decided_rule_never_changes_the_fixed_n_answer(answers, batch):
 
 
 def test_blocked_calls_counts_the_answers_calls_with_the_turns_and_names_only_those_over_the_limit():
-    from effagent.records import Message, ToolCall
+    from effagent.records import Message, Step, ToolCall, summarize
 
     look = ToolCall(name="lookup", args={"q": "booking 42"})
     other = ToolCall(name="lookup", args={"q": "booking 43"})
@@ -315,15 +315,17 @@ def test_blocked_calls_counts_the_answers_calls_with_the_turns_and_names_only_th
     turn = [Message(role="assistant", tool_calls=[look]), Message(role="tool", content="error"),
             Message(role="assistant", tool_calls=[look]), Message(role="tool", content="error")]
     guard = LoopGuard(max_repeated_tool_calls=2)
-    whys = loopguard.blocked_calls(earlier + turn, [look, other], guard)
+    whys = loopguard.blocked_calls(Step(messages=earlier + turn), [look, other], guard)
     assert whys[1] is None  # new arguments: progress
     assert whys[0] is not None and "already called 2 times in this turn" in whys[0]
     # the earlier turn's call does not count in scope turn, but does in scope thread
-    assert loopguard.blocked_calls(earlier + turn[:2], [look], guard) == [None]
-    thread = loopguard.blocked_calls(earlier + turn[:2], [look], LoopGuard(max_repeated_tool_calls=2, scope="thread"))
+    assert loopguard.blocked_calls(Step(messages=earlier + turn[:2]), [look], guard) == [None]
+    by_thread = LoopGuard(max_repeated_tool_calls=2, scope="thread")
+    thread = loopguard.blocked_calls(Step(messages=earlier + turn[:2]), [look], by_thread)
     assert thread[0] is not None and "in this conversation" in thread[0]
     # the same call twice in one answer counts twice
-    assert loopguard.blocked_calls(earlier + turn[:2], [look, look], guard)[0] is not None
+    assert loopguard.blocked_calls(Step(messages=earlier + turn[:2]), [look, look], guard)[0] is not None
     # the history's most repeated call bounds the count: far from the limit, nothing is read
-    assert loopguard.blocked_calls(earlier + turn, [look], guard, most_repeats=0) == [None]
-    assert loopguard.blocked_calls(earlier + turn, [look], LoopGuard(enabled=False)) == [None]
+    bounded = Step(messages=earlier + turn, known_stats=summarize(earlier + turn)._replace(max_call_repeats=0))
+    assert loopguard.blocked_calls(bounded, [look], guard) == [None]
+    assert loopguard.blocked_calls(Step(messages=earlier + turn), [look], LoopGuard(enabled=False)) == [None]

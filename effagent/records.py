@@ -32,6 +32,9 @@ _SEQUENCE = re.compile(r"\b(?:then|after that|afterwards|next|finally)\b(?!,?\s+
                        r"write|reply|state|what|how)\b)", re.I)
 
 
+_CALL_ARGS = json.JSONEncoder(sort_keys=True, default=str)  # canonical arguments (one encoder, made once)
+
+
 @dataclass(frozen=True, eq=False)
 class ToolCall:
     """One tool call an assistant message asked for."""
@@ -42,7 +45,7 @@ class ToolCall:
     @cached_property
     def key(self) -> str:
         """Name and canonical JSON arguments: equal keys = the same call."""
-        return self.name + json.dumps(self.args, sort_keys=True, default=str)
+        return self.name + _CALL_ARGS.encode(self.args)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToolCall):

@@ -324,7 +324,7 @@ class StepProcedure:
         telemetry = self.governor.policy.telemetry
         shown = d.summary()  # what the step got, and why it ended the run early when it did
         if telemetry.answer_metadata == "decision":
-            shown["decision"] = d.model_dump(mode="json")
+            shown["decision"] = d.model_dump()  # plain values only (no enums, tuples or sets)
         note = (f"(no final answer: the model still asked for a tool; {d.reason})" if d.action == "finalize"
                 else None)
         endpoint.tag(result, {"tier": tier, "run_id": ctx.run_id, **shown, **(extra or {})}, note)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -19,10 +20,17 @@ CallKind = Literal["model", "finalize", "probe", "sample", "verify", "grant", "s
 STEP_KINDS = ("model", "finalize", "sample")
 
 
+# A generator of its own for ids: seeded from os.urandom when made and again in a forked child (so two workers
+# forked from one parent never share a stream), and never seeded by application code that calls random.seed().
+# Ids must be unique, not secret; drawing them costs no system call, unlike os.urandom on every record.
+_IDS = random.Random()
+os.register_at_fork(after_in_child=_IDS.seed)
+
+
 def new_id() -> str:
     """A random 128-bit identifier as 32 hex digits (a record's, a reservation's, a run's): the format of
-    ``uuid.uuid4().hex`` without building a UUID object."""
-    return os.urandom(16).hex()
+    ``uuid.uuid4().hex``. A shared ledger counts a record once per id, so ids never repeat across workers."""
+    return _IDS.getrandbits(128).to_bytes(16, "big").hex()
 
 
 class Usage(BaseModel):

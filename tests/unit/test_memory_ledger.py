@@ -54,3 +54,30 @@ def test_none_keeps_everything():
 def test_bad_bounds_are_refused_with_what_to_pass(bad):
     with pytest.raises(ValueError, match="positive integer or None"):
         InMemoryLedger(**bad)
+
+
+def test_record_ids_never_repeat_across_forked_workers_or_a_seeded_random():
+    """A shared ledger counts a record once per id: ids drawn in a forked worker, or after application code seeded
+    the random module, must not repeat the parent's."""
+    import os
+    import random
+
+    from effagent.ledger.base import new_id
+
+    random.seed(0)
+    first = new_id()
+    random.seed(0)
+    assert new_id() != first and len(first) == 32 and int(first, 16) >= 0
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the ids it draws next, to the parent
+        os.close(read)
+        os.write(write, "".join(new_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    child_ids = {child[i:i + 32] for i in range(0, len(child), 32)}
+    parent_ids = {new_id() for _ in range(50)}
+    assert len(child_ids) == 50 and not child_ids & parent_ids

@@ -200,6 +200,23 @@ def _fallback(policy: Policy, tier: str) -> list[str]:
     return list(order)
 
 
+class PolicyFacts(NamedTuple):
+    """What ``decide`` reads of a policy on every step that depends on the policy alone, worked out once: a
+    :class:`~effagent.governor.Governor` keeps one for its policy (which never changes under it), and ``decide``
+    works one out when given none."""
+
+    limits: _Limits  # the run's and the thread's limits (no grant)
+    step_limits: _Limits  # ... less the final answer's reserve: what ordinary steps may use
+    cheapest: str  # the cheapest tier
+    fallbacks: dict[str, list[str]]  # per tier, the tiers to try if it fails
+
+    @classmethod
+    def of(cls, policy: Policy) -> PolicyFacts:
+        limits = _Limits.of(policy, None)
+        return cls(limits, limits.for_steps(policy.budgets.finalize.reserve), policy.cheapest_tier,
+                   {name: _fallback(policy, name) for name in policy.tiers})
+
+
 def decide(
     policy: Policy,
     difficulty: Difficulty,
@@ -219,6 +236,7 @@ def decide(
     role: str | None = None,
     prev_tier: str | None = None,
     cached_tokens: int = 0,
+    facts: PolicyFacts | None = None,
 ) -> Decision:
     """Decide one step. Raises BudgetExceeded when a budget is spent and the policy says ``error``.
 
@@ -234,7 +252,8 @@ tools (early exit is for answer steps only; see :data:`Lever`).
     ``role`` is the step's role (:data:`effagent.records.StepRole`): bands with ``roles`` match it first.
     ``prev_tier`` is the tier that answered the run's previous step and ``cached_tokens`` the part of this
     step's prompt that tier has cached (the conversation up to its answer); ``routing.switch`` says whether the
-    step may leave that tier (:func:`switch_check`).
+    step may leave that tier (:func:`switch_check`). ``facts``: the policy's :class:`PolicyFacts`, when the caller
+    keeps them (worked out here otherwise).
 
     Ordinary steps use each limit less ``budgets.finalize.reserve``; the final answer of an exhausted run may use
     the reserve. A budget is exhausted once the step's prompt and the least useful answer
@@ -243,15 +262,19 @@ tools (early exit is for answer steps only; see :data:`Lever`).
     when the final answer has no room, ``action: halt`` ends the run without a model call.
     """
     step = state.steps if step is None else step
-    limits = _Limits.of(policy, grant)
-    step_limits = limits.for_steps(policy.budgets.finalize.reserve)
-    cheapest = policy.tier(policy.cheapest_tier).price
+    facts = PolicyFacts.of(policy) if facts is None else facts
+    if grant is None:
+        limits, step_limits = facts.limits, facts.step_limits
+    else:  # a person's grant raises the run's and the thread's limits
+        limits = _Limits.of(policy, grant)
+        step_limits = limits.for_steps(policy.budgets.finalize.reserve)
+    cheapest = policy.tier(facts.cheapest).price
     need = input_tokens + MIN_OUTPUT_TOKENS
     spent = _exhausted(step_limits, state, need, cheapest.cost(input_tokens, MIN_OUTPUT_TOKENS))
     mode = policy.budgets.on_exhausted
     ours = spent is not None or denied_scope in ("run", "thread")  # a budget a person can raise
     if ours and mode == "interrupt" and not refused and final_denied is None:
-        name = policy.budgets.finalize.tier or policy.cheapest_tier
+        name = policy.budgets.finalize.tier or facts.cheapest
         why = (f"{spent[0]} budget exhausted ({spent[1]} of {spent[2]} usable by steps)" if spent is not None
                else f"{denied_scope} budget exhausted ({shared_exhausted})")
         return Decision(step=step, action="pause", tier=name, model=policy.tier(name).model, max_tokens=1,
@@ -271,7 +294,7 @@ tools (early exit is for answer steps only; see :data:`Lever`).
         else:
             why = f"loop capped: {loop}"
         final_input = input_tokens if final_input_tokens is None else final_input_tokens
-        return _finalize(policy, difficulty, step, limits, state, final_input, loop, why, final_denied
+        return _finalize(policy, facts, difficulty, step, limits, state, final_input, loop, why, final_denied
                          ).model_copy(update={"role": role})
 
     band = policy.band_for(difficulty.score, role)
@@ -328,7 +351,7 @@ tools (early exit is for answer steps only; see :data:`Lever`).
         verify=lever == "cascade", lever=lever,
         early_exit=band.early_exit if lever == "early_exit" else None,
         difficulty=difficulty.score, signals=dict(difficulty.signals), reason="; ".join(reasons),
-        budget_left=step_left, fallback=_fallback(policy, name), warning=warning,
+        budget_left=step_left, fallback=facts.fallbacks[name], warning=warning,
         role=role, switch_cost=switch.cost, switch_saving=switch.saving, stayed_for_cache=switch.stayed,
     )
 
@@ -427,12 +450,12 @@ def _cheaper_tier(policy: Policy, name: str, max_tokens: int, input_tokens: int,
     return fitting[-1] if fitting else cheaper[0]
 
 
-def _finalize(policy: Policy, difficulty: Difficulty, step: int, limits: _Limits, state: LedgerState,
-              input_tokens: int, loop: str | None, why: str, final_denied: str | None) -> Decision:
+def _finalize(policy: Policy, facts: PolicyFacts, difficulty: Difficulty, step: int, limits: _Limits,
+              state: LedgerState, input_tokens: int, loop: str | None, why: str, final_denied: str | None) -> Decision:
     """One last call without tools or thinking for the final answer, inside what is left of the limits (the
     reserve included); ``halt`` when not even :data:`MIN_OUTPUT_TOKENS` of answer fit."""
     fin = policy.budgets.finalize
-    name = fin.tier or policy.cheapest_tier
+    name = fin.tier or facts.cheapest
     tier = policy.tier(name)
     left = _budget_left(limits, state)
     max_tokens = min(fin.max_tokens, tier.max_tokens)
@@ -458,7 +481,7 @@ def _finalize(policy: Policy, difficulty: Difficulty, step: int, limits: _Limits
         max_tokens=max_tokens, samples=1, band=None,
         difficulty=difficulty.score, signals=dict(difficulty.signals),
         reason=f"{why}; one last call without thinking for the final answer",
-        budget_left=left, loop=loop, fallback=_fallback(policy, name),
+        budget_left=left, loop=loop, fallback=facts.fallbacks[name],
     )
 
 

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from effagent.checkin import Grant
-from effagent.decide import Decision, decide, escalate, escalate_on_disagreement, steps_share
+from effagent.decide import Decision, PolicyFacts, decide, escalate, escalate_on_disagreement, steps_share
 from effagent.difficulty import build_estimator
 from effagent.difficulty.base import Estimator
 from effagent.ledger import ledger_from_policy
@@ -125,6 +125,7 @@ class Governor:
         self._limits = [(scope, limit) for scope, limit in (("run", b.run), ("thread", b.thread), ("team", team))
                         if limit.is_set]
         self._call_time_s = {name: t.timeout_s * (t.retries + 1) for name, t in policy.tiers.items()}
+        self._facts = PolicyFacts.of(policy)  # what every decision reads of the policy alone
         self._holds: dict[tuple[str, int], Reservation] = {}
         self._holds_lock = threading.Lock()
         self.estimator = estimator if estimator is not None else build_estimator(policy.difficulty, policy)
@@ -215,7 +216,7 @@ class Governor:
             return decide(self.policy, difficulty, state, step=state.steps, loop=loop, input_tokens=inp,
                           final_input_tokens=final_inp, grant=grant, refused=refused, shadow_draw=draw,
                           role=step.role, prev_tier=prev_tier, cached_tokens=cached, tools_offered=bool(step.tools),
-                          **why)
+                          facts=self._facts, **why)
 
         decision = again()
         if self._reserving and decision.action in ("call", "finalize"):

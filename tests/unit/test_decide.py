@@ -201,6 +201,21 @@ def test_decide_table(row: Row):
     assert d.difficulty == row.score and d.signals == {"s": row.score}
 
 
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.id) for r in ROWS if not r.bug])
+def test_the_policy_facts_a_governor_keeps_decide_every_row_alike(row: Row):
+    """A governor works out the policy's facts once and hands them to every decision: a row decided with them (the
+    same facts for two steps in a row) gets exactly the decision it gets without, grants included."""
+    from effagent.decide import PolicyFacts
+
+    policy = policy_with(row.policy)
+    facts = PolicyFacts.of(policy)
+    difficulty = Difficulty(score=row.score, signals={"s": row.score})
+    plain = decide(policy, difficulty, row.state, **row.kwargs)
+    kept = decide(policy, difficulty, row.state, facts=facts, **row.kwargs)
+    kept.fallback.append("changed by the caller")  # a decision's list is its own: the kept facts do not change
+    assert decide(policy, difficulty, row.state, facts=facts, **row.kwargs) == plain
+
+
 EXHAUSTED = [
     ("run tokens", {"run": {"tokens": 1_000}}, spent(run_tokens=1_000), "run", "1000 tokens"),
     ("run $", {"run": {"usd": 0.5}}, spent(run_usd=0.5), "run", "$0.500000"),

@@ -124,6 +124,11 @@ class Governor:
         #: the budgets a step's reservation is checked against, and each tier's longest call (its TTL)
         self._limits = [(scope, limit) for scope, limit in (("run", b.run), ("thread", b.thread), ("team", team))
                         if limit.is_set]
+        #: ... as an ordinary step's reservation is checked against them (less the final answer's reserve), when no
+        #: grant raised them and no other worker spent part of them: most steps
+        self._steps_limits = {scope: ScopeLimit(steps_share(limit.tokens, b.finalize.reserve),
+                                                steps_share(limit.usd, b.finalize.reserve))
+                              for scope, limit in self._limits}
         self._call_time_s = {name: t.timeout_s * (t.retries + 1) for name, t in policy.tiers.items()}
         self._facts = PolicyFacts.of(policy)  # what every decision reads of the policy alone
         self._holds: dict[tuple[str, int], Reservation] = {}
@@ -315,6 +320,8 @@ class Governor:
         against): raised by a person's grant, less the final answer's reserve — the whole limit for the final
         answer itself (``final``) — and less what the checkpointed state says the run or thread spent beyond what
         this ledger saw (another worker)."""
+        if not final and grant is None and state is own:  # nothing raises or lowers the limits steps may use
+            return {scope: limit for scope, limit in self._steps_limits.items() if scope in scopes}
         share = 0.0 if final else self.policy.budgets.finalize.reserve
         seen = {"run": (own.run, state.run), "thread": (own.thread, state.thread)}
         limits: dict[str, ScopeLimit] = {}

@@ -96,3 +96,21 @@ def test_step_index_is_the_ledgers_count_not_the_callers():
     run = gov.start_run()
     d = gov.plan(Step(index=7), run)
     assert d.step == 0
+
+
+def test_an_ordinary_steps_reservation_limits_are_the_ones_worked_out_in_full():
+    """Most steps reserve against the limits kept when the governor was made (less the final answer's reserve);
+    they must be exactly what the full computation gives for a state nobody else changed, every scope alike."""
+    from effagent.ledger.base import LedgerState, Usage
+
+    policy = Policy.model_validate({**POLICY, "budgets": {
+        "run": {"tokens": 5_001, "usd": 0.73}, "thread": {"tokens": 90_000}, "team": {"usd": 12.5},
+        "finalize": {"reserve": 0.13}}})
+    gov = Governor(policy, ledger=InMemoryLedger(), estimator=FakeEstimator(score=0.1), observer=NullObserver())
+    own = LedgerState(run=Usage(input_tokens=40, cost_usd=0.01), thread=Usage(output_tokens=7), steps=2)
+    same = LedgerState(*own)  # equal, but not the ledger's own object: the full computation
+    scopes = {"run": "r", "thread": "t", "team": "research"}
+    kept = gov._scope_limits(False, None, own, own, scopes)
+    assert kept == gov._scope_limits(False, None, own, same, scopes)
+    assert kept["run"].tokens == 5_001 - 651 and kept["team"].usd == pytest.approx(12.5 * 0.87)
+    assert set(gov._scope_limits(False, None, own, own, {"run": "r"})) == {"run"}  # no thread id: no thread scope

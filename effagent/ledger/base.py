@@ -24,7 +24,8 @@ STEP_KINDS = ("model", "finalize", "sample")
 # forked from one parent never share a stream), and never seeded by application code that calls random.seed().
 # Ids must be unique, not secret; drawing them costs no system call, unlike os.urandom on every record.
 _IDS = random.Random()
-os.register_at_fork(after_in_child=_IDS.seed)
+if hasattr(os, "register_at_fork"):  # a platform without fork (Windows) has no forked child to reseed
+    os.register_at_fork(after_in_child=_IDS.seed)
 
 
 def new_id() -> str:
